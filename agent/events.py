@@ -1,0 +1,161 @@
+"""Normalising the agent-server's events into AgentStateChangedObservation.
+
+The agent-server reports `execution_status` values; processors think in the seed's
+AgentState values. The one translation that needs context: the agent-server has no
+"awaiting input" status, so `finished` right after an agent message (rather than a
+FinishAction) means the agent asked the user something.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AgentState(StrEnum):
+    LOADING = "loading"
+    INIT = "init"
+    RUNNING = "running"
+    AWAITING_USER_INPUT = "awaiting_user_input"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+    REJECTED = "rejected"
+    ERROR = "error"
+    AWAITING_USER_CONFIRMATION = "awaiting_user_confirmation"
+    USER_CONFIRMED = "user_confirmed"
+    USER_REJECTED = "user_rejected"
+    RATE_LIMITED = "rate_limited"
+    STUCK = "stuck"
+
+
+# States in which the agent has stopped and will not go on by itself: the only
+# ones worth a job. RUNNING, INIT and the like change nothing for a processor.
+STOPPED_STATES = frozenset(
+    {
+        AgentState.AWAITING_USER_INPUT,
+        AgentState.FINISHED,
+        AgentState.ERROR,
+        AgentState.RATE_LIMITED,
+        AgentState.STUCK,
+        AgentState.STOPPED,
+        AgentState.PAUSED,
+        AgentState.AWAITING_USER_CONFIRMATION,
+    }
+)
+
+_EXECUTION_STATUS_TO_STATE = {
+    "idle": AgentState.INIT,
+    "running": AgentState.RUNNING,
+    "paused": AgentState.PAUSED,
+    "waiting_for_confirmation": AgentState.AWAITING_USER_CONFIRMATION,
+    "finished": AgentState.FINISHED,
+    "error": AgentState.ERROR,
+    "stuck": AgentState.STUCK,
+    "deleting": AgentState.STOPPED,
+}
+
+
+class AgentStateChangedObservation(BaseModel):
+    """The agent of `conversation_id` reached `agent_state` (the seed's observation)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    conversation_id: str
+    agent_state: AgentState
+    reason: str = ""
+    event_id: str = Field(description="id of the agent-server event that reported the change")
+    timestamp: str | None = Field(
+        default=None, description="that event's timestamp, as the agent-server wrote it"
+    )
+
+
+class MalformedEvents(ValueError):
+    """The body is not an agent-server event batch nor a seed observation."""
+
+
+def normalize_conversation_id(raw: str) -> str:
+    """Accept the agent-server's 32-hex form and the dashed UUID; store the 32-hex form."""
+    try:
+        return uuid.UUID(raw.strip()).hex
+    except ValueError:
+        raise MalformedEvents(f"conversation id {raw!r} is not a UUID") from None
+
+
+def execution_status_of(event: dict[str, Any]) -> str | None:
+    """The execution status a ConversationStateUpdateEvent carries, if any."""
+    if event.get("kind") != "ConversationStateUpdateEvent":
+        return None
+    value = event.get("value")
+    if event.get("key") == "execution_status" and isinstance(value, str):
+        return value
+    if event.get("key") == "full_state" and isinstance(value, dict):
+        status = value.get("execution_status")
+        return status if isinstance(status, str) else None
+    return None
+
+
+def agent_event_kind(event: dict[str, Any]) -> str | None:
+    """'message' or 'finish' for the agent's own turn-ending events, else None."""
+    if event.get("source") != "agent":
+        return None
+    if event.get("kind") == "MessageEvent":
+        return "message"
+    action = event.get("action")
+    if event.get("kind") == "ActionEvent" and isinstance(action, dict):
+        return "finish" if action.get("kind") == "FinishAction" else "action"
+    return None
+
+
+def state_for_status(status: str, last_agent_event_kind: str | None) -> AgentState | None:
+    state = _EXECUTION_STATUS_TO_STATE.get(status)
+    if state is AgentState.FINISHED and last_agent_event_kind == "message":
+        return AgentState.AWAITING_USER_INPUT
+    return state
+
+
+def validate_batch(body: Any) -> list[dict[str, Any]]:
+    """Check the shape of an agent-server webhook batch (or seed observation)."""
+    if isinstance(body, dict):
+        if body.get("observation") == "agent_state_changed":
+            return [_validate_seed_observation(body)]
+        raise MalformedEvents(
+            "expected a JSON list of events or an agent_state_changed observation"
+        )
+    if not isinstance(body, list):
+        raise MalformedEvents("expected a JSON list of events")
+    for index, event in enumerate(body):
+        if not isinstance(event, dict):
+            raise MalformedEvents(f"event {index} is not an object")
+        if not isinstance(event.get("id"), str) or not event["id"]:
+            raise MalformedEvents(f"event {index} has no string id")
+        if not isinstance(event.get("kind"), str):
+            raise MalformedEvents(f"event {index} has no string kind")
+    return body
+
+
+def _validate_seed_observation(body: dict[str, Any]) -> dict[str, Any]:
+    extras = body.get("extras")
+    if not isinstance(extras, dict) or not isinstance(extras.get("agent_state"), str):
+        raise MalformedEvents("observation has no extras.agent_state")
+    try:
+        AgentState(extras["agent_state"])
+    except ValueError:
+        raise MalformedEvents(f"unknown agent_state {extras['agent_state']!r}") from None
+    if not isinstance(body.get("id"), (str, int)):
+        raise MalformedEvents("observation has no id")
+    return {**body, "id": str(body["id"])}
+
+
+def seed_observation(conversation_id: str, event: dict[str, Any]) -> AgentStateChangedObservation:
+    extras = event["extras"]
+    return AgentStateChangedObservation(
+        conversation_id=conversation_id,
+        agent_state=AgentState(extras["agent_state"]),
+        reason=str(extras.get("reason") or ""),
+        event_id=event["id"],
+        timestamp=event.get("timestamp"),
+    )

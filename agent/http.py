@@ -1,0 +1,51 @@
+"""One outbound HTTP call, with its failure sorted for the job queue.
+
+Every outbound call agent-relay makes (to the agent-server, to a webhook receiver,
+to a platform API) goes through `send`: connection errors, timeouts, 429 and 5xx
+become RetryableJobError (honouring Retry-After); any other 4xx becomes
+PermanentJobError, since sending the same request again cannot fix it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from db.jobs import PermanentJobError, RetryableJobError
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    what: str,
+    *,
+    accept: tuple[int, ...] = (),
+    **kwargs: Any,
+) -> httpx.Response:
+    """`what` names the peer in error messages and must never contain a secret;
+    statuses in `accept` are returned to the caller instead of raised."""
+    try:
+        response = await client.request(method, url, **kwargs)
+    except httpx.TransportError as exc:
+        raise RetryableJobError(f"{what}: {type(exc).__name__}") from exc
+    if response.status_code in accept:
+        return response
+    if response.status_code == 429 or response.status_code >= 500:
+        raise RetryableJobError(
+            f"{what} answered {response.status_code}", retry_after=retry_after(response)
+        )
+    if response.status_code >= 400:
+        raise PermanentJobError(f"{what} answered {response.status_code}: {response.text[:200]}")
+    return response
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (the delta form; platforms here do not send the date form)."""
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None

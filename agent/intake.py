@@ -1,0 +1,194 @@
+"""The routes the agent-server calls: its event batches and its conversation info.
+
+Each request is authenticated, checked for shape, and recorded with its jobs in one
+transaction before the 2xx; processors run later in workers. A re-sent batch (the
+agent-server re-sends the whole batch after any non-2xx) finds its event ids in the
+delivery ledger and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from agent.events import (
+    STOPPED_STATES,
+    AgentState,
+    AgentStateChangedObservation,
+    MalformedEvents,
+    agent_event_kind,
+    execution_status_of,
+    normalize_conversation_id,
+    seed_observation,
+    state_for_status,
+    validate_batch,
+)
+from db.deliveries import record_delivery
+from db.jobs import JobQueue
+from db.store import Store, now
+
+log = logging.getLogger(__name__)
+
+STATE_CHANGED_JOB = "agent.state_changed"
+DELIVERY_SOURCE = "agent"
+
+
+@dataclass(frozen=True)
+class AgentIntake:
+    store: Store
+    queue: JobQueue
+    session_api_key: str | None
+    webhook_secret: str | None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/agent/events/{conversation_id}", self.receive_events, methods=["POST"]),
+            Route("/agent/conversations", self.receive_conversation_info, methods=["POST"]),
+        ]
+
+    def _authenticated(self, request: Request) -> bool:
+        presented_key = request.headers.get("x-session-api-key", "")
+        if self.session_api_key and hmac.compare_digest(
+            presented_key.encode(), self.session_api_key.encode()
+        ):
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return bool(
+            self.webhook_secret
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(token.strip().encode(), self.webhook_secret.encode())
+        )
+
+    async def receive_events(self, request: Request) -> JSONResponse:
+        if not self._authenticated(request):
+            return _problem(401, "missing or wrong X-Session-API-Key / bearer token")
+        try:
+            conversation_id = normalize_conversation_id(request.path_params["conversation_id"])
+            events = validate_batch(await _json_body(request))
+        except MalformedEvents as exc:
+            return _problem(422 if not isinstance(exc, _NotJson) else 400, str(exc))
+        accepted, jobs = await self._record_events(conversation_id, events)
+        self.queue.wakeup.set()
+        return JSONResponse(
+            {"accepted": accepted, "duplicates": len(events) - accepted, "jobs": jobs}
+        )
+
+    async def _record_events(
+        self, conversation_id: str, events: list[dict[str, Any]]
+    ) -> tuple[int, int]:
+        accepted = jobs = 0
+        async with self.store.transaction():
+            known = await self.store.fetch_one(
+                "SELECT execution_status, last_agent_event_kind FROM agent_conversations"
+                " WHERE conversation_id = :id",
+                {"id": conversation_id},
+            )
+            status = known["execution_status"] if known else None
+            last_agent_kind = known["last_agent_event_kind"] if known else None
+            for event in events:
+                if not await record_delivery(
+                    self.store, DELIVERY_SOURCE, f"{conversation_id}:{event['id']}"
+                ):
+                    continue
+                accepted += 1
+                observation: AgentStateChangedObservation | None = None
+                if event.get("observation") == "agent_state_changed":
+                    observation = seed_observation(conversation_id, event)
+                last_agent_kind = agent_event_kind(event) or last_agent_kind
+                new_status = execution_status_of(event)
+                # full_state repeats the status the batch just reported; only a
+                # change of status is a state change.
+                if new_status is not None and new_status != status:
+                    status = new_status
+                    state = state_for_status(new_status, last_agent_kind)
+                    if state is not None:
+                        observation = AgentStateChangedObservation(
+                            conversation_id=conversation_id,
+                            agent_state=state,
+                            event_id=event["id"],
+                            timestamp=event.get("timestamp"),
+                        )
+                if observation is not None and await self._enqueue(observation):
+                    jobs += 1
+            await self.store.execute(
+                "INSERT INTO agent_conversations (conversation_id, execution_status,"
+                " last_agent_event_kind, updated_at) VALUES (:id, :status, :kind, :now)"
+                " ON CONFLICT (conversation_id) DO UPDATE SET"
+                " execution_status = excluded.execution_status,"
+                " last_agent_event_kind = excluded.last_agent_event_kind,"
+                " updated_at = excluded.updated_at",
+                {"id": conversation_id, "status": status, "kind": last_agent_kind, "now": now()},
+            )
+        return accepted, jobs
+
+    async def _enqueue(self, observation: AgentStateChangedObservation) -> bool:
+        if observation.agent_state not in STOPPED_STATES:
+            return False
+        log.info(
+            "conversation %s reached %s (event %s)",
+            observation.conversation_id,
+            observation.agent_state.value,
+            observation.event_id,
+        )
+        job_id = await self.queue.enqueue(
+            STATE_CHANGED_JOB,
+            {"observation": observation.model_dump(mode="json")},
+            key=observation.conversation_id,
+            idempotency_key=f"agent-event:{observation.conversation_id}:{observation.event_id}",
+        )
+        return job_id is not None
+
+    async def receive_conversation_info(self, request: Request) -> JSONResponse:
+        if not self._authenticated(request):
+            return _problem(401, "missing or wrong X-Session-API-Key / bearer token")
+        try:
+            info = await _json_body(request)
+            if not isinstance(info, dict) or not isinstance(info.get("id"), str):
+                raise MalformedEvents("expected a ConversationInfo object with a string id")
+            status = info.get("execution_status")
+            if not isinstance(status, str):
+                raise MalformedEvents("ConversationInfo has no string execution_status")
+            conversation_id = normalize_conversation_id(info["id"])
+        except MalformedEvents as exc:
+            return _problem(422 if not isinstance(exc, _NotJson) else 400, str(exc))
+        delivery_id = f"{conversation_id}:info:{status}:{info.get('updated_at', '')}"
+        queued = False
+        async with self.store.transaction():
+            if (
+                await record_delivery(self.store, DELIVERY_SOURCE, delivery_id)
+                and status == "deleting"
+            ):
+                # A deleted conversation will never answer: its callbacks must hear so.
+                queued = await self._enqueue(
+                    AgentStateChangedObservation(
+                        conversation_id=conversation_id,
+                        agent_state=AgentState.STOPPED,
+                        reason="the conversation was deleted",
+                        event_id=f"info-deleting-{conversation_id}",
+                        timestamp=info.get("updated_at"),
+                    )
+                )
+        self.queue.wakeup.set()
+        return JSONResponse({"accepted": True, "jobs": int(queued)})
+
+
+class _NotJson(MalformedEvents):
+    pass
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise _NotJson("body is not valid JSON") from None
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"error": detail}, status_code=status)

@@ -1,0 +1,179 @@
+"""Conversation callbacks: where the answer of an agent conversation must go.
+
+A callback row holds a serialised processor. Processors are pydantic models that
+register their kind here (see processors.base); the row stores that kind, never an
+import path, so a row can only ever be turned into one of the registered classes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from db.store import Store, now
+
+
+class CallbackStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+
+
+class UnknownProcessorKind(LookupError):
+    """A row names a processor kind that this deployment does not know."""
+
+
+_PROCESSOR_KINDS: dict[str, type[BaseModel]] = {}
+
+ModelT = TypeVar("ModelT", bound=type[BaseModel])
+
+
+def register_processor_kind(kind: str) -> Any:
+    """Class decorator: make a processor class loadable from rows of this kind."""
+
+    def register(cls: ModelT) -> ModelT:
+        existing = _PROCESSOR_KINDS.get(kind)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"processor kind {kind!r} is already taken by {existing.__name__}")
+        _PROCESSOR_KINDS[kind] = cls
+        cls.processor_kind = kind  # type: ignore[attr-defined]
+        return cls
+
+    return register
+
+
+def registered_processor_kinds() -> list[str]:
+    return sorted(_PROCESSOR_KINDS)
+
+
+def processor_kind_of(processor: BaseModel) -> str:
+    for kind, cls in _PROCESSOR_KINDS.items():
+        if type(processor) is cls:
+            return kind
+    raise UnknownProcessorKind(f"{type(processor).__name__} is not a registered processor kind")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+class ConversationCallback(BaseModel):
+    id: int | None = None
+    conversation_id: str
+    status: CallbackStatus = CallbackStatus.ACTIVE
+    processor_type: str
+    processor_json: str
+    status_reason: str | None = None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def for_processor(cls, conversation_id: str, processor: BaseModel) -> ConversationCallback:
+        stamp = now()
+        callback = cls(
+            conversation_id=conversation_id,
+            processor_type="",
+            processor_json="",
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        callback.set_processor(processor)
+        return callback
+
+    def get_processor(self) -> Any:
+        cls = _PROCESSOR_KINDS.get(self.processor_type)
+        if cls is None:
+            raise UnknownProcessorKind(
+                f"processor kind {self.processor_type!r} is not registered"
+                f" (known: {', '.join(registered_processor_kinds()) or 'none'})"
+            )
+        return cls.model_validate_json(self.processor_json)
+
+    def set_processor(self, processor: BaseModel) -> None:
+        self.processor_type = processor_kind_of(processor)
+        self.processor_json = processor.model_dump_json()
+
+    def public_view(self) -> dict[str, Any]:
+        """What operators and API clients may see: never the processor's settings."""
+        return {
+            "id": self.id,
+            "conversation_id": self.conversation_id,
+            "status": self.status.value,
+            "status_reason": self.status_reason,
+            "processor_type": self.processor_type,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+_COLUMNS = (
+    "id, conversation_id, status, processor_type, processor_json, status_reason,"
+    " created_at, updated_at"
+)
+
+
+async def insert_callback(store: Store, callback: ConversationCallback) -> ConversationCallback:
+    row = await store.fetch_one(
+        "INSERT INTO conversation_callbacks (conversation_id, status, processor_type,"
+        " processor_json, status_reason, created_at, updated_at) VALUES (:conversation_id,"
+        " :status, :processor_type, :processor_json, :status_reason, :created_at, :updated_at)"
+        " RETURNING id",
+        callback.model_dump(exclude={"id"}, mode="json"),
+    )
+    assert row is not None
+    return callback.model_copy(update={"id": int(row["id"])})
+
+
+async def get_callback(store: Store, callback_id: int) -> ConversationCallback | None:
+    row = await store.fetch_one(
+        f"SELECT {_COLUMNS} FROM conversation_callbacks WHERE id = :id", {"id": callback_id}
+    )
+    return None if row is None else ConversationCallback.model_validate(row)
+
+
+async def active_callbacks(store: Store, conversation_id: str) -> list[ConversationCallback]:
+    rows = await store.fetch_all(
+        f"SELECT {_COLUMNS} FROM conversation_callbacks"
+        " WHERE conversation_id = :conversation_id AND status = :status ORDER BY id",
+        {"conversation_id": conversation_id, "status": CallbackStatus.ACTIVE.value},
+    )
+    return [ConversationCallback.model_validate(row) for row in rows]
+
+
+async def list_callbacks(
+    store: Store, *, status: CallbackStatus | None = None, limit: int = 50
+) -> list[ConversationCallback]:
+    where, values = "", dict[str, Any](limit=limit)
+    if status is not None:
+        where, values["status"] = " WHERE status = :status", status.value
+    rows = await store.fetch_all(
+        f"SELECT {_COLUMNS} FROM conversation_callbacks{where} ORDER BY id DESC LIMIT :limit",
+        values,
+    )
+    return [ConversationCallback.model_validate(row) for row in rows]
+
+
+async def save_callback(store: Store, callback: ConversationCallback) -> ConversationCallback:
+    """Write back status, processor state and reason; `updated_at` moves to now."""
+    assert callback.id is not None, "save_callback needs a stored callback"
+    updated = callback.model_copy(update={"updated_at": now()})
+    await store.execute(
+        "UPDATE conversation_callbacks SET status = :status, processor_type = :processor_type,"
+        " processor_json = :processor_json, status_reason = :status_reason,"
+        " updated_at = :updated_at WHERE id = :id",
+        updated.model_dump(
+            include={
+                "id",
+                "status",
+                "processor_type",
+                "processor_json",
+                "status_reason",
+                "updated_at",
+            },
+            mode="json",
+        ),
+    )
+    return updated

@@ -1,0 +1,243 @@
+"""The durable job queue (and outbox) that lives in the application database.
+
+Webhooks are answered once their work is recorded here; workers in any process
+claim jobs with a lease, so a worker that dies mid-job is replaced when its lease
+runs out. Jobs that share a key run one at a time, in the order they were queued:
+the key is the conversation id, and a conversation's state changes must be handled
+in order.
+
+Hand-written rather than a library: the queue must enqueue inside the caller's
+transaction on both SQLite and PostgreSQL through `databases`, which none of the
+maintained Python job queues supports (they bring their own broker or driver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from db.store import Store, now
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class RetryableJobError(Exception):
+    """The job may succeed later: a 5xx, a timeout, a rate limit."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentJobError(Exception):
+    """Trying again cannot help: the job is failed at once and kept for inspection."""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    job_key: str | None
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    run_after: float
+    lease_token: str | None
+    lease_until: float | None
+    last_error: str | None
+    idempotency_key: str | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        return cls(
+            **{**row, "payload": json.loads(row["payload"]), "status": JobStatus(row["status"])}
+        )
+
+
+_COLUMNS = (
+    "id, kind, payload, job_key, status, attempts, max_attempts, run_after, lease_token,"
+    " lease_until, last_error, idempotency_key, created_at, updated_at"
+)
+_MAX_ERROR_CHARS = 2000
+
+
+def backoff_delay(attempts: int, *, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: between half and all of base * 2^(attempts-1)."""
+    ceiling = min(cap, base * 2 ** max(attempts - 1, 0))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class JobQueue:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 8,
+        backoff_base: float = 2.0,
+        backoff_cap: float = 600.0,
+    ) -> None:
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        # Set on every enqueue so that in-process workers claim at once instead of
+        # at their next poll; workers in other processes rely on polling.
+        self.wakeup = asyncio.Event()
+
+    async def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        key: str | None = None,
+        idempotency_key: str | None = None,
+        delay: float = 0.0,
+        max_attempts: int | None = None,
+    ) -> int | None:
+        """Queue a job; returns its id, or None when the idempotency key was seen before.
+
+        Runs in the caller's transaction when there is one, so the job exists
+        exactly when the caller's other writes do.
+        """
+        stamp = now()
+        row = await self.store.fetch_one(
+            "INSERT INTO jobs (kind, payload, job_key, idempotency_key, status, attempts,"
+            " max_attempts, run_after, created_at, updated_at) VALUES (:kind, :payload, :key,"
+            " :idempotency_key, :status, 0, :max_attempts, :run_after, :now, :now)"
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            {
+                "kind": kind,
+                "payload": json.dumps(payload),
+                "key": key,
+                "idempotency_key": idempotency_key,
+                "status": JobStatus.QUEUED.value,
+                "max_attempts": max_attempts or self.max_attempts,
+                "run_after": stamp + delay,
+                "now": stamp,
+            },
+        )
+        self.wakeup.set()
+        return None if row is None else int(row["id"])
+
+    async def claim(self) -> Job | None:
+        """Take the next runnable job (or one whose lease ran out) and lease it to the caller."""
+        stamp = now()
+        skip_locked = "" if self.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        row = await self.store.fetch_one(
+            "UPDATE jobs SET status = :running, attempts = attempts + 1, lease_token = :token,"
+            " lease_until = :lease_until, updated_at = :now WHERE id = ("
+            " SELECT j.id FROM jobs j WHERE"
+            " ((j.status = :queued AND j.run_after <= :now)"
+            "  OR (j.status = :running AND j.lease_until < :now))"
+            " AND (j.job_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs earlier"
+            "  WHERE earlier.job_key = j.job_key AND earlier.id < j.id"
+            "  AND earlier.status IN (:queued, :running)))"
+            f" ORDER BY j.run_after, j.id LIMIT 1{skip_locked})"
+            f" RETURNING {_COLUMNS}",
+            {
+                "running": JobStatus.RUNNING.value,
+                "queued": JobStatus.QUEUED.value,
+                "token": uuid.uuid4().hex,
+                "lease_until": stamp + self.lease_seconds,
+                "now": stamp,
+            },
+        )
+        return None if row is None else Job.from_row(row)
+
+    async def extend_lease(self, job: Job) -> bool:
+        """Keep a long job's lease; False means the lease was lost to another worker."""
+        return await self._update_leased(
+            job, "lease_until = :lease_until", {"lease_until": now() + self.lease_seconds}
+        )
+
+    async def complete(self, job: Job) -> bool:
+        return await self._update_leased(
+            job,
+            "status = :done, lease_token = NULL, lease_until = NULL",
+            {"done": JobStatus.DONE.value},
+        )
+
+    async def fail(
+        self, job: Job, error: str, *, permanent: bool = False, retry_after: float | None = None
+    ) -> JobStatus:
+        """Record a failed attempt: back to the queue with a delay, or failed for good."""
+        give_up = permanent or job.attempts >= job.max_attempts
+        if give_up:
+            status, run_after = JobStatus.FAILED, job.run_after
+        else:
+            delay = (
+                retry_after
+                if retry_after is not None
+                else backoff_delay(job.attempts, base=self.backoff_base, cap=self.backoff_cap)
+            )
+            status, run_after = JobStatus.QUEUED, now() + delay
+        await self._update_leased(
+            job,
+            "status = :status, run_after = :run_after, last_error = :error,"
+            " lease_token = NULL, lease_until = NULL",
+            {"status": status.value, "run_after": run_after, "error": error[:_MAX_ERROR_CHARS]},
+        )
+        return status
+
+    async def _update_leased(self, job: Job, assignments: str, values: dict[str, Any]) -> bool:
+        # The lease token fences a worker whose lease expired and was taken over:
+        # its late writes match no row.
+        row = await self.store.fetch_one(
+            f"UPDATE jobs SET {assignments}, updated_at = :now"
+            " WHERE id = :id AND lease_token = :token RETURNING id",
+            {**values, "now": now(), "id": job.id, "token": job.lease_token},
+        )
+        return row is not None
+
+    async def retry(self, job_id: int) -> bool:
+        """Put a failed job back in the queue with a fresh set of attempts."""
+        row = await self.store.fetch_one(
+            "UPDATE jobs SET status = :queued, attempts = 0, run_after = :now, updated_at = :now"
+            " WHERE id = :id AND status = :failed RETURNING id",
+            {
+                "queued": JobStatus.QUEUED.value,
+                "failed": JobStatus.FAILED.value,
+                "now": now(),
+                "id": job_id,
+            },
+        )
+        if row is not None:
+            self.wakeup.set()
+        return row is not None
+
+    async def get(self, job_id: int) -> Job | None:
+        row = await self.store.fetch_one(
+            f"SELECT {_COLUMNS} FROM jobs WHERE id = :id", {"id": job_id}
+        )
+        return None if row is None else Job.from_row(row)
+
+    async def list(self, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        where, values = "", dict[str, Any](limit=limit)
+        if status is not None:
+            where, values["status"] = " WHERE status = :status", status.value
+        rows = await self.store.fetch_all(
+            f"SELECT {_COLUMNS} FROM jobs{where} ORDER BY id DESC LIMIT :limit", values
+        )
+        return [Job.from_row(row) for row in rows]
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self.store.fetch_all("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({row["status"]: int(row["n"]) for row in rows})
+        return counts

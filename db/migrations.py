@@ -1,0 +1,118 @@
+"""Schema migrations that run on SQLite and PostgreSQL alike.
+
+Alembic needs a synchronous driver and engine; the project talks to both databases
+only through `databases`' async drivers, so the migrations are a short ordered list
+of SQL statements, written once with the two dialect differences (auto-increment
+keys and floating-point columns) filled in per database.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from db.store import Store, now
+
+log = logging.getLogger(__name__)
+
+_DIALECT_TYPES = {
+    "sqlite": {"id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL"},
+    "postgresql": {"id_pk": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION"},
+}
+
+# Every timestamp is epoch seconds in a {real} column: one representation that both
+# databases compare and order the same way.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "callbacks, deliveries, jobs, agent conversations",
+        [
+            """CREATE TABLE conversation_callbacks (
+                id {id_pk},
+                conversation_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                processor_type TEXT NOT NULL,
+                processor_json TEXT NOT NULL,
+                status_reason TEXT,
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL
+            )""",
+            "CREATE INDEX ix_callbacks_conversation"
+            " ON conversation_callbacks (conversation_id, status)",
+            """CREATE TABLE inbound_deliveries (
+                source TEXT NOT NULL,
+                delivery_id TEXT NOT NULL,
+                received_at {real} NOT NULL,
+                PRIMARY KEY (source, delivery_id)
+            )""",
+            """CREATE TABLE jobs (
+                id {id_pk},
+                kind TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                job_key TEXT,
+                idempotency_key TEXT UNIQUE,
+                status TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL,
+                run_after {real} NOT NULL,
+                lease_token TEXT,
+                lease_until {real},
+                last_error TEXT,
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL
+            )""",
+            "CREATE INDEX ix_jobs_ready ON jobs (status, run_after)",
+            "CREATE INDEX ix_jobs_key ON jobs (job_key, status)",
+            """CREATE TABLE agent_conversations (
+                conversation_id TEXT PRIMARY KEY,
+                execution_status TEXT,
+                last_agent_event_kind TEXT,
+                updated_at {real} NOT NULL
+            )""",
+        ],
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+async def _ensure_version_table(store: Store) -> None:
+    await store.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at "
+        + _DIALECT_TYPES[store.dialect]["real"]
+        + " NOT NULL)"
+    )
+
+
+async def current_version(store: Store) -> int:
+    await _ensure_version_table(store)
+    row = await store.fetch_one("SELECT MAX(version) AS version FROM schema_migrations")
+    return int(row["version"]) if row and row["version"] is not None else 0
+
+
+async def migrate(store: Store) -> list[int]:
+    """Apply every migration newer than the database's version; returns those applied."""
+    applied: list[int] = []
+    await _ensure_version_table(store)
+    types = _DIALECT_TYPES[store.dialect]
+    for version, description, statements in MIGRATIONS:
+        async with store.transaction():
+            if store.dialect == "postgresql":
+                # Two replicas starting together must not both run one migration.
+                await store.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            if version <= await current_version(store):
+                continue
+            for statement in statements:
+                await store.execute(statement.format(**types))
+            await store.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at)"
+                " VALUES (:version, :description, :applied_at)",
+                {"version": version, "description": description, "applied_at": now()},
+            )
+        log.info("applied migration %d: %s", version, description)
+        applied.append(version)
+    return applied
+
+
+async def is_current(store: Store) -> bool:
+    return await current_version(store) == LATEST_VERSION

@@ -1,0 +1,177 @@
+"""ConversationCallbackProcessor and the context processors run in.
+
+A processor is a pydantic model stored (as JSON, under its registered kind) in a
+conversation callback row. It is called with each state change of its conversation
+and decides what to do; `ReplyingProcessor` holds the behaviour every platform
+shares (collect the agent's answer, queue one reply, close the callback) and leaves
+only the delivery of that reply to the platform.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar
+
+import httpx
+from pydantic import BaseModel
+
+from agent.client import AgentClient
+from agent.events import AgentState, AgentStateChangedObservation
+from db.callbacks import CallbackStatus, ConversationCallback, get_callback, save_callback
+from db.jobs import JobQueue
+from db.store import Store
+from processors.summary import SummaryMode, collect_summary
+
+log = logging.getLogger(__name__)
+
+REPLY_JOB = "callback.reply"
+# Replies ride out platform outages of a few hours: 14 attempts, backoff capped at 30 min.
+REPLY_MAX_ATTEMPTS = 14
+
+
+@dataclass(frozen=True)
+class ProcessorContext:
+    """What processors may use; built once by the composition root (relay)."""
+
+    store: Store
+    queue: JobQueue
+    agent: AgentClient
+    http: httpx.AsyncClient
+    summary_mode: SummaryMode = SummaryMode.INSTRUCTION
+    conversation_url_template: str | None = None
+
+    def conversation_url(self, conversation_id: str) -> str | None:
+        if not self.conversation_url_template:
+            return None
+        return self.conversation_url_template.format(conversation_id=conversation_id)
+
+
+class ReplyStatus(StrEnum):
+    COMPLETED = "completed"
+    ERROR = "error"
+
+
+class Reply(BaseModel):
+    """What goes back to the place the conversation came from."""
+
+    callback_id: int
+    conversation_id: str
+    status: ReplyStatus
+    summary: str
+    url: str | None = None
+    # Fixed when the reply is queued, so every retry carries the same id and the
+    # receiving side can drop duplicates.
+    delivery_id: str
+
+
+class ConversationCallbackProcessor(BaseModel, ABC):
+    """Called with every state change of the callback's conversation."""
+
+    processor_kind: ClassVar[str]
+
+    @abstractmethod
+    async def __call__(
+        self,
+        callback: ConversationCallback,
+        observation: AgentStateChangedObservation,
+        context: ProcessorContext,
+    ) -> None: ...
+
+
+_FAILURE_TEXT = {
+    AgentState.ERROR: "The agent ran into an error and stopped before finishing.",
+    AgentState.STUCK: "The agent got stuck repeating itself and stopped before finishing.",
+    AgentState.RATE_LIMITED: (
+        "The agent was rate-limited by its language model and stopped. Please try again later."
+    ),
+    AgentState.STOPPED: "The conversation was stopped before the agent answered.",
+}
+EMPTY_ANSWER_TEXT = "The agent finished without writing an answer."
+ANSWER_STATES = frozenset({AgentState.AWAITING_USER_INPUT, AgentState.FINISHED})
+
+
+def failure_text(state: AgentState, url: str | None) -> str:
+    text = _FAILURE_TEXT.get(state, "The agent stopped before finishing.")
+    return f"{text} Conversation: {url}" if url else text
+
+
+class ReplyingProcessor(ConversationCallbackProcessor):
+    """Answer once: the agent's summary when it stops, or a readable failure."""
+
+    # Summary round-trip state (SUMMARY_MODE=instruction), kept in the row.
+    summary_instruction_event_id: str | None = None
+    summary_instruction_timestamp: str | None = None
+
+    @abstractmethod
+    async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
+        """Send the reply to the platform; raise RetryableJobError to be tried again."""
+
+    async def __call__(
+        self,
+        callback: ConversationCallback,
+        observation: AgentStateChangedObservation,
+        context: ProcessorContext,
+    ) -> None:
+        url = context.conversation_url(callback.conversation_id)
+        if observation.agent_state in _FAILURE_TEXT:
+            await self.close(
+                callback,
+                context,
+                ReplyStatus.ERROR,
+                failure_text(observation.agent_state, url),
+                reason=f"agent state {observation.agent_state.value}",
+            )
+            return
+        if observation.agent_state not in ANSWER_STATES:
+            return
+        summary = await collect_summary(self, callback, observation, context)
+        if summary is not None:
+            await self.close(callback, context, ReplyStatus.COMPLETED, summary or EMPTY_ANSWER_TEXT)
+
+    async def close(
+        self,
+        callback: ConversationCallback,
+        context: ProcessorContext,
+        status: ReplyStatus,
+        text: str,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        """Queue the one reply and close the callback, atomically."""
+        assert callback.id is not None
+        async with context.store.transaction():
+            current = await get_callback(context.store, callback.id)
+            if current is None or current.status is not CallbackStatus.ACTIVE:
+                return
+            reply = Reply(
+                callback_id=callback.id,
+                conversation_id=callback.conversation_id,
+                status=status,
+                summary=text,
+                url=context.conversation_url(callback.conversation_id),
+                delivery_id=uuid.uuid4().hex,
+            )
+            await context.queue.enqueue(
+                REPLY_JOB,
+                reply.model_dump(mode="json"),
+                idempotency_key=f"reply:{callback.id}",
+                max_attempts=REPLY_MAX_ATTEMPTS,
+            )
+            current.set_processor(self)
+            current.status = (
+                CallbackStatus.COMPLETED
+                if status is ReplyStatus.COMPLETED
+                else CallbackStatus.ERROR
+            )
+            current.status_reason = reason
+            await save_callback(context.store, current)
+        log.info("callback %s closed as %s", callback.id, status.value)
+
+    async def remember(self, callback: ConversationCallback, context: ProcessorContext) -> None:
+        """Persist this processor's state in its callback row."""
+        callback.set_processor(self)
+        await save_callback(context.store, callback)

@@ -1,0 +1,134 @@
+"""The summary round trip: getting from a stopped agent an answer worth posting.
+
+SUMMARY_MODE=instruction (default): at the first stop, send the summary instruction
+as a user message and remember that message's event id; at a later stop, the answer
+is the agent's newest message or FinishAction after that event. `ask_agent` asks the
+question out of band (no event recorded); `final_response` takes the agent's final
+response as it stands.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from agent.events import AgentStateChangedObservation, agent_event_kind
+from db.callbacks import ConversationCallback
+from db.jobs import RetryableJobError
+
+if TYPE_CHECKING:
+    from processors.base import ProcessorContext, ReplyingProcessor
+
+log = logging.getLogger(__name__)
+
+
+class SummaryMode(StrEnum):
+    INSTRUCTION = "instruction"
+    ASK_AGENT = "ask_agent"
+    FINAL_RESPONSE = "final_response"
+
+
+SUMMARY_INSTRUCTION = (
+    "Please write the reply to the person who asked for this task. In a few short "
+    "paragraphs: what you did, what the result is (links to any branch, pull request or "
+    "file you changed), and anything they still need to decide or do. If you still need "
+    "an answer from them, ask it plainly. Reply with that text only."
+)
+
+# A stop may arrive long after the instruction; the walk back to it is bounded so a
+# runaway conversation cannot make one job page through it forever.
+_MAX_PAGES = 20
+
+
+async def collect_summary(
+    processor: ReplyingProcessor,
+    callback: ConversationCallback,
+    observation: AgentStateChangedObservation,
+    context: ProcessorContext,
+) -> str | None:
+    """The text to post, or None while the round trip is still under way."""
+    conversation_id = callback.conversation_id
+    if context.summary_mode is SummaryMode.ASK_AGENT:
+        return await context.agent.ask_agent(conversation_id, SUMMARY_INSTRUCTION)
+    if context.summary_mode is SummaryMode.FINAL_RESPONSE:
+        return await context.agent.final_response(conversation_id)
+    if processor.summary_instruction_event_id is None:
+        await _request_summary(processor, callback, observation, context)
+        return None
+    return await _answer_after_instruction(processor, conversation_id, context)
+
+
+async def _request_summary(
+    processor: ReplyingProcessor,
+    callback: ConversationCallback,
+    observation: AgentStateChangedObservation,
+    context: ProcessorContext,
+) -> None:
+    conversation_id = callback.conversation_id
+    # A retried job may already have sent the instruction and died before saving
+    # its id: any user message after this stop means a new turn is under way, so
+    # adopt it rather than send the instruction twice.
+    instruction = None
+    if observation.timestamp is not None:
+        instruction = await _newest_user_message(context, conversation_id, observation.timestamp)
+    if instruction is None:
+        await context.agent.send_message(conversation_id, SUMMARY_INSTRUCTION)
+        instruction = await _newest_user_message(context, conversation_id, observation.timestamp)
+    if instruction is None:
+        raise RetryableJobError("the summary instruction is not in the conversation's events yet")
+    processor.summary_instruction_event_id = str(instruction["id"])
+    processor.summary_instruction_timestamp = instruction.get("timestamp")
+    await processor.remember(callback, context)
+    log.info("callback %s asked conversation %s for its summary", callback.id, conversation_id)
+
+
+async def _newest_user_message(
+    context: ProcessorContext, conversation_id: str, since: str | None
+) -> dict[str, Any] | None:
+    events, _ = await context.agent.search_events(
+        conversation_id,
+        kind="MessageEvent",
+        source="user",
+        newest_first=True,
+        since=since,
+        limit=1,
+    )
+    return events[0] if events else None
+
+
+async def _answer_after_instruction(
+    processor: ReplyingProcessor, conversation_id: str, context: ProcessorContext
+) -> str | None:
+    page_id = None
+    for _ in range(_MAX_PAGES):
+        events, page_id = await context.agent.search_events(
+            conversation_id,
+            newest_first=True,
+            since=processor.summary_instruction_timestamp,
+            page_id=page_id,
+        )
+        for event in events:
+            if event.get("id") == processor.summary_instruction_event_id:
+                # Reached the instruction: the agent has not answered it yet, so
+                # this stop is an older one arriving late.
+                return None
+            if agent_event_kind(event) in ("message", "finish"):
+                return event_text(event)
+        if page_id is None:
+            return None
+    return None
+
+
+def event_text(event: dict[str, Any]) -> str:
+    """The human-readable text of an agent MessageEvent or FinishAction."""
+    action = event.get("action")
+    if isinstance(action, dict) and isinstance(action.get("message"), str):
+        return action["message"].strip()
+    message = event.get("llm_message") or {}
+    parts = [
+        part.get("text", "")
+        for part in message.get("content") or []
+        if isinstance(part, dict) and part.get("type") == "text"
+    ]
+    return "\n".join(part for part in parts if part).strip()

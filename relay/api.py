@@ -1,0 +1,191 @@
+"""/api/*: start conversations and register callbacks without Slack or GitHub."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from agent.client import AgentClient
+from agent.events import (
+    STOPPED_STATES,
+    AgentStateChangedObservation,
+    MalformedEvents,
+    normalize_conversation_id,
+    state_for_status,
+)
+from agent.intake import STATE_CHANGED_JOB
+from db.callbacks import ConversationCallback, get_callback, insert_callback
+from db.jobs import JobQueue, PermanentJobError, RetryableJobError
+from db.store import Store
+from processors.runtime import START_JOB
+from processors.webhook import WebhookProcessor
+
+
+class WebhookCallbackSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["webhook"]
+    url: str
+    secret: str
+
+    def processor(self) -> WebhookProcessor:
+        return WebhookProcessor.model_validate({"url": self.url, "secret": self.secret})
+
+
+class StartConversationBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=100_000)
+    repository: str | None = Field(default=None, pattern=r"^[\w.-]+/[\w.-]+$", max_length=200)
+    callback: WebhookCallbackSpec
+
+
+class RegisterCallbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str
+    processor: WebhookCallbackSpec
+
+
+def _problem(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"error": detail}, status_code=status)
+
+
+def _validation_problem(exc: ValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return _problem(422, f"{where}: {first['msg']}")
+
+
+@dataclass(frozen=True)
+class RelayApi:
+    store: Store
+    queue: JobQueue
+    agent: AgentClient
+    api_token: str | None
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/conversations", self.start_conversation, methods=["POST"]),
+            Route("/api/callbacks", self.register_callback, methods=["POST"]),
+            Route("/api/callbacks/{callback_id:int}", self.show_callback, methods=["GET"]),
+        ]
+
+    def _authorised(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return bool(
+            self.api_token
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(token.strip().encode(), self.api_token.encode())
+        )
+
+    async def _body(self, request: Request, model: type[BaseModel]) -> Any:
+        try:
+            return model.model_validate(json.loads(await request.body()))
+        except (ValueError, UnicodeDecodeError) as exc:
+            if isinstance(exc, ValidationError):
+                return _validation_problem(exc)
+            return _problem(400, "body is not valid JSON")
+
+    async def start_conversation(self, request: Request) -> JSONResponse:
+        if not self._authorised(request):
+            return _problem(401, "missing or wrong bearer token")
+        body = await self._body(request, StartConversationBody)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            processor = body.callback.processor()
+        except ValidationError as exc:
+            return _validation_problem(exc)
+        conversation_id = uuid.uuid4().hex
+        prompt = body.prompt
+        tags = {"source": "api"}
+        if body.repository:
+            prompt = f"Repository: {body.repository}\n\n{prompt}"
+            tags["repository"] = body.repository
+        # The callback exists before the conversation does, so no state change of
+        # the conversation can arrive before there is somebody to tell.
+        async with self.store.transaction():
+            callback = await insert_callback(
+                self.store, ConversationCallback.for_processor(conversation_id, processor)
+            )
+            await self.queue.enqueue(
+                START_JOB,
+                {"conversation_id": conversation_id, "prompt": prompt, "tags": tags},
+                key=conversation_id,
+                idempotency_key=f"start:{conversation_id}",
+            )
+        self.queue.wakeup.set()
+        return JSONResponse(
+            {"conversation_id": conversation_id, "callback_id": callback.id}, status_code=201
+        )
+
+    async def register_callback(self, request: Request) -> JSONResponse:
+        if not self._authorised(request):
+            return _problem(401, "missing or wrong bearer token")
+        body = await self._body(request, RegisterCallbackBody)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            conversation_id = normalize_conversation_id(body.conversation_id)
+            processor = body.processor.processor()
+        except MalformedEvents as exc:
+            return _problem(422, f"conversation_id: {exc}")
+        except ValidationError as exc:
+            return _validation_problem(exc)
+        try:
+            info = await self.agent.get_conversation(conversation_id)
+        except (RetryableJobError, PermanentJobError):
+            return JSONResponse(
+                {"error": "the agent-server is unreachable; try again"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        if info is None:
+            return _problem(404, f"the agent-server has no conversation {conversation_id}")
+        async with self.store.transaction():
+            callback = await insert_callback(
+                self.store, ConversationCallback.for_processor(conversation_id, processor)
+            )
+            await self._catch_up(callback, info)
+        self.queue.wakeup.set()
+        return JSONResponse({"callback_id": callback.id}, status_code=201)
+
+    async def _catch_up(self, callback: ConversationCallback, info: dict[str, Any]) -> None:
+        """A callback registered on an agent that has already stopped runs at once."""
+        known = await self.store.fetch_one(
+            "SELECT last_agent_event_kind FROM agent_conversations WHERE conversation_id = :id",
+            {"id": callback.conversation_id},
+        )
+        state = state_for_status(
+            str(info.get("execution_status")), known["last_agent_event_kind"] if known else None
+        )
+        if state not in STOPPED_STATES:
+            return
+        observation = AgentStateChangedObservation(
+            conversation_id=callback.conversation_id,
+            agent_state=state,
+            event_id=f"callback-{callback.id}-registered",
+        )
+        await self.queue.enqueue(
+            STATE_CHANGED_JOB,
+            {"observation": observation.model_dump(mode="json"), "callback_id": callback.id},
+            key=callback.conversation_id,
+            idempotency_key=f"catch-up:{callback.id}",
+        )
+
+    async def show_callback(self, request: Request) -> JSONResponse:
+        if not self._authorised(request):
+            return _problem(401, "missing or wrong bearer token")
+        callback = await get_callback(self.store, request.path_params["callback_id"])
+        if callback is None:
+            return _problem(404, "no such callback")
+        return JSONResponse(callback.public_view())

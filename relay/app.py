@@ -1,0 +1,129 @@
+"""The composition root: builds every part from Settings and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from agent.client import AgentClient, LLMSettings
+from agent.http import DEFAULT_TIMEOUT
+from agent.intake import AgentIntake
+from db.jobs import JobQueue
+from db.migrations import is_current, migrate
+from db.store import Store
+from processors import webhook  # noqa: F401  (registers the "webhook" processor kind)
+from processors.base import ProcessorContext
+from processors.runtime import job_handlers
+from relay.api import RelayApi
+from relay.health import Health
+from relay.limits import BodySizeLimit
+from relay.settings import Settings
+from relay.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+@dataclass
+class Relay:
+    """Everything one agent-relay process runs, built from its settings."""
+
+    settings: Settings
+    store: Store
+    queue: JobQueue
+    agent: AgentClient
+    http: httpx.AsyncClient
+    worker: Worker
+
+    @classmethod
+    def build(cls, settings: Settings) -> Relay:
+        store = Store(settings.database_url)
+        queue = JobQueue(store, lease_seconds=settings.job_lease_seconds)
+        agent = AgentClient(
+            base_url=settings.agent_server_url,
+            api_key=_secret(settings.agent_server_api_key),
+            llm=LLMSettings(
+                model=settings.agent_llm_model,
+                api_key=_secret(settings.agent_llm_api_key),
+                base_url=settings.agent_llm_base_url,
+            ),
+            workspace_dir=settings.agent_workspace_dir,
+        )
+        http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+        context = ProcessorContext(
+            store=store,
+            queue=queue,
+            agent=agent,
+            http=http,
+            summary_mode=settings.summary_mode,
+            conversation_url_template=settings.agent_conversation_url,
+        )
+        worker = Worker(queue, job_handlers(context), concurrency=settings.worker_concurrency)
+        return cls(settings, store, queue, agent, http, worker)
+
+    async def start(self, *, migrate_sqlite: bool = True) -> None:
+        await self.store.connect()
+        if self.store.is_sqlite and migrate_sqlite:
+            await migrate(self.store)
+        elif not await is_current(self.store):
+            log.error("database schema is out of date: run `agent-relay migrate`")
+        for line in self.settings.feature_report():
+            log.info(line)
+
+    async def close(self) -> None:
+        await self.agent.aclose()
+        await self.http.aclose()
+        await self.store.disconnect()
+
+    @contextlib.asynccontextmanager
+    async def running_worker(self) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(self.worker.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+
+def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
+    relay = Relay.build(settings)
+    intake = AgentIntake(
+        relay.store,
+        relay.queue,
+        session_api_key=_secret(settings.agent_server_api_key),
+        webhook_secret=_secret(settings.agent_webhook_secret),
+    )
+    api = RelayApi(relay.store, relay.queue, relay.agent, _secret(settings.api_token))
+    health = Health(relay.store, relay.queue, relay.worker if run_worker else None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await relay.start()
+        try:
+            if run_worker:
+                async with relay.running_worker():
+                    yield
+            else:
+                yield
+        finally:
+            await relay.close()
+
+    app = Starlette(
+        routes=[*health.routes(), *intake.routes(), *api.routes()],
+        middleware=[Middleware(BodySizeLimit)],
+        lifespan=lifespan,
+    )
+    app.state.relay = relay
+    return app

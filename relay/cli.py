@@ -1,0 +1,159 @@
+"""`agent-relay`: serve, worker, migrate, and the operator's look at callbacks and jobs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from db.callbacks import CallbackStatus, get_callback, list_callbacks
+from db.jobs import JobQueue, JobStatus
+from db.migrations import migrate
+from db.store import Store
+from relay.logs import configure_logging
+from relay.settings import Settings, load_settings
+
+log = logging.getLogger("relay.cli")
+
+
+def _when(epoch: float | None) -> str:
+    return (
+        "-" if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    )
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from relay.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def worker(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.app import Relay
+
+    async def run() -> None:
+        relay = Relay.build(settings)
+        await relay.start(migrate_sqlite=False)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await relay.worker.run(stop)
+        finally:
+            await relay.close()
+
+    asyncio.run(run())
+    return 0
+
+
+async def _with_store(settings: Settings, action: Callable[[Store], Awaitable[int]]) -> int:
+    async with Store(settings.database_url) as store:
+        return await action(store)
+
+
+def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
+    async def action(store: Store) -> int:
+        applied = await migrate(store)
+        print(f"applied migrations: {applied}" if applied else "schema is up to date")
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
+def callbacks_command(settings: Settings, args: argparse.Namespace) -> int:
+    async def action(store: Store) -> int:
+        if args.callbacks_action == "show":
+            callback = await get_callback(store, args.id)
+            if callback is None:
+                print(f"no callback {args.id}", file=sys.stderr)
+                return 1
+            print(json.dumps(callback.public_view(), indent=2))
+            return 0
+        status = CallbackStatus(args.status.upper()) if args.status else None
+        for callback in await list_callbacks(store, status=status, limit=args.limit):
+            print(
+                f"{callback.id:>6}  {callback.status.value:<9}  {callback.processor_type:<8}"
+                f"  {callback.conversation_id}  {_when(callback.updated_at)}"
+                f"  {callback.status_reason or ''}"
+            )
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
+def jobs_command(settings: Settings, args: argparse.Namespace) -> int:
+    async def action(store: Store) -> int:
+        queue = JobQueue(store)
+        if args.jobs_action == "retry":
+            if await queue.retry(args.id):
+                print(f"job {args.id} queued again")
+                return 0
+            print(f"job {args.id} is not a failed job", file=sys.stderr)
+            return 1
+        status = JobStatus(args.status.lower()) if args.status else None
+        for job in await queue.list(status=status, limit=args.limit):
+            print(
+                f"{job.id:>6}  {job.status.value:<7}  {job.kind:<22}  attempts {job.attempts}/"
+                f"{job.max_attempts}  next {_when(job.run_after)}  {job.last_error or ''}"
+            )
+        return 0
+
+    return asyncio.run(_with_store(settings, action))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent-relay", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="web server with in-process workers")
+    serve_parser.add_argument("--host")
+    serve_parser.add_argument("--port", type=int)
+    serve_parser.set_defaults(run=serve)
+
+    commands.add_parser("worker", help="workers only").set_defaults(run=worker)
+    commands.add_parser("migrate", help="bring the schema up to date").set_defaults(
+        run=migrate_command
+    )
+
+    callbacks = commands.add_parser("callbacks", help="inspect conversation callbacks")
+    callbacks_actions = callbacks.add_subparsers(dest="callbacks_action", required=True)
+    callbacks_list = callbacks_actions.add_parser("list")
+    callbacks_list.add_argument("--status", choices=[s.value.lower() for s in CallbackStatus])
+    callbacks_list.add_argument("--limit", type=int, default=50)
+    callbacks_actions.add_parser("show").add_argument("id", type=int)
+    callbacks.set_defaults(run=callbacks_command)
+
+    jobs = commands.add_parser("jobs", help="inspect and retry jobs")
+    jobs_actions = jobs.add_subparsers(dest="jobs_action", required=True)
+    jobs_list = jobs_actions.add_parser("list")
+    jobs_list.add_argument("--status", choices=[s.value for s in JobStatus])
+    jobs_list.add_argument("--limit", type=int, default=50)
+    jobs_actions.add_parser("retry").add_argument("id", type=int)
+    jobs.set_defaults(run=jobs_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return int(args.run(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Settings from the environment (or .env), named as DESIGN.md section 3 names them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processors.summary import SummaryMode
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str = "sqlite:///./agent-relay.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_url: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    agent_server_url: str = "http://127.0.0.1:3000"
+    agent_server_api_key: SecretStr | None = None
+    agent_webhook_secret: SecretStr | None = None
+    agent_llm_model: str = "anthropic/claude-sonnet-4-5"
+    agent_llm_api_key: SecretStr | None = None
+    agent_llm_base_url: str | None = None
+    agent_workspace_dir: str = "workspace/project"
+    agent_conversation_url: str | None = None
+    summary_mode: SummaryMode = SummaryMode.INSTRUCTION
+
+    slack_signing_secret: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    github_app_id: str | None = None
+    github_private_key: SecretStr | None = None
+    github_private_key_path: str | None = None
+    github_webhook_secret: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+
+    gitlab_url: str = "https://gitlab.com"
+    gitlab_token: SecretStr | None = None
+    gitlab_webhook_secret: SecretStr | None = None
+
+    bot_mention: str = "@openhands"
+    trigger_label: str = "openhands"
+    api_token: SecretStr | None = None
+
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    job_lease_seconds: float = Field(default=60.0, ge=5.0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite://, postgresql:// or postgres://")
+        return url
+
+    @field_validator(
+        "agent_server_url",
+        "public_url",
+        "agent_llm_base_url",
+        "slack_api_url",
+        "github_api_url",
+        "gitlab_url",
+    )
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
+
+    @field_validator("agent_conversation_url")
+    @classmethod
+    def _conversation_template(cls, template: str | None) -> str | None:
+        if template is not None and "{conversation_id}" not in template:
+            raise ValueError("must contain {conversation_id}")
+        return template
+
+    def feature_report(self) -> list[str]:
+        """One line per optional feature: on, or off and what would turn it on."""
+
+        def line(name: str, enabled: bool, how: str) -> str:
+            return f"{name}: enabled" if enabled else f"{name}: disabled ({how})"
+
+        slack_ready = bool(self.slack_signing_secret) and bool(
+            self.slack_bot_token or (self.slack_client_id and self.slack_client_secret)
+        )
+        github_ready = bool(
+            self.github_app_id
+            and (self.github_private_key or self.github_private_key_path)
+            and self.github_webhook_secret
+        )
+        return [
+            line(
+                "agent webhooks",
+                bool(self.agent_server_api_key or self.agent_webhook_secret),
+                "set AGENT_SERVER_API_KEY or AGENT_WEBHOOK_SECRET",
+            ),
+            line("api", bool(self.api_token), "set API_TOKEN"),
+            line(
+                "slack",
+                slack_ready,
+                "set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN or SLACK_CLIENT_ID/SECRET",
+            ),
+            line(
+                "github",
+                github_ready,
+                "set GITHUB_APP_ID, GITHUB_PRIVATE_KEY(_PATH) and GITHUB_WEBHOOK_SECRET",
+            ),
+            line(
+                "gitlab",
+                bool(self.gitlab_token and self.gitlab_webhook_secret),
+                "set GITLAB_TOKEN and GITLAB_WEBHOOK_SECRET",
+            ),
+        ]
+
+
+class SettingsError(SystemExit):
+    """Start-up stops with a message that names each offending variable."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"invalid setting {str(error['loc'][0]).upper()}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise SettingsError("\n".join(problems)) from None

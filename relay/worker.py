@@ -1,0 +1,114 @@
+"""Workers: claim jobs, run their handler under a kept-alive lease, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+
+from db.jobs import Job, JobQueue, JobStatus, PermanentJobError, RetryableJobError
+
+log = logging.getLogger(__name__)
+
+JobHandler = Callable[[Job], Awaitable[None]]
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Mapping[str, JobHandler],
+        *,
+        concurrency: int = 4,
+        poll_interval: float = 1.0,
+        name: str | None = None,
+    ) -> None:
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.outcomes: dict[str, int] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; a job under way is finished first."""
+        log.info("worker %s started with %d slots", self.name, self.concurrency)
+        await asyncio.gather(*(self._slot(stop) for _ in range(self.concurrency)))
+        log.info("worker %s stopped", self.name)
+
+    async def _slot(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.queue.wakeup.clear()
+            try:
+                job = await self.queue.claim()
+            except Exception:
+                log.exception("claiming a job failed; trying again shortly")
+                job = None
+            if job is not None:
+                await self.run_job(job)
+                continue
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self.queue.wakeup.wait()),
+            ]
+            await asyncio.wait(
+                waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def run_job(self, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            await self._record(job, PermanentJobError(f"no handler for job kind {job.kind!r}"))
+            return
+        if job.attempts > job.max_attempts:
+            # Claimed again after its lease ran out on the last attempt: the worker
+            # running it keeps dying (or hanging); stop feeding it the job.
+            await self._record(job, PermanentJobError("lease expired on the last attempt"))
+            return
+        keeper = asyncio.create_task(self._keep_lease(job))
+        try:
+            await handler(job)
+        except Exception as exc:
+            await self._record(job, exc)
+        else:
+            await self._record(job, None)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_lease(self, job: Job) -> None:
+        while True:
+            await asyncio.sleep(self.queue.lease_seconds / 3)
+            if not await self.queue.extend_lease(job):
+                log.warning("job %s: lease lost to another worker", job.id)
+                return
+
+    async def _record(self, job: Job, error: Exception | None) -> None:
+        try:
+            if error is None:
+                await self.queue.complete(job)
+                outcome = "done"
+            elif isinstance(error, RetryableJobError):
+                outcome = await self.queue.fail(job, str(error), retry_after=error.retry_after)
+            elif isinstance(error, PermanentJobError):
+                outcome = await self.queue.fail(job, str(error), permanent=True)
+            else:
+                log.error("job %s (%s) raised", job.id, job.kind, exc_info=error)
+                outcome = await self.queue.fail(job, f"{type(error).__name__}: {error}")
+        except Exception:
+            # The lease will run out and another attempt will follow; nothing is lost.
+            log.exception("job %s: recording its outcome failed", job.id)
+            return
+        label = outcome.value if isinstance(outcome, JobStatus) else outcome
+        key = f"{job.kind}:{label}"
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        if error is not None:
+            log.warning(
+                "job %s (%s) attempt %d: %s -> %s", job.id, job.kind, job.attempts, error, label
+            )
