@@ -7,7 +7,7 @@ agent.http.send), so a job that calls the agent is retried exactly when that hel
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -20,14 +20,16 @@ class LLMSettings:
     model: str
     api_key: str | None = None
     base_url: str | None = None
+    # Any other field of the agent-server's LLM settings (num_retries, api_mode, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_agent_settings(self) -> dict[str, Any]:
-        llm: dict[str, Any] = {"model": self.model}
+        llm: dict[str, Any] = {**self.extra, "model": self.model}
         if self.api_key:
             llm["api_key"] = self.api_key
         if self.base_url:
             llm["base_url"] = self.base_url
-        return {"llm": llm}
+        return {"agent_kind": "openhands", "llm": llm}
 
 
 def text_message(text: str) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class Relay:
                 model=settings.agent_llm_model,
                 api_key=_secret(settings.agent_llm_api_key),
                 base_url=settings.agent_llm_base_url,
+                extra=settings.agent_llm_extra,
             ),
             workspace_dir=settings.agent_workspace_dir,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     agent_llm_model: str = "anthropic/claude-sonnet-4-5"
     agent_llm_api_key: SecretStr | None = None
     agent_llm_base_url: str | None = None
+    agent_llm_extra: dict[str, Any] = Field(default_factory=dict)
     agent_workspace_dir: str = "workspace/project"
     agent_conversation_url: str | None = None
     summary_mode: SummaryMode = SummaryMode.INSTRUCTION

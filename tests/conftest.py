@@ -1,0 +1,68 @@
+"""Shared fixtures: a migrated Store on real SQLite and on real PostgreSQL.
+
+PostgreSQL is not optional: TEST_POSTGRES_URL (default: the local server's `test`
+database) must be reachable, and each test session works in a database of its own
+that it creates there and drops at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from db.migrations import migrate
+from db.store import Store
+
+ADMIN_POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh database for this test session, dropped afterwards."""
+    name = f"agent_relay_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(ADMIN_POSTGRES_URL)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base, _, _ = ADMIN_POSTGRES_URL.rpartition("/")
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _reset_postgres(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind (parametrised: every test runs on both)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'relay.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    asyncio.run(_reset_postgres(url))
+    return url
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """A connected, migrated Store on the parametrised database."""
+    async with Store(database_url) as connected:
+        await migrate(connected)
+        yield connected

@@ -1,0 +1,181 @@
+"""A recording HTTP receiver for webhooks (e.g. the agent-server's event batches).
+
+Every request is recorded (method, path, headers, raw body) and answered 200 with
+``{}``, unless it was told to answer another status for the next N requests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # keys lower-cased
+    body: bytes
+    status: int  # the status the receiver answered with
+    received_at: float = field(default=0.0)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class RecordingReceiver:
+    """Threaded HTTP server on 127.0.0.1 with a free port; use as a context manager."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._failures: list[tuple[int, int, Callable[[str], bool] | None]] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> Self:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status = receiver._record(self.command, self.path, dict(self.headers), body)
+                payload = b"{}"
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="recording-receiver", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- API ----------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "receiver not started"
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. http://127.0.0.1:PORT"""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def requests_to(self, path_prefix: str, method: str | None = "POST") -> list[RecordedRequest]:
+        return [
+            r
+            for r in self.requests
+            if r.path.startswith(path_prefix) and (method is None or r.method == method)
+        ]
+
+    def agent_events(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Events the agent-server posted for one conversation, flattened in arrival
+        order (the batches go to ``{base}/events/{id as 32 hex chars}``). Re-sent
+        batches (after a non-2xx answer) appear as often as they were received."""
+        hex_id = conversation_id.replace("-", "").lower()
+        events: list[dict[str, Any]] = []
+        for request in self.requests:
+            if request.method == "POST" and request.path.rstrip("/").endswith(f"/events/{hex_id}"):
+                body = request.json()
+                events.extend(body if isinstance(body, list) else [body])
+        return events
+
+    def execution_statuses(self, conversation_id: str) -> list[str]:
+        """The ``execution_status`` values posted for a conversation, in order."""
+        return [
+            str(event.get("value"))
+            for event in self.agent_events(conversation_id)
+            if event.get("kind") == "ConversationStateUpdateEvent"
+            and event.get("key") == "execution_status"
+        ]
+
+    def fail_next(
+        self, status: int, times: int = 1, path_prefix: str | Callable[[str], bool] | None = None
+    ) -> None:
+        """Answer ``status`` to the next ``times`` requests (optionally only to
+        paths starting with ``path_prefix`` or accepted by a predicate)."""
+        match: Callable[[str], bool] | None
+        if isinstance(path_prefix, str):
+            prefix = path_prefix
+
+            def match(path: str) -> bool:
+                return path.startswith(prefix)
+        else:
+            match = path_prefix
+        with self._lock:
+            self._failures.append((status, times, match))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._failures.clear()
+
+    # -- internals ----------------------------------------------------------
+    def _record(self, method: str, path: str, headers: dict[str, str], body: bytes) -> int:
+        with self._lock:
+            status = 200
+            for index, (fail_status, remaining, match) in enumerate(self._failures):
+                if match is None or match(path):
+                    status = fail_status
+                    if remaining <= 1:
+                        del self._failures[index]
+                    else:
+                        self._failures[index] = (fail_status, remaining - 1, match)
+                    break
+            self._requests.append(
+                RecordedRequest(
+                    method=method,
+                    path=path,
+                    headers={k.lower(): v for k, v in headers.items()},
+                    body=body,
+                    status=status,
+                    received_at=time.time(),
+                )
+            )
+            return status
