@@ -31,9 +31,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Literal
+
+from tests.support.loopback import LoopbackServer
 
 TITLE_SYSTEM_MARKER = "generates concise, descriptive titles"
 FAKE_MODEL = "fake-model"
@@ -102,8 +103,10 @@ def tool_names(body: dict[str, Any]) -> list[str]:
     ]
 
 
-class FakeLLM:
+class FakeLLM(LoopbackServer):
     """Threaded OpenAI-compatible server on 127.0.0.1 with a free port."""
+
+    thread_name = "fake-llm"
 
     def __init__(
         self,
@@ -111,14 +114,13 @@ class FakeLLM:
         default: Reply | None = None,
         title: str = "Fake title",
     ) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._rules: list[Rule] = list(rules)
         self._default = default or finish("Done.")
         self._title = title
         self._requests: list[dict[str, Any]] = []
         self._other_requests: list[tuple[str, str]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- scripting ----------------------------------------------------------
     def set_rules(self, rules: Sequence[Rule], default: Reply | None = None) -> None:
@@ -158,15 +160,10 @@ class FakeLLM:
 
     # -- lifecycle ----------------------------------------------------------
     @property
-    def port(self) -> int:
-        assert self._server is not None, "fake LLM not started"
-        return int(self._server.server_address[1])
-
-    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> Self:
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         llm = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -217,33 +214,7 @@ class FakeLLM:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-llm", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return Handler
 
 
 def _error_body(message: str, status: int) -> dict[str, Any]:

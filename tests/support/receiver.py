@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from tests.support.loopback import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -29,18 +30,18 @@ class RecordedRequest:
         return json.loads(self.body)
 
 
-class RecordingReceiver:
+class RecordingReceiver(LoopbackServer):
     """Threaded HTTP server on 127.0.0.1 with a free port; use as a context manager."""
 
+    thread_name = "recording-receiver"
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._failures: list[tuple[int, int, Callable[[str], bool] | None]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle ----------------------------------------------------------
-    def start(self) -> Self:
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,40 +63,9 @@ class RecordingReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="recording-receiver", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return Handler
 
     # -- API ----------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "receiver not started"
-        return int(self._server.server_address[1])
-
     @property
     def url(self) -> str:
         """Base URL without a trailing slash, e.g. http://127.0.0.1:PORT"""
