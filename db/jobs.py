@@ -175,8 +175,11 @@ class JobQueue:
 
     async def fail(
         self, job: Job, error: str, *, permanent: bool = False, retry_after: float | None = None
-    ) -> JobStatus:
-        """Record a failed attempt: back to the queue with a delay, or failed for good."""
+    ) -> JobStatus | None:
+        """Record a failed attempt: back to the queue with a delay, or failed for good.
+
+        Returns the status recorded, or None when the lease was lost (nothing recorded).
+        """
         give_up = permanent or job.attempts >= job.max_attempts
         if give_up:
             status, run_after = JobStatus.FAILED, job.run_after
@@ -187,13 +190,13 @@ class JobQueue:
                 else backoff_delay(job.attempts, base=self.backoff_base, cap=self.backoff_cap)
             )
             status, run_after = JobStatus.QUEUED, now() + delay
-        await self._update_leased(
+        recorded = await self._update_leased(
             job,
             "status = :status, run_after = :run_after, last_error = :error,"
             " lease_token = NULL, lease_until = NULL",
             {"status": status.value, "run_after": run_after, "error": error[:_MAX_ERROR_CHARS]},
         )
-        return status
+        return status if recorded else None
 
     async def _update_leased(self, job: Job, assignments: str, values: dict[str, Any]) -> bool:
         # The lease token fences a worker whose lease expired and was taken over:

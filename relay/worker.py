@@ -90,10 +90,10 @@ class Worker:
                 return
 
     async def _record(self, job: Job, error: Exception | None) -> None:
+        outcome: JobStatus | str | None
         try:
             if error is None:
-                await self.queue.complete(job)
-                outcome = "done"
+                outcome = "done" if await self.queue.complete(job) else None
             elif isinstance(error, RetryableJobError):
                 outcome = await self.queue.fail(job, str(error), retry_after=error.retry_after)
             elif isinstance(error, PermanentJobError):
@@ -105,7 +105,11 @@ class Worker:
             # The lease will run out and another attempt will follow; nothing is lost.
             log.exception("job %s: recording its outcome failed", job.id)
             return
-        label = outcome.value if isinstance(outcome, JobStatus) else outcome
+        if outcome is None:
+            # Another worker took the job over after our lease ran out; its outcome counts.
+            log.warning("job %s: lease lost before its outcome was recorded", job.id)
+            outcome = "lease_lost"
+        label = str(outcome)
         key = f"{job.kind}:{label}"
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
         if error is not None:

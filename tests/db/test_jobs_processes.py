@@ -1,0 +1,232 @@
+"""The job queue shared by worker OS processes on one PostgreSQL database.
+
+Each worker is `python -m tests.support.queue_worker` (relay.worker.Worker on a
+JobQueue); the test enqueues, watches the jobs table and reads what the handlers
+recorded in `test_job_runs`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from db.jobs import JobQueue, JobStatus
+from db.migrations import migrate
+from db.store import Store
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.postgres
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KEYLESS_JOBS = 300
+KEYS = [f"conv-{n}" for n in range(4)]
+BURST_EVERY = 50  # after every 50 keyless jobs, a burst of keyed ones:
+JOBS_PER_KEY_IN_BURST = 3  # K0 K1 K2 K3 K0 K1 ... so that free slots would take a key twice
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    ready_file: Path
+    log_file: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker {self.pid} exited early:\n{self.log()}")
+        return self.ready_file.exists()
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")[-4000:]
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL if it does not stop in time; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        return self.process.returncode
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, pg_url: str) -> Iterator[StartWorker]:
+    """Starts queue_worker processes on the test database; all are killed at teardown."""
+    started: list[WorkerProcess] = []
+
+    def start(*options: str) -> WorkerProcess:
+        name = f"worker-{len(started)}"
+        ready_file, log_file = tmp_path / f"{name}.ready", tmp_path / f"{name}.log"
+        with log_file.open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.support.queue_worker",
+                    pg_url,
+                    "--ready-file",
+                    str(ready_file),
+                    *options,
+                ],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        worker = WorkerProcess(process, ready_file, log_file)
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            if worker.process.poll() is None:
+                worker.process.kill()
+            worker.process.wait(timeout=10)
+
+
+@pytest.fixture
+async def pg_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database, emptied (as tests/conftest.py does)."""
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
+    return postgres_url
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[Store]:
+    """A migrated store, plus the table the worker processes' handlers write to."""
+    async with Store(pg_url) as store:
+        await migrate(store)
+        # No unique constraint: a job run twice shows up as two rows.
+        await store.execute(
+            "CREATE TABLE test_job_runs (job_id BIGINT NOT NULL, job_key TEXT, pid INTEGER NOT"
+            " NULL, started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION NOT NULL)"
+        )
+        yield store
+
+
+async def job_runs(store: Store) -> list[dict[str, Any]]:
+    return await store.fetch_all(
+        "SELECT job_id, job_key, pid, started_at, finished_at FROM test_job_runs"
+    )
+
+
+async def wait_ready(*workers: WorkerProcess) -> None:
+    await wait_for(
+        lambda: all(worker.is_ready() for worker in workers),
+        timeout=15,
+        message="worker processes did not start",
+    )
+
+
+async def test_two_worker_processes_share_the_queue_without_running_a_job_twice(
+    pg_store: Store, start_worker: StartWorker
+) -> None:
+    queue = JobQueue(pg_store)
+    first, second = start_worker("--concurrency", "4"), start_worker("--concurrency", "4")
+    await wait_ready(first, second)
+
+    keyless_ids: list[int] = []
+    keyed_ids: dict[str, list[int]] = defaultdict(list)
+    async with pg_store.transaction():  # all jobs appear at once, for both workers
+        for n in range(KEYLESS_JOBS):
+            job_id = await queue.enqueue("record", {"n": n})
+            assert job_id is not None
+            keyless_ids.append(job_id)
+            if n % BURST_EVERY == 0:
+                for _ in range(JOBS_PER_KEY_IN_BURST):
+                    for key in KEYS:
+                        keyed_id = await queue.enqueue("record", {"n": n}, key=key)
+                        assert keyed_id is not None
+                        keyed_ids[key].append(keyed_id)
+    all_ids = keyless_ids + [job_id for ids in keyed_ids.values() for job_id in ids]
+
+    async def all_done() -> bool:
+        return (await queue.counts())["done"] == len(all_ids)
+
+    async def describe() -> str:
+        return f"counts {await queue.counts()}; logs:\n{first.log()}\n{second.log()}"
+
+    try:
+        await wait_for(all_done, timeout=15, interval=0.1, message="jobs not all done")
+    except AssertionError as error:
+        raise AssertionError(f"{error}: {await describe()}") from None
+
+    runs = await job_runs(pg_store)
+    runs_per_job = Counter(run["job_id"] for run in runs)
+    assert sorted(runs_per_job) == sorted(all_ids)
+    assert [job_id for job_id, n in runs_per_job.items() if n != 1] == []
+    jobs_per_process = Counter(run["pid"] for run in runs)
+    assert set(jobs_per_process) == {first.pid, second.pid}, jobs_per_process
+
+    for key, ids in keyed_ids.items():
+        key_runs = sorted(
+            (run for run in runs if run["job_key"] == key), key=lambda r: r["started_at"]
+        )
+        assert [run["job_id"] for run in key_runs] == ids, f"{key} ran out of order"
+        for earlier, later in itertools.pairwise(key_runs):
+            assert later["started_at"] >= earlier["finished_at"], (
+                f"{key}: job {later['job_id']} started before job {earlier['job_id']} finished"
+            )
+
+    assert await queue.counts() == {"queued": 0, "running": 0, "done": len(all_ids), "failed": 0}
+    assert first.stop() == 0 and second.stop() == 0, "workers did not stop on SIGTERM"
+
+
+async def test_a_job_of_a_sigkilled_worker_is_finished_by_another_after_its_lease(
+    pg_store: Store, start_worker: StartWorker
+) -> None:
+    queue = JobQueue(pg_store)
+    doomed = start_worker("--lease-seconds", "1", "--hang", "block")
+    await wait_ready(doomed)
+    job_id = await queue.enqueue("hang", {})
+    assert job_id is not None
+
+    async def running() -> bool:
+        job = await queue.get(job_id)
+        return job is not None and job.status is JobStatus.RUNNING
+
+    await wait_for(running, timeout=10, message="the doomed worker never claimed the job")
+    doomed.process.send_signal(signal.SIGKILL)
+    assert doomed.process.wait(timeout=5) == -signal.SIGKILL
+    assert (await queue.get(job_id)).status is JobStatus.RUNNING  # type: ignore[union-attr]
+
+    rescuer = start_worker("--lease-seconds", "1", "--hang", "succeed")
+
+    async def done() -> bool:
+        job = await queue.get(job_id)
+        return job is not None and job.status is JobStatus.DONE
+
+    try:
+        await wait_for(done, timeout=15, message="the job was never taken over")
+    except AssertionError as error:
+        raise AssertionError(f"{error}: {await queue.get(job_id)}\n{rescuer.log()}") from None
+
+    finished = await queue.get(job_id)
+    assert finished is not None
+    assert finished.attempts == 2
+    assert finished.last_error is None
+    assert [run["pid"] for run in await job_runs(pg_store)] == [rescuer.pid]
+    assert rescuer.stop() == 0
