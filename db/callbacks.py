@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from db.store import Store, now
 
@@ -65,7 +65,8 @@ class ConversationCallback(BaseModel):
     conversation_id: str
     status: CallbackStatus = CallbackStatus.ACTIVE
     processor_type: str
-    processor_json: str
+    # Holds the processor's settings, secrets included: kept out of repr() and logs.
+    processor_json: str = Field(repr=False)
     status_reason: str | None = None
     created_at: float
     updated_at: float

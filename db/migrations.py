@@ -85,7 +85,18 @@ async def _ensure_version_table(store: Store) -> None:
 
 
 async def current_version(store: Store) -> int:
-    await _ensure_version_table(store)
+    """The schema version; read-only, so that readiness probes never write."""
+    if store.is_sqlite:
+        exists = await store.fetch_one(
+            "SELECT 1 AS found FROM sqlite_master WHERE type = 'table'"
+            " AND name = 'schema_migrations'"
+        )
+    else:
+        exists = await store.fetch_one(
+            "SELECT 1 AS found WHERE to_regclass('schema_migrations') IS NOT NULL"
+        )
+    if exists is None:
+        return 0
     row = await store.fetch_one("SELECT MAX(version) AS version FROM schema_migrations")
     return int(row["version"]) if row and row["version"] is not None else 0
 

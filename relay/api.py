@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -46,6 +46,14 @@ class StartConversationBody(BaseModel):
     prompt: str = Field(min_length=1, max_length=100_000)
     repository: str | None = Field(default=None, pattern=r"^[\w.-]+/[\w.-]+$", max_length=200)
     callback: WebhookCallbackSpec
+
+    @field_validator("repository")
+    @classmethod
+    def _real_names(cls, repository: str | None) -> str | None:
+        # The pattern admits "." and ".." as owner or name; neither is a name.
+        if repository is not None and {".", ".."} & set(repository.split("/")):
+            raise ValueError("owner and name must not be '.' or '..'")
+        return repository
 
 
 class RegisterCallbackBody(BaseModel):

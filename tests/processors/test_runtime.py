@@ -1,0 +1,440 @@
+"""The job handlers that run processors, against a fake agent-server and receiver.
+
+Jobs are queued and claimed through the real JobQueue and run by the handlers
+job_handlers() builds, as the worker would run them.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from agent.events import AgentState
+from agent.intake import STATE_CHANGED_JOB
+from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
+from db.jobs import PermanentJobError, RetryableJobError
+from db.store import Store
+from processors.base import REPLY_JOB, ProcessorContext
+from processors.runtime import START_FAILED_TEXT, START_JOB, job_handlers
+from processors.summary import SUMMARY_INSTRUCTION, SummaryMode
+from processors.webhook import SIGNATURE_HEADER, sign
+from tests.support.fake_agent_api import (
+    CONVERSATION_URL_TEMPLATE,
+    WEBHOOK_SECRET,
+    WEBHOOK_URL,
+    FakeAgentServer,
+    FakeWebhookReceiver,
+    claim_job,
+    insert_webhook_callback,
+    jobs_of_kind,
+    observation_of,
+    processor_context,
+    reload_callback,
+)
+
+URL_PATTERN = re.compile(r"https?://\S+")
+
+
+@pytest.fixture
+def agent_server() -> FakeAgentServer:
+    return FakeAgentServer()
+
+
+@pytest.fixture
+def receiver() -> FakeWebhookReceiver:
+    return FakeWebhookReceiver()
+
+
+@pytest.fixture
+async def context(
+    store: Store, agent_server: FakeAgentServer, receiver: FakeWebhookReceiver
+) -> AsyncIterator[ProcessorContext]:
+    async with processor_context(store, agent_server, receiver) as ready:
+        yield ready
+
+
+@pytest.fixture
+def conversation_id(agent_server: FakeAgentServer) -> str:
+    conversation = agent_server.add_conversation()
+    agent_server.user_message(conversation, "Please fix issue #1")
+    agent_server.agent_finish(conversation, "Fixed it.")
+    return conversation
+
+
+async def queue_state_change(
+    context: ProcessorContext,
+    conversation_id: str,
+    state: AgentState,
+    event: dict[str, Any] | None = None,
+    *,
+    callback_id: int | None = None,
+) -> None:
+    """Queue the job the intake (or the API's catch-up) would queue."""
+    observation = observation_of(conversation_id, state, event)
+    payload: dict[str, object] = {"observation": observation.model_dump(mode="json")}
+    if callback_id is not None:
+        payload["callback_id"] = callback_id
+    await context.queue.enqueue(STATE_CHANGED_JOB, payload, key=conversation_id)
+
+
+async def run_next_job(context: ProcessorContext, kind: str) -> None:
+    job = await claim_job(context.queue, kind)
+    await job_handlers(context)[kind](job)
+    await context.queue.complete(job)
+
+
+def assert_readable(text: str, conversation_id: str) -> None:
+    """No internals: no traceback, no URL but the configured conversation link."""
+    assert "Traceback" not in text
+    assert "agent-server.test" not in text
+    assert "Error(" not in text
+    link = CONVERSATION_URL_TEMPLATE.format(conversation_id=conversation_id)
+    assert all(url.rstrip(".") == link for url in URL_PATTERN.findall(text)), text
+
+
+# -- the whole way: state change -> reply job -> webhook delivery -----------------------
+
+
+async def test_state_change_job_leads_to_one_signed_delivery(
+    store: Store,
+    context: ProcessorContext,
+    agent_server: FakeAgentServer,
+    receiver: FakeWebhookReceiver,
+    conversation_id: str,
+) -> None:
+    callback = await insert_webhook_callback(store, conversation_id)
+    first = agent_server.status_change(conversation_id, "finished")
+    await queue_state_change(context, conversation_id, AgentState.FINISHED, first)
+    await run_next_job(context, STATE_CHANGED_JOB)
+    assert [m.body["content"][0]["text"] for m in agent_server.sent_messages(conversation_id)] == [
+        SUMMARY_INSTRUCTION
+    ]
+
+    agent_server.agent_message(conversation_id, "Done: branch fix-1.")
+    second = agent_server.status_change(conversation_id, "finished")
+    await queue_state_change(context, conversation_id, AgentState.AWAITING_USER_INPUT, second)
+    await run_next_job(context, STATE_CHANGED_JOB)
+    await run_next_job(context, REPLY_JOB)
+
+    [delivery] = receiver.received
+    assert delivery.url == WEBHOOK_URL
+    assert delivery.json() == {
+        "conversation_id": conversation_id,
+        "callback_id": callback.id,
+        "status": "completed",
+        "summary": "Done: branch fix-1.",
+        "url": CONVERSATION_URL_TEMPLATE.format(conversation_id=conversation_id),
+    }
+    assert delivery.headers[SIGNATURE_HEADER.lower()] == sign(WEBHOOK_SECRET, delivery.body)
+    assert await context.queue.claim() is None
+
+
+async def test_catch_up_job_runs_only_its_own_callback(
+    store: Store,
+    agent_server: FakeAgentServer,
+    receiver: FakeWebhookReceiver,
+    conversation_id: str,
+) -> None:
+    older = await insert_webhook_callback(store, conversation_id)
+    newer = await insert_webhook_callback(store, conversation_id)
+    async with processor_context(
+        store, agent_server, receiver, summary_mode=SummaryMode.FINAL_RESPONSE
+    ) as context:
+        await queue_state_change(
+            context, conversation_id, AgentState.FINISHED, callback_id=newer.id
+        )
+        await run_next_job(context, STATE_CHANGED_JOB)
+
+    [reply_job] = await jobs_of_kind(store, REPLY_JOB)
+    assert reply_job["payload"]["callback_id"] == newer.id
+    assert (await reload_callback(store, older)).status is CallbackStatus.ACTIVE
+    assert (await reload_callback(store, newer)).status is CallbackStatus.COMPLETED
+
+
+# -- failures of the agent --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "state", [AgentState.ERROR, AgentState.STUCK, AgentState.RATE_LIMITED, AgentState.STOPPED]
+)
+async def test_failure_states_queue_a_readable_failure_reply(
+    store: Store,
+    context: ProcessorContext,
+    agent_server: FakeAgentServer,
+    conversation_id: str,
+    state: AgentState,
+) -> None:
+    callback = await insert_webhook_callback(store, conversation_id)
+    calls_before = len(agent_server.calls)
+
+    await queue_state_change(context, conversation_id, state)
+    await run_next_job(context, STATE_CHANGED_JOB)
+
+    [reply_job] = await jobs_of_kind(store, REPLY_JOB)
+    reply = reply_job["payload"]
+    assert reply["status"] == "error"
+    assert reply["summary"].strip()
+    assert_readable(reply["summary"], conversation_id)
+    link = CONVERSATION_URL_TEMPLATE.format(conversation_id=conversation_id)
+    assert link in reply["summary"]
+    stored = await reload_callback(store, callback)
+    assert stored.status is CallbackStatus.ERROR
+    assert stored.status_reason == f"agent state {state.value}"
+    assert len(agent_server.calls) == calls_before  # the agent is not asked anything
+
+
+async def test_failure_reply_without_a_conversation_link_has_no_url(
+    store: Store,
+    agent_server: FakeAgentServer,
+    receiver: FakeWebhookReceiver,
+    conversation_id: str,
+) -> None:
+    await insert_webhook_callback(store, conversation_id)
+    async with processor_context(
+        store, agent_server, receiver, conversation_url_template=None
+    ) as context:
+        await queue_state_change(context, conversation_id, AgentState.ERROR)
+        await run_next_job(context, STATE_CHANGED_JOB)
+    [reply_job] = await jobs_of_kind(store, REPLY_JOB)
+    assert URL_PATTERN.findall(reply_job["payload"]["summary"]) == []
+    assert reply_job["payload"]["url"] is None
+
+
+async def test_states_that_need_no_answer_change_nothing(
+    store: Store, context: ProcessorContext, conversation_id: str
+) -> None:
+    callback = await insert_webhook_callback(store, conversation_id)
+    for state in (AgentState.RUNNING, AgentState.PAUSED, AgentState.AWAITING_USER_CONFIRMATION):
+        await queue_state_change(context, conversation_id, state)
+        await run_next_job(context, STATE_CHANGED_JOB)
+    assert await jobs_of_kind(store, REPLY_JOB) == []
+    stored = await reload_callback(store, callback)
+    assert stored.status is CallbackStatus.ACTIVE
+    assert stored.processor_json == callback.processor_json
+
+
+async def test_permanent_agent_error_closes_the_callback_with_a_failure_reply(
+    store: Store, context: ProcessorContext, agent_server: FakeAgentServer, conversation_id: str
+) -> None:
+    callback = await insert_webhook_callback(store, conversation_id)
+    finished = agent_server.status_change(conversation_id, "finished")
+    agent_server.fail_next("POST", f"/conversations/{conversation_id}/events", 400)
+
+    await queue_state_change(context, conversation_id, AgentState.FINISHED, finished)
+    await run_next_job(context, STATE_CHANGED_JOB)
+
+    [reply_job] = await jobs_of_kind(store, REPLY_JOB)
+    assert reply_job["payload"]["status"] == "error"
+    assert_readable(reply_job["payload"]["summary"], conversation_id)
+    stored = await reload_callback(store, callback)
+    assert stored.status is CallbackStatus.ERROR
+    assert stored.status_reason is not None and "400" in stored.status_reason
+
+
+async def test_permanent_error_of_one_callback_leaves_the_others_running(
+    store: Store,
+    agent_server: FakeAgentServer,
+    receiver: FakeWebhookReceiver,
+    conversation_id: str,
+) -> None:
+    first = await insert_webhook_callback(store, conversation_id)
+    second = await insert_webhook_callback(store, conversation_id)
+    agent_server.fail_next("POST", "/ask_agent", 404)
+    async with processor_context(
+        store, agent_server, receiver, summary_mode=SummaryMode.ASK_AGENT
+    ) as context:
+        await queue_state_change(context, conversation_id, AgentState.FINISHED)
+        await run_next_job(context, STATE_CHANGED_JOB)
+
+    replies = {
+        job["payload"]["callback_id"]: job["payload"]
+        for job in await jobs_of_kind(store, REPLY_JOB)
+    }
+    assert replies[first.id]["status"] == "error"
+    assert replies[second.id]["status"] == "completed"
+    assert (await reload_callback(store, first)).status is CallbackStatus.ERROR
+    assert (await reload_callback(store, second)).status is CallbackStatus.COMPLETED
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(503, None), (429, 7.0)])
+async def test_agent_outage_is_retried_and_leaves_the_callback_active(
+    store: Store,
+    context: ProcessorContext,
+    agent_server: FakeAgentServer,
+    conversation_id: str,
+    status: int,
+    retry_after: float | None,
+) -> None:
+    callback = await insert_webhook_callback(store, conversation_id)
+    finished = agent_server.status_change(conversation_id, "finished")
+    agent_server.fail_next(
+        "GET",
+        "/events/search",
+        status,
+        headers={"Retry-After": "7"} if retry_after is not None else None,
+    )
+    await queue_state_change(context, conversation_id, AgentState.FINISHED, finished)
+    job = await claim_job(context.queue, STATE_CHANGED_JOB)
+
+    with pytest.raises(RetryableJobError) as raised:
+        await job_handlers(context)[STATE_CHANGED_JOB](job)
+    assert raised.value.retry_after == retry_after
+    assert str(status) in str(raised.value)
+    stored = await reload_callback(store, callback)
+    assert stored.status is CallbackStatus.ACTIVE
+    assert stored.processor_json == callback.processor_json
+    assert await jobs_of_kind(store, REPLY_JOB) == []
+
+    # The retry, once the agent is back, does the work exactly once.
+    await job_handlers(context)[STATE_CHANGED_JOB](job)
+    assert len(agent_server.sent_messages(conversation_id)) == 1
+
+
+# -- rows that cannot be loaded -------------------------------------------------------------
+
+
+async def test_unknown_processor_type_is_closed_without_importing_anything(
+    store: Store, context: ProcessorContext, conversation_id: str
+) -> None:
+    module_name = "email.mime.audio"
+    assert module_name not in sys.modules
+    stamp = 1_700_000_000.0
+    unknown = await insert_callback(
+        store,
+        ConversationCallback(
+            conversation_id=conversation_id,
+            processor_type=f"{module_name}.MIMEAudio",
+            processor_json="{}",
+            created_at=stamp,
+            updated_at=stamp,
+        ),
+    )
+    known = await insert_webhook_callback(store, conversation_id)
+
+    await queue_state_change(context, conversation_id, AgentState.ERROR)
+    await run_next_job(context, STATE_CHANGED_JOB)
+
+    assert module_name not in sys.modules
+    stored = await reload_callback(store, unknown)
+    assert stored.status is CallbackStatus.ERROR
+    assert stored.status_reason is not None
+    assert "not registered" in stored.status_reason
+    assert "email.mime.audio.MIMEAudio" in stored.status_reason
+    assert (await reload_callback(store, known)).status is CallbackStatus.ERROR
+    [reply_job] = await jobs_of_kind(store, REPLY_JOB)
+    assert reply_job["payload"]["callback_id"] == known.id
+
+
+async def test_invalid_processor_json_is_closed_with_a_readable_reason(
+    store: Store, context: ProcessorContext, conversation_id: str
+) -> None:
+    stamp = 1_700_000_000.0
+    broken = await insert_callback(
+        store,
+        ConversationCallback(
+            conversation_id=conversation_id,
+            processor_type="webhook",
+            processor_json='{"url": "ftp://nowhere", "secret": "s3cr3t-value-123"}',
+            created_at=stamp,
+            updated_at=stamp,
+        ),
+    )
+    await queue_state_change(context, conversation_id, AgentState.FINISHED)
+    await run_next_job(context, STATE_CHANGED_JOB)
+
+    stored = await reload_callback(store, broken)
+    assert stored.status is CallbackStatus.ERROR
+    assert stored.status_reason is not None
+    assert "webhook" in stored.status_reason
+    assert "s3cr3t-value-123" not in stored.status_reason
+    assert await jobs_of_kind(store, REPLY_JOB) == []
+
+
+async def test_reply_for_a_deleted_callback_fails_for_good(context: ProcessorContext) -> None:
+    await context.queue.enqueue(
+        REPLY_JOB,
+        {
+            "callback_id": 999_999,
+            "conversation_id": uuid.uuid4().hex,
+            "status": "completed",
+            "summary": "text",
+            "delivery_id": "d1",
+        },
+    )
+    job = await claim_job(context.queue, REPLY_JOB)
+    with pytest.raises(PermanentJobError):
+        await job_handlers(context)[REPLY_JOB](job)
+
+
+# -- conversation.start -----------------------------------------------------------------------
+
+
+async def queue_start(context: ProcessorContext, conversation_id: str) -> None:
+    await context.queue.enqueue(
+        START_JOB,
+        {"conversation_id": conversation_id, "prompt": "Fix issue #2", "tags": {"source": "api"}},
+        key=conversation_id,
+    )
+
+
+async def test_start_job_starts_the_conversation_under_our_id(
+    store: Store, context: ProcessorContext, agent_server: FakeAgentServer
+) -> None:
+    conversation_id = uuid.uuid4().hex
+    callback = await insert_webhook_callback(store, conversation_id)
+    await queue_start(context, conversation_id)
+    job = await claim_job(context.queue, START_JOB)
+
+    await job_handlers(context)[START_JOB](job)
+    await job_handlers(context)[START_JOB](job)  # a re-run lands on the same conversation
+
+    starts = agent_server.calls_to("POST", "/api/conversations")
+    assert len(starts) == 2
+    body = starts[0].body
+    assert body["conversation_id"] == str(uuid.UUID(conversation_id))
+    assert body["initial_message"]["content"] == [{"type": "text", "text": "Fix issue #2"}]
+    assert body["initial_message"]["role"] == "user"
+    assert body["tags"] == {"source": "api"}
+    assert body["agent_settings"]["llm"]["model"] == "openai/fake-model"
+    assert list(agent_server.conversations) == [conversation_id]
+    assert (await reload_callback(store, callback)).status is CallbackStatus.ACTIVE
+
+
+async def test_start_refused_by_the_agent_closes_the_callbacks_with_an_error_reply(
+    store: Store, context: ProcessorContext, agent_server: FakeAgentServer
+) -> None:
+    conversation_id = uuid.uuid4().hex
+    callback = await insert_webhook_callback(store, conversation_id)
+    agent_server.fail_next("POST", "/api/conversations", 422)
+    await queue_start(context, conversation_id)
+    job = await claim_job(context.queue, START_JOB)
+
+    with pytest.raises(PermanentJobError):
+        await job_handlers(context)[START_JOB](job)
+
+    stored = await reload_callback(store, callback)
+    assert stored.status is CallbackStatus.ERROR
+    [reply_job] = await jobs_of_kind(store, REPLY_JOB)
+    assert reply_job["payload"]["status"] == "error"
+    assert reply_job["payload"]["summary"] == START_FAILED_TEXT
+    assert_readable(reply_job["payload"]["summary"], conversation_id)
+
+
+async def test_start_during_an_agent_outage_is_retried(
+    store: Store, context: ProcessorContext, agent_server: FakeAgentServer
+) -> None:
+    conversation_id = uuid.uuid4().hex
+    callback = await insert_webhook_callback(store, conversation_id)
+    agent_server.fail_next("POST", "/api/conversations", 502)
+    await queue_start(context, conversation_id)
+    job = await claim_job(context.queue, START_JOB)
+
+    with pytest.raises(RetryableJobError):
+        await job_handlers(context)[START_JOB](job)
+    assert (await reload_callback(store, callback)).status is CallbackStatus.ACTIVE
+    assert await jobs_of_kind(store, REPLY_JOB) == []

@@ -1,0 +1,385 @@
+"""/api/*, /healthz, /readyz and /metrics through the whole app, on both databases.
+
+The app is built by create_app (run_worker=False) and driven over ASGI with its
+lifespan running; POST /api/callbacks asks a fake agent-server served on loopback
+(AGENT_SERVER_URL points at it, so no app code is replaced).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from agent.intake import STATE_CHANGED_JOB
+from db.migrations import current_version, migrate
+from db.store import Store
+from processors.runtime import START_JOB
+from relay.app import Relay, create_app
+from relay.settings import Settings
+from tests.support.fake_agent_api import AGENT_API_KEY, FakeAgentServer, LoopbackAgentServer
+
+API_TOKEN = "api-token-for-tests"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+HOOK_SECRET = "receiver-secret-123"
+HOOK = {"kind": "webhook", "url": "https://receiver.example.test/hook", "secret": HOOK_SECRET}
+
+
+@dataclass
+class RunningApi:
+    client: httpx.AsyncClient
+    store: Store
+
+
+@pytest.fixture
+def agent_server() -> Iterator[FakeAgentServer]:
+    fake = FakeAgentServer()
+    yield fake
+
+
+@pytest.fixture
+def agent_url(agent_server: FakeAgentServer) -> Iterator[str]:
+    with LoopbackAgentServer(agent_server) as server:
+        yield server.url
+
+
+@pytest.fixture
+async def migrated_database_url(database_url: str) -> str:
+    async with Store(database_url) as store:
+        await migrate(store)
+    return database_url
+
+
+def settings_for(database_url: str, agent_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "agent_server_url": agent_url,
+        "agent_server_api_key": AGENT_API_KEY,
+        "api_token": API_TOKEN,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[RunningApi]:
+    app: Starlette = create_app(settings, run_worker=False)
+    async with app.router.lifespan_context(app):
+        relay: Relay = app.state.relay
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://relay.test"
+        ) as client:
+            yield RunningApi(client, relay.store)
+
+
+@pytest.fixture
+async def api(migrated_database_url: str, agent_url: str) -> AsyncIterator[RunningApi]:
+    async with running(settings_for(migrated_database_url, agent_url)) as ready:
+        yield ready
+
+
+async def rows(store: Store, table: str) -> list[dict[str, Any]]:
+    return await store.fetch_all(f"SELECT * FROM {table} ORDER BY 1")
+
+
+async def assert_nothing_stored(store: Store) -> None:
+    assert await rows(store, "conversation_callbacks") == []
+    assert await rows(store, "jobs") == []
+
+
+# -- authorisation -----------------------------------------------------------------------
+
+API_CALLS = [
+    ("POST", "/api/conversations", {"prompt": "hi", "callback": HOOK}),
+    ("POST", "/api/callbacks", {"conversation_id": uuid.uuid4().hex, "processor": HOOK}),
+    ("GET", "/api/callbacks/1", None),
+]
+
+
+async def test_without_api_token_every_api_route_is_401(
+    migrated_database_url: str, agent_url: str
+) -> None:
+    settings = settings_for(migrated_database_url, agent_url, api_token=None)
+    async with running(settings) as api:
+        for method, path, body in API_CALLS:
+            for headers in ({}, AUTH, {"Authorization": "Bearer "}):
+                response = await api.client.request(method, path, json=body, headers=headers)
+                assert response.status_code == 401, (method, path, headers)
+        await assert_nothing_stored(api.store)
+
+
+WRONG_CREDENTIALS = [
+    {},
+    {"Authorization": "Bearer wrong-token"},
+    {"Authorization": API_TOKEN},
+    {"Authorization": f"Basic {API_TOKEN}"},
+    {"X-Session-API-Key": API_TOKEN},
+]
+
+
+async def test_wrong_or_missing_token_is_401(api: RunningApi) -> None:
+    for method, path, body in API_CALLS:
+        for headers in WRONG_CREDENTIALS:
+            response = await api.client.request(method, path, json=body, headers=headers)
+            assert response.status_code == 401, (method, path, headers)
+    await assert_nothing_stored(api.store)
+
+
+# -- POST /api/conversations ---------------------------------------------------------------
+
+
+async def test_start_conversation_stores_a_callback_and_a_start_job(api: RunningApi) -> None:
+    response = await api.client.post(
+        "/api/conversations",
+        json={"prompt": "Fix the flaky test", "repository": "acme/widgets", "callback": HOOK},
+        headers=AUTH,
+    )
+    assert response.status_code == 201
+    answer = response.json()
+    assert set(answer) == {"conversation_id", "callback_id"}
+    conversation_id = answer["conversation_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", conversation_id)
+
+    [callback] = await rows(api.store, "conversation_callbacks")
+    assert callback["id"] == answer["callback_id"]
+    assert callback["conversation_id"] == conversation_id
+    assert callback["status"] == "ACTIVE"
+    assert callback["processor_type"] == "webhook"
+    [job] = await rows(api.store, "jobs")
+    assert job["kind"] == START_JOB
+    assert job["job_key"] == conversation_id
+    payload = json.loads(job["payload"])
+    assert payload["conversation_id"] == conversation_id
+    assert "Fix the flaky test" in payload["prompt"]
+    assert "acme/widgets" in payload["prompt"]
+    assert payload["tags"] == {"source": "api", "repository": "acme/widgets"}
+
+
+async def test_each_start_gets_its_own_conversation(api: RunningApi) -> None:
+    body = {"prompt": "Do it", "callback": HOOK}
+    first = (await api.client.post("/api/conversations", json=body, headers=AUTH)).json()
+    second = (await api.client.post("/api/conversations", json=body, headers=AUTH)).json()
+    assert first["conversation_id"] != second["conversation_id"]
+    assert first["callback_id"] != second["callback_id"]
+    assert len(await rows(api.store, "jobs")) == 2
+
+
+BAD_START_BODIES: list[tuple[bytes, int]] = [
+    (b"not json", 400),
+    (b"", 400),
+    (b"[]", 422),
+    (json.dumps({"callback": HOOK}).encode(), 422),
+    (json.dumps({"prompt": "", "callback": HOOK}).encode(), 422),
+    (json.dumps({"prompt": "hi"}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": {**HOOK, "kind": "carrier-pigeon"}}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": {**HOOK, "url": "ftp://x.test/h"}}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": {**HOOK, "url": "not a url"}}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": {**HOOK, "secret": "short"}}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": {**HOOK, "extra": 1}}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": HOOK, "extra": True}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": HOOK, "repository": "no-slash"}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": HOOK, "repository": "a/b/c"}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": HOOK, "repository": "../etc"}).encode(), 422),
+    (json.dumps({"prompt": "hi", "callback": HOOK, "repository": "acme/.."}).encode(), 422),
+]
+
+
+async def test_bad_start_bodies_store_nothing(api: RunningApi) -> None:
+    for content, status in BAD_START_BODIES:
+        response = await api.client.post(
+            "/api/conversations",
+            content=content,
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
+        assert response.status_code == status, (content, response.text)
+        assert "error" in response.json()
+        assert HOOK_SECRET not in response.text
+    await assert_nothing_stored(api.store)
+
+
+# -- GET /api/callbacks/{id} ---------------------------------------------------------------
+
+
+async def test_show_callback_gives_its_public_view_only(api: RunningApi) -> None:
+    started = (
+        await api.client.post(
+            "/api/conversations", json={"prompt": "hi", "callback": HOOK}, headers=AUTH
+        )
+    ).json()
+    response = await api.client.get(f"/api/callbacks/{started['callback_id']}", headers=AUTH)
+    assert response.status_code == 200
+    view = response.json()
+    assert {"id", "conversation_id", "status", "processor_type", "created_at", "updated_at"} <= set(
+        view
+    )
+    assert view["id"] == started["callback_id"]
+    assert view["conversation_id"] == started["conversation_id"]
+    assert view["status"] == "ACTIVE"
+    assert view["processor_type"] == "webhook"
+    assert HOOK_SECRET not in response.text
+    assert "processor_json" not in view
+
+
+async def test_unknown_callback_is_404(api: RunningApi) -> None:
+    for callback_id in ("999999", "0"):
+        response = await api.client.get(f"/api/callbacks/{callback_id}", headers=AUTH)
+        assert response.status_code == 404
+
+
+# -- POST /api/callbacks ------------------------------------------------------------------
+
+
+async def test_callback_on_unknown_conversation_is_404(
+    api: RunningApi, agent_server: FakeAgentServer
+) -> None:
+    unknown = uuid.uuid4().hex
+    response = await api.client.post(
+        "/api/callbacks", json={"conversation_id": unknown, "processor": HOOK}, headers=AUTH
+    )
+    assert response.status_code == 404
+    [lookup] = agent_server.calls_to("GET", f"/api/conversations/{unknown}")
+    assert lookup.headers["x-session-api-key"] == AGENT_API_KEY
+    await assert_nothing_stored(api.store)
+
+
+async def test_callback_on_running_conversation_is_registered_without_a_job(
+    api: RunningApi, agent_server: FakeAgentServer
+) -> None:
+    conversation_id = agent_server.add_conversation(execution_status="running")
+    response = await api.client.post(
+        "/api/callbacks",
+        json={"conversation_id": str(uuid.UUID(conversation_id)), "processor": HOOK},
+        headers=AUTH,
+    )
+    assert response.status_code == 201
+    callback_id = response.json()["callback_id"]
+    [callback] = await rows(api.store, "conversation_callbacks")
+    assert callback["id"] == callback_id
+    assert callback["conversation_id"] == conversation_id
+    assert callback["status"] == "ACTIVE"
+    assert await rows(api.store, "jobs") == []
+
+
+@pytest.mark.parametrize(
+    ("last_agent_event_kind", "expected_state"),
+    [(None, "finished"), ("finish", "finished"), ("message", "awaiting_user_input")],
+)
+async def test_callback_on_finished_conversation_queues_a_catch_up_job(
+    api: RunningApi,
+    agent_server: FakeAgentServer,
+    last_agent_event_kind: str | None,
+    expected_state: str,
+) -> None:
+    conversation_id = agent_server.add_conversation(execution_status="finished")
+    if last_agent_event_kind is not None:
+        await api.store.execute(
+            "INSERT INTO agent_conversations (conversation_id, execution_status,"
+            " last_agent_event_kind, updated_at) VALUES (:id, 'finished', :kind, 0)",
+            {"id": conversation_id, "kind": last_agent_event_kind},
+        )
+    response = await api.client.post(
+        "/api/callbacks",
+        json={"conversation_id": conversation_id, "processor": HOOK},
+        headers=AUTH,
+    )
+    assert response.status_code == 201
+    callback_id = response.json()["callback_id"]
+    [job] = await rows(api.store, "jobs")
+    assert job["kind"] == STATE_CHANGED_JOB
+    assert job["job_key"] == conversation_id
+    payload = json.loads(job["payload"])
+    assert payload["callback_id"] == callback_id
+    assert payload["observation"]["conversation_id"] == conversation_id
+    assert payload["observation"]["agent_state"] == expected_state
+
+
+BAD_CALLBACK_BODIES: list[dict[str, Any]] = [
+    {"conversation_id": "junk", "processor": HOOK},
+    {"conversation_id": uuid.uuid4().hex, "processor": {**HOOK, "url": "gopher://x"}},
+    {"conversation_id": uuid.uuid4().hex, "processor": {**HOOK, "kind": "email"}},
+    {"conversation_id": uuid.uuid4().hex, "processor": {**HOOK, "secret": "short"}},
+    {"conversation_id": uuid.uuid4().hex},
+    {"conversation_id": uuid.uuid4().hex, "processor": HOOK, "extra": 1},
+]
+
+
+async def test_bad_callback_bodies_are_422_and_do_not_reach_the_agent(
+    api: RunningApi, agent_server: FakeAgentServer
+) -> None:
+    for body in BAD_CALLBACK_BODIES:
+        response = await api.client.post("/api/callbacks", json=body, headers=AUTH)
+        assert response.status_code == 422, body
+    not_json = await api.client.post(
+        "/api/callbacks", content=b"{", headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert not_json.status_code == 400
+    assert agent_server.calls == []
+    await assert_nothing_stored(api.store)
+
+
+async def test_callback_while_the_agent_is_down_is_503(
+    api: RunningApi, agent_server: FakeAgentServer
+) -> None:
+    conversation_id = agent_server.add_conversation()
+    agent_server.fail_next("GET", f"/api/conversations/{conversation_id}", 502)
+    response = await api.client.post(
+        "/api/callbacks", json={"conversation_id": conversation_id, "processor": HOOK}, headers=AUTH
+    )
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    await assert_nothing_stored(api.store)
+
+
+# -- operator routes ---------------------------------------------------------------------
+
+
+async def test_healthz_and_readyz(api: RunningApi) -> None:
+    health = await api.client.get("/healthz")
+    ready = await api.client.get("/readyz")
+    assert health.status_code == 200
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+async def test_metrics_count_jobs_and_callbacks(api: RunningApi) -> None:
+    await api.client.post(
+        "/api/conversations", json={"prompt": "hi", "callback": HOOK}, headers=AUTH
+    )
+    response = await api.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "agent_relay_jobs" in text
+    assert 'agent_relay_jobs{status="queued"} 1.0' in text
+    assert 'agent_relay_callbacks{status="ACTIVE"} 1.0' in text
+
+
+async def test_readyz_is_503_on_an_unmigrated_postgresql_database(
+    postgres_url: str, agent_url: str
+) -> None:
+    async with Store(postgres_url) as store:
+        await store.execute("DROP SCHEMA public CASCADE")
+        await store.execute("CREATE SCHEMA public")
+    async with running(settings_for(postgres_url, agent_url)) as api:
+        ready = await api.client.get("/readyz")
+        health = await api.client.get("/healthz")
+    assert ready.status_code == 503
+    assert "migrate" in ready.json()["status"]
+    assert health.status_code == 200
+    async with Store(postgres_url) as store:
+        # The probe only reads: it did not create the version table.
+        assert await current_version(store) == 0
+        assert (
+            await store.fetch_one(
+                "SELECT 1 AS found WHERE to_regclass('schema_migrations') IS NOT NULL"
+            )
+            is None
+        )

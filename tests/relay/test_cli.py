@@ -1,0 +1,174 @@
+"""The `agent-relay` console script, run as operators run it, on a temporary SQLite file.
+
+Independent commands run concurrently to keep the wall time down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from db.callbacks import CallbackStatus, save_callback
+from db.jobs import JobQueue, JobStatus
+from db.migrations import migrate
+from db.store import Store
+from relay.settings import Settings
+from tests.support.fake_agent_api import WEBHOOK_SECRET, insert_webhook_callback
+
+CLI = Path(sys.executable).parent / "agent-relay"
+CONVERSATION_ID = "35d77258005d458983a8431e1722da40"
+
+
+def cli_environment(database_url: str, **extra: str) -> dict[str, str]:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name.lower() not in Settings.model_fields
+    }
+    return {**environment, "DATABASE_URL": database_url, **extra}
+
+
+def run_cli(
+    cwd: Path, database_url: str, *args: str, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args],
+        cwd=cwd,
+        env=cli_environment(database_url, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def run_all(
+    cwd: Path, database_url: str, *commands: list[str]
+) -> list[subprocess.CompletedProcess[str]]:
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        return list(pool.map(lambda args: run_cli(cwd, database_url, *args), commands))
+
+
+@pytest.fixture
+def database_file_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'relay.db'}"
+
+
+@pytest.fixture
+async def migrated_store(database_file_url: str) -> Store:
+    async with Store(database_file_url) as store:
+        await migrate(store)
+    return Store(database_file_url)
+
+
+def test_console_script_is_installed() -> None:
+    assert CLI.exists(), f"{CLI} missing: pip install -e . in the venv"
+
+
+def test_migrate_twice(tmp_path: Path, database_file_url: str) -> None:
+    first = run_cli(tmp_path, database_file_url, "migrate")
+    second = run_cli(tmp_path, database_file_url, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert "applied migrations: [1]" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "up to date" in second.stdout
+    assert (tmp_path / "relay.db").exists()
+
+
+async def test_callbacks_list_and_show(
+    tmp_path: Path, database_file_url: str, migrated_store: Store
+) -> None:
+    async with migrated_store as store:
+        active = await insert_webhook_callback(store, CONVERSATION_ID)
+        closed = await insert_webhook_callback(store, CONVERSATION_ID)
+        closed.status, closed.status_reason = CallbackStatus.ERROR, "agent state error"
+        await save_callback(store, closed)
+
+    listing, errors_only, shown, missing = run_all(
+        tmp_path,
+        database_file_url,
+        ["callbacks", "list"],
+        ["callbacks", "list", "--status", "error"],
+        ["callbacks", "show", str(active.id)],
+        ["callbacks", "show", "999999"],
+    )
+
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].split()[:3] == [str(closed.id), "ERROR", "webhook"]
+    assert lines[1].split()[:3] == [str(active.id), "ACTIVE", "webhook"]
+    assert all(CONVERSATION_ID in line for line in lines)
+    assert "agent state error" in lines[0]
+
+    assert errors_only.returncode == 0, errors_only.stderr
+    assert [line.split()[0] for line in errors_only.stdout.splitlines()] == [str(closed.id)]
+
+    assert shown.returncode == 0, shown.stderr
+    view = json.loads(shown.stdout)
+    assert view["id"] == active.id
+    assert view["conversation_id"] == CONVERSATION_ID
+    assert view["status"] == "ACTIVE"
+    assert view["processor_type"] == "webhook"
+
+    assert missing.returncode == 1
+    assert "no callback 999999" in missing.stderr
+
+    for result in (listing, shown):
+        assert WEBHOOK_SECRET not in result.stdout + result.stderr
+
+
+async def test_jobs_list_and_retry(
+    tmp_path: Path, database_file_url: str, migrated_store: Store
+) -> None:
+    async with migrated_store as store:
+        queue = JobQueue(store)
+        failed_id = await queue.enqueue("callback.reply", {"n": 1}, max_attempts=3)
+        queued_id = await queue.enqueue("agent.state_changed", {"n": 2})
+        job = await queue.claim()
+        assert job is not None and job.id == failed_id
+        await queue.fail(job, "receiver answered 500", permanent=True)
+
+    listing, failed_only = run_all(
+        tmp_path, database_file_url, ["jobs", "list"], ["jobs", "list", "--status", "failed"]
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert {line.split()[0] for line in listing.stdout.splitlines()} == {
+        str(failed_id),
+        str(queued_id),
+    }
+    [failed_line] = failed_only.stdout.splitlines()
+    assert failed_line.split()[:3] == [str(failed_id), "failed", "callback.reply"]
+    assert "receiver answered 500" in failed_line
+
+    retried, unknown, not_failed = run_all(
+        tmp_path,
+        database_file_url,
+        ["jobs", "retry", str(failed_id)],
+        ["jobs", "retry", "999999"],
+        ["jobs", "retry", str(queued_id)],
+    )
+    assert retried.returncode == 0, retried.stderr
+    assert f"job {failed_id} queued again" in retried.stdout
+    assert unknown.returncode == 1
+    assert "999999" in unknown.stderr
+    assert not_failed.returncode == 1
+
+    async with Store(database_file_url) as store:
+        [again] = [job for job in await JobQueue(store).list() if job.id == failed_id]
+    assert again.status is JobStatus.QUEUED
+    assert again.attempts == 0
+
+
+def test_invalid_setting_exits_naming_the_variable(tmp_path: Path, database_file_url: str) -> None:
+    result = run_cli(tmp_path, database_file_url, "migrate", PORT="abc")
+    assert result.returncode != 0
+    assert "PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "relay.db").exists()

@@ -1,0 +1,475 @@
+"""Small in-memory fakes of the agent-server REST API and of a webhook receiver.
+
+`FakeAgentServer` answers the agent-server routes agent-relay's AgentClient calls, as
+openhands-agent-server 1.58.2 does (see its event_router.py / event_service.py):
+
+- POST /api/conversations -> 201 ConversationInfo (200 when the id already exists)
+- GET  /api/conversations/{id} -> ConversationInfo, 404 when unknown
+- POST /api/conversations/{id}/events -> appends a user MessageEvent, {"success": true}
+- GET  /api/conversations/{id}/events/search with kind, source, sort_order
+  (TIMESTAMP | TIMESTAMP_DESC), timestamp__gte, limit (1..100) and page_id: a page is
+  at most `limit` matches; next_page_id is the id of the first match left out, and a
+  page that starts at page_id includes that event.
+- POST /api/conversations/{id}/ask_agent, GET .../agent_final_response -> {"response"}
+
+Every call is recorded; `fail_next` makes the next matching calls answer an error.
+Use it through `transport()` (httpx.MockTransport) or over real HTTP with
+`LoopbackAgentServer`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from agent.client import AgentClient, LLMSettings
+from agent.events import AgentState, AgentStateChangedObservation
+from db.callbacks import ConversationCallback, get_callback, insert_callback
+from db.jobs import Job, JobQueue
+from db.store import Store
+from processors.base import ProcessorContext
+from processors.summary import SummaryMode
+from processors.webhook import WebhookProcessor
+
+AGENT_API_KEY = "fake-session-api-key"
+# Real traffic captured from openhands-agent-server 1.58.2 (see DESIGN.md section 3).
+AGENT_CORPUS_DIR = (
+    Path(__file__).resolve().parents[3] / "shared" / "corpora" / "openhands-agent-server"
+)
+WEBHOOK_URL = "https://receiver.example.test/hooks/agent-relay"
+WEBHOOK_SECRET = "webhook-secret-of-the-test"
+CONVERSATION_URL_TEMPLATE = "https://agent.example.test/conversations/{conversation_id}"
+
+
+def corpus_webhook(name: str) -> dict[str, Any]:
+    """One captured webhook request: {"path", "headers", "body"}."""
+    captured: dict[str, Any] = json.loads((AGENT_CORPUS_DIR / name).read_text())
+    return captured
+
+
+def corpus_batch(number: int) -> dict[str, Any]:
+    return corpus_webhook(f"webhook_{number:02d}_events_batch.json")
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+
+    def json(self) -> Any:
+        return self.body
+
+
+@dataclass
+class _Failure:
+    method: str
+    path_suffix: str
+    status: int
+    remaining: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeAgentServer:
+    """The agent-server's REST API over an in-memory list of events per conversation."""
+
+    def __init__(self, *, api_key: str | None = AGENT_API_KEY) -> None:
+        self.api_key = api_key
+        self.conversations: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.calls: list[RecordedCall] = []
+        self.ask_agent_answer = "Answer from ask_agent."
+        self.final_response_text = "Final response of the agent."
+        self._failures: list[_Failure] = []
+        self._clock = datetime(2026, 1, 1, 12, 0, 0)
+        self._lock = threading.Lock()
+
+    # -- set-up ---------------------------------------------------------------
+    def add_conversation(
+        self, conversation_id: str | None = None, execution_status: str = "running"
+    ) -> str:
+        """Register a conversation; returns its id in the 32-hex form."""
+        hex_id = uuid.UUID(conversation_id).hex if conversation_id else uuid.uuid4().hex
+        self.conversations[hex_id] = {
+            "id": str(uuid.UUID(hex_id)),
+            "execution_status": execution_status,
+            "tags": {},
+        }
+        self.events.setdefault(hex_id, [])
+        return hex_id
+
+    def next_timestamp(self) -> str:
+        """Server-local naive ISO timestamps, strictly increasing, as the server writes them."""
+        self._clock += timedelta(milliseconds=7)
+        return self._clock.isoformat()
+
+    def add_event(
+        self, conversation_id: str, kind: str, source: str, **fields: Any
+    ) -> dict[str, Any]:
+        event = {
+            "id": str(uuid.uuid4()),
+            "timestamp": self.next_timestamp(),
+            "source": source,
+            **fields,
+            "kind": kind,
+        }
+        self.events.setdefault(uuid.UUID(conversation_id).hex, []).append(event)
+        return event
+
+    def user_message(self, conversation_id: str, text: str) -> dict[str, Any]:
+        return self.add_event(
+            conversation_id,
+            "MessageEvent",
+            "user",
+            llm_message={"role": "user", "content": [{"type": "text", "text": text}]},
+        )
+
+    def agent_message(self, conversation_id: str, text: str) -> dict[str, Any]:
+        return self.add_event(
+            conversation_id,
+            "MessageEvent",
+            "agent",
+            llm_message={"role": "assistant", "content": [{"type": "text", "text": text}]},
+        )
+
+    def agent_finish(self, conversation_id: str, message: str) -> dict[str, Any]:
+        return self.add_event(
+            conversation_id,
+            "ActionEvent",
+            "agent",
+            action={"message": message, "kind": "FinishAction"},
+            tool_name="finish",
+        )
+
+    def agent_action(self, conversation_id: str, command: str) -> dict[str, Any]:
+        return self.add_event(
+            conversation_id,
+            "ActionEvent",
+            "agent",
+            action={"command": command, "kind": "TerminalAction"},
+            tool_name="terminal",
+        )
+
+    def status_change(self, conversation_id: str, status: str) -> dict[str, Any]:
+        self.conversations[uuid.UUID(conversation_id).hex]["execution_status"] = status
+        return self.add_event(
+            conversation_id,
+            "ConversationStateUpdateEvent",
+            "environment",
+            key="execution_status",
+            value=status,
+        )
+
+    def fail_next(
+        self,
+        method: str,
+        path_suffix: str,
+        status: int,
+        *,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer `status` to the next `times` calls of `method` whose path ends so."""
+        self._failures.append(_Failure(method, path_suffix, status, times, dict(headers or {})))
+
+    # -- inspection -----------------------------------------------------------
+    def calls_to(self, method: str, path_suffix: str) -> list[RecordedCall]:
+        return [c for c in self.calls if c.method == method and c.path.endswith(path_suffix)]
+
+    def sent_messages(self, conversation_id: str) -> list[RecordedCall]:
+        return self.calls_to("POST", f"/conversations/{uuid.UUID(conversation_id).hex}/events")
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    # -- the API --------------------------------------------------------------
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            return self._handle(request)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        body: Any = json.loads(request.content) if request.content else {}
+        path = request.url.path
+        self.calls.append(
+            RecordedCall(
+                method=request.method,
+                path=path,
+                params=dict(request.url.params),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+            )
+        )
+        if self.api_key is not None and request.headers.get("x-session-api-key") != self.api_key:
+            return httpx.Response(401, json={"detail": "Unauthorized"})
+        for failure in self._failures:
+            if failure.method == request.method and path.endswith(failure.path_suffix):
+                failure.remaining -= 1
+                if failure.remaining <= 0:
+                    self._failures.remove(failure)
+                return httpx.Response(
+                    failure.status, json={"detail": "injected failure"}, headers=failure.headers
+                )
+        parts = path.strip("/").split("/")
+        if parts[:2] != ["api", "conversations"]:
+            return httpx.Response(404, json={"detail": "Not Found"})
+        rest = parts[2:]
+        if request.method == "POST" and not rest:
+            return self._start(body)
+        if not rest:
+            return httpx.Response(405)
+        try:
+            hex_id = uuid.UUID(rest[0]).hex
+        except ValueError:
+            return httpx.Response(422, json={"detail": "conversation_id is not a UUID"})
+        if hex_id not in self.conversations:
+            return httpx.Response(404, json={"detail": "Not Found"})
+        route = (request.method, "/".join(rest[1:]))
+        if route == ("GET", ""):
+            return httpx.Response(200, json=self.conversations[hex_id])
+        if route == ("POST", "events"):
+            text = "".join(part.get("text", "") for part in body.get("content", []))
+            self.user_message(hex_id, text)
+            return httpx.Response(200, json={"success": True})
+        if route == ("GET", "events/search"):
+            return self._search(hex_id, request.url.params)
+        if route == ("POST", "ask_agent"):
+            return httpx.Response(200, json={"response": self.ask_agent_answer})
+        if route == ("GET", "agent_final_response"):
+            return httpx.Response(200, json={"response": self.final_response_text})
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    def _start(self, body: dict[str, Any]) -> httpx.Response:
+        hex_id = uuid.UUID(body["conversation_id"]).hex if body.get("conversation_id") else None
+        if hex_id is not None and hex_id in self.conversations:
+            return httpx.Response(200, json=self.conversations[hex_id])
+        hex_id = self.add_conversation(hex_id)
+        self.conversations[hex_id]["tags"] = body.get("tags") or {}
+        message = body.get("initial_message")
+        if message:
+            text = "".join(part.get("text", "") for part in message.get("content", []))
+            self.user_message(hex_id, text)
+        return httpx.Response(201, json=self.conversations[hex_id])
+
+    def _search(self, hex_id: str, params: httpx.QueryParams) -> httpx.Response:
+        try:
+            limit = int(params.get("limit", "100"))
+        except ValueError:
+            return httpx.Response(422, json={"detail": "limit is not an integer"})
+        if not 0 < limit <= 100:
+            return httpx.Response(422, json={"detail": "limit must be in 1..100"})
+        sort_order = params.get("sort_order", "TIMESTAMP")
+        if sort_order not in ("TIMESTAMP", "TIMESTAMP_DESC"):
+            return httpx.Response(422, json={"detail": "bad sort_order"})
+        since: str | None = None
+        if "timestamp__gte" in params:
+            moment = datetime.fromisoformat(params["timestamp__gte"])
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(None).replace(tzinfo=None)
+            since = moment.isoformat()
+        kind, source = params.get("kind"), params.get("source")
+        events = self.events[hex_id]
+        reverse = sort_order == "TIMESTAMP_DESC"
+        start = (len(events) - 1) if reverse else 0
+        page_id = params.get("page_id")
+        if page_id:
+            start = next((i for i, e in enumerate(events) if e["id"] == page_id), start)
+        indices = range(start, -1, -1) if reverse else range(start, len(events))
+        items: list[dict[str, Any]] = []
+        next_page_id: str | None = None
+        for index in indices:
+            event = events[index]
+            if kind is not None and event["kind"] != kind:
+                continue
+            if source is not None and event["source"] != source:
+                continue
+            if since is not None and event["timestamp"] < since:
+                continue
+            if len(items) >= limit:
+                next_page_id = event["id"]
+                break
+            items.append(event)
+        return httpx.Response(200, json={"items": items, "next_page_id": next_page_id})
+
+
+class LoopbackAgentServer:
+    """A FakeAgentServer behind a real HTTP server on 127.0.0.1 (free port)."""
+
+    def __init__(self, fake: FakeAgentServer) -> None:
+        self.fake = fake
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        fake = self.fake
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                content = self.rfile.read(length) if length else b""
+                request = httpx.Request(
+                    self.command,
+                    f"http://127.0.0.1{self.path}",
+                    headers=dict(self.headers),
+                    content=content,
+                )
+                response = fake.handle(request)
+                payload = response.content
+                self.send_response(response.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "server not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+
+@dataclass(frozen=True)
+class ReceivedWebhook:
+    url: str
+    headers: dict[str, str]  # keys lower-cased
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class FakeWebhookReceiver:
+    """Where webhook processors deliver: records every request, answers 200 or as told."""
+
+    def __init__(self) -> None:
+        self.received: list[ReceivedWebhook] = []
+        self._answers: list[httpx.Response] = []
+
+    def answer_next(self, status: int, *, headers: dict[str, str] | None = None) -> None:
+        self._answers.append(httpx.Response(status, headers=headers, json={}))
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.received.append(
+            ReceivedWebhook(
+                url=str(request.url),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=request.content,
+            )
+        )
+        return self._answers.pop(0) if self._answers else httpx.Response(200, json={})
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+
+@asynccontextmanager
+async def processor_context(
+    store: Store,
+    agent_server: FakeAgentServer,
+    receiver: FakeWebhookReceiver,
+    *,
+    summary_mode: SummaryMode = SummaryMode.INSTRUCTION,
+    conversation_url_template: str | None = CONVERSATION_URL_TEMPLATE,
+) -> AsyncIterator[ProcessorContext]:
+    """A ProcessorContext with a real AgentClient talking to the fake agent-server."""
+    agent = AgentClient(
+        "http://agent-server.test",
+        agent_server.api_key,
+        LLMSettings(model="openai/fake-model"),
+        "workspace/project",
+        transport=agent_server.transport(),
+    )
+    http = httpx.AsyncClient(transport=receiver.transport())
+    try:
+        yield ProcessorContext(
+            store=store,
+            queue=JobQueue(store),
+            agent=agent,
+            http=http,
+            summary_mode=summary_mode,
+            conversation_url_template=conversation_url_template,
+        )
+    finally:
+        await agent.aclose()
+        await http.aclose()
+
+
+async def claim_job(queue: JobQueue, kind: str) -> Job:
+    """Claim the next runnable job, which must be of `kind`."""
+    job = await queue.claim()
+    assert job is not None, f"no runnable job (expected {kind!r})"
+    assert job.kind == kind, f"next job is {job.kind!r}, expected {kind!r}"
+    return job
+
+
+async def jobs_of_kind(store: Store, kind: str) -> list[dict[str, Any]]:
+    rows = await store.fetch_all(
+        "SELECT id, kind, payload, job_key, status FROM jobs WHERE kind = :kind ORDER BY id",
+        {"kind": kind},
+    )
+    return [{**row, "payload": json.loads(row["payload"])} for row in rows]
+
+
+async def insert_webhook_callback(
+    store: Store, conversation_id: str, *, url: str = WEBHOOK_URL, secret: str = WEBHOOK_SECRET
+) -> ConversationCallback:
+    processor = WebhookProcessor.model_validate({"url": url, "secret": secret})
+    return await insert_callback(
+        store, ConversationCallback.for_processor(conversation_id, processor)
+    )
+
+
+async def reload_callback(store: Store, callback: ConversationCallback) -> ConversationCallback:
+    assert callback.id is not None
+    current = await get_callback(store, callback.id)
+    assert current is not None, f"callback {callback.id} is gone"
+    return current
+
+
+def observation_of(
+    conversation_id: str, state: AgentState, event: dict[str, Any] | None = None
+) -> AgentStateChangedObservation:
+    """The observation the intake makes of `event` (None: one without a timestamp)."""
+    return AgentStateChangedObservation(
+        conversation_id=conversation_id,
+        agent_state=state,
+        event_id=event["id"] if event else f"test-{uuid.uuid4().hex[:8]}",
+        timestamp=event["timestamp"] if event else None,
+    )
