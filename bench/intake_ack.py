@@ -23,7 +23,7 @@ import httpx
 from relay.app import create_app
 from relay.settings import Settings
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared/corpora/openhands-agent-server"
+CORPUS = Path(__file__).resolve().parents[1] / "tests/corpora/openhands-agent-server"
 
 
 def fresh_batch(template: list[dict[str, object]]) -> list[dict[str, object]]:

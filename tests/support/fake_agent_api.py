@@ -43,10 +43,9 @@ from processors.summary import SummaryMode
 from processors.webhook import WebhookProcessor
 
 AGENT_API_KEY = "fake-session-api-key"
-# Real traffic captured from openhands-agent-server 1.58.2 (see DESIGN.md section 3).
-AGENT_CORPUS_DIR = (
-    Path(__file__).resolve().parents[3] / "shared" / "corpora" / "openhands-agent-server"
-)
+# Real traffic captured from openhands-agent-server 1.58.2, copied from the team's
+# shared corpora so that a clone alone runs every test.
+AGENT_CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpora" / "openhands-agent-server"
 WEBHOOK_URL = "https://receiver.example.test/hooks/agent-relay"
 WEBHOOK_SECRET = "webhook-secret-of-the-test"
 CONVERSATION_URL_TEMPLATE = "https://agent.example.test/conversations/{conversation_id}"
