@@ -42,7 +42,8 @@ def postgres_url() -> Iterator[str]:
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _reset_postgres(url: str) -> None:
+async def reset_postgres(url: str) -> None:
+    """Empty the database of `url` (everything lives in its public schema)."""
     connection = await asyncpg.connect(url)
     try:
         await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
@@ -50,13 +51,19 @@ async def _reset_postgres(url: str) -> None:
         await connection.close()
 
 
+@pytest.fixture
+def empty_postgres_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database, emptied for this test."""
+    asyncio.run(reset_postgres(postgres_url))
+    return postgres_url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database of each kind (parametrised: every test runs on both)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'relay.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    asyncio.run(_reset_postgres(url))
+    url: str = request.getfixturevalue("empty_postgres_url")
     return url
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from db.jobs import JobQueue, JobStatus
@@ -104,14 +103,8 @@ def start_worker(tmp_path: Path, pg_url: str) -> Iterator[StartWorker]:
 
 
 @pytest.fixture
-async def pg_url(postgres_url: str) -> str:
-    """The session's PostgreSQL database, emptied (as tests/conftest.py does)."""
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await connection.close()
-    return postgres_url
+def pg_url(empty_postgres_url: str) -> str:
+    return empty_postgres_url
 
 
 @pytest.fixture

@@ -106,10 +106,10 @@ def relay(
     else:
         import asyncio
 
-        from tests.conftest import _reset_postgres
+        from tests.conftest import reset_postgres
 
         database_url = request.getfixturevalue("postgres_url")
-        asyncio.run(_reset_postgres(database_url))
+        asyncio.run(reset_postgres(database_url))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "API_TOKEN"))},
         "DATABASE_URL": database_url,

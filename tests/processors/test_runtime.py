@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -38,24 +37,6 @@ from tests.support.fake_agent_api import (
 )
 
 URL_PATTERN = re.compile(r"https?://\S+")
-
-
-@pytest.fixture
-def agent_server() -> FakeAgentServer:
-    return FakeAgentServer()
-
-
-@pytest.fixture
-def receiver() -> FakeWebhookReceiver:
-    return FakeWebhookReceiver()
-
-
-@pytest.fixture
-async def context(
-    store: Store, agent_server: FakeAgentServer, receiver: FakeWebhookReceiver
-) -> AsyncIterator[ProcessorContext]:
-    async with processor_context(store, agent_server, receiver) as ready:
-        yield ready
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ queues exactly one reply and closes the callback, atomically.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -29,24 +28,6 @@ from tests.support.fake_agent_api import (
     processor_context,
     reload_callback,
 )
-
-
-@pytest.fixture
-def agent_server() -> FakeAgentServer:
-    return FakeAgentServer()
-
-
-@pytest.fixture
-def receiver() -> FakeWebhookReceiver:
-    return FakeWebhookReceiver()
-
-
-@pytest.fixture
-async def context(
-    store: Store, agent_server: FakeAgentServer, receiver: FakeWebhookReceiver
-) -> AsyncIterator[ProcessorContext]:
-    async with processor_context(store, agent_server, receiver) as ready:
-        yield ready
 
 
 @pytest.fixture

@@ -26,10 +26,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
@@ -41,6 +40,7 @@ from db.store import Store
 from processors.base import ProcessorContext
 from processors.summary import SummaryMode
 from processors.webhook import WebhookProcessor
+from tests.support.loopback import LoopbackServer
 
 AGENT_API_KEY = "fake-session-api-key"
 # Real traffic captured from openhands-agent-server 1.58.2, copied from the team's
@@ -303,15 +303,16 @@ class FakeAgentServer:
         return httpx.Response(200, json={"items": items, "next_page_id": next_page_id})
 
 
-class LoopbackAgentServer:
+class LoopbackAgentServer(LoopbackServer):
     """A FakeAgentServer behind a real HTTP server on 127.0.0.1 (free port)."""
 
-    def __init__(self, fake: FakeAgentServer) -> None:
-        self.fake = fake
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+    thread_name = "loopback-agent-server"
 
-    def __enter__(self) -> Self:
+    def __init__(self, fake: FakeAgentServer) -> None:
+        super().__init__()
+        self.fake = fake
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self.fake
 
         class Handler(BaseHTTPRequestHandler):
@@ -339,29 +340,7 @@ class LoopbackAgentServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None and self._thread is not None
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "server not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return Handler
 
 
 @dataclass(frozen=True)

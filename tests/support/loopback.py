@@ -25,11 +25,20 @@ class LoopbackServer:
         assert self._server is not None, f"{self.thread_name} not started"
         return int(self._server.server_address[1])
 
+    @property
+    def url(self) -> str:
+        """Base URL without a trailing slash, e.g. http://127.0.0.1:PORT"""
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> Self:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=self.thread_name, daemon=True
+            target=self._server.serve_forever,
+            # A short poll makes stop() (shutdown) quick between tests.
+            kwargs={"poll_interval": 0.02},
+            name=self.thread_name,
+            daemon=True,
         )
         self._thread.start()
         return self

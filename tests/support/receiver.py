@@ -67,11 +67,6 @@ class RecordingReceiver(LoopbackServer):
 
     # -- API ----------------------------------------------------------------
     @property
-    def url(self) -> str:
-        """Base URL without a trailing slash, e.g. http://127.0.0.1:PORT"""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def requests(self) -> list[RecordedRequest]:
         """A snapshot of every request received so far, in arrival order."""
         with self._lock:
