@@ -10,8 +10,9 @@ def _shell_blocks(markdown: str) -> list[str]:
     return [block.strip() for block in re.findall(r"```sh\n(.*?)```", markdown, re.S)]
 
 
-def test_readme_gives_the_server_and_the_test_command_first() -> None:
+def test_readme_gives_exactly_the_server_and_the_test_command() -> None:
     blocks = _shell_blocks((ROOT / "README.md").read_text())
+    assert len(blocks) == 2
     assert blocks[0].endswith("agent-relay serve")
     assert blocks[1].endswith(".venv/bin/pytest")
 
