@@ -74,6 +74,19 @@ _COLUMNS = (
 )
 _MAX_ERROR_CHARS = 2000
 
+# A job may be claimed when it is due (or its lease ran out) and its key is free:
+# no other job of the key is running (for a reclaim: running under a live lease),
+# and no job of the key queued before it is still waiting. So jobs of one key run
+# one at a time and in queue order. Parameters: :queued, :running, :now.
+_CLAIMABLE = (
+    "((j.status = :queued AND j.run_after <= :now)"
+    " OR (j.status = :running AND j.lease_until < :now))"
+    " AND (j.job_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs other"
+    "  WHERE other.job_key = j.job_key AND other.id <> j.id AND ("
+    "   (other.status = :running AND (j.status = :queued OR other.lease_until >= :now))"
+    "   OR (j.status = :queued AND other.status = :queued AND other.id < j.id))))"
+)
+
 
 def backoff_delay(attempts: int, *, base: float, cap: float) -> float:
     """Exponential backoff with jitter: between half and all of base * 2^(attempts-1)."""
@@ -82,14 +95,17 @@ def backoff_delay(attempts: int, *, base: float, cap: float) -> float:
 
 
 class JobQueue:
+    """The defaults retry a failing job for about half an hour to an hour (12 attempts,
+    delays doubling from 2 s, capped at 30 min) before it is failed for good."""
+
     def __init__(
         self,
         store: Store,
         *,
         lease_seconds: float = 60.0,
-        max_attempts: int = 8,
+        max_attempts: int = 12,
         backoff_base: float = 2.0,
-        backoff_cap: float = 600.0,
+        backoff_cap: float = 1800.0,
     ) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
@@ -137,25 +153,63 @@ class JobQueue:
 
     async def claim(self) -> Job | None:
         """Take the next runnable job (or one whose lease ran out) and lease it to the caller."""
-        stamp = now()
-        skip_locked = "" if self.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        values = {
+            "running": JobStatus.RUNNING.value,
+            "queued": JobStatus.QUEUED.value,
+            "now": now(),
+        }
+        if self.store.is_sqlite:
+            # One UPDATE statement holds SQLite's single write lock from its read to
+            # its write, so concurrent claims are already serialised.
+            return await self._lease(
+                f"(SELECT j.id FROM jobs j WHERE {_CLAIMABLE} ORDER BY j.run_after, j.id LIMIT 1)",
+                values,
+            )
+        async with self.store.transaction():
+            candidates = await self.store.fetch_all(
+                f"SELECT j.id, j.job_key FROM jobs j WHERE {_CLAIMABLE}"
+                " ORDER BY j.run_after, j.id LIMIT 5 FOR UPDATE SKIP LOCKED",
+                values,
+            )
+            for candidate in candidates:
+                if candidate["job_key"] is not None and not await self._key_is_ours(
+                    candidate, values
+                ):
+                    continue
+                return await self._lease(":id", {"id": candidate["id"], "now": values["now"]})
+        return None
+
+    async def _key_is_ours(self, candidate: Mapping[str, Any], values: dict[str, Any]) -> bool:
+        """PostgreSQL: serialise claims of one key, then check the key again.
+
+        The candidates were chosen on a snapshot in which another worker's claim of
+        the same key may not be visible yet. Claims of a key take its advisory lock
+        (held to the end of the claiming transaction), and the fresh check after
+        taking it sees every committed claim.
+        """
+        locked = await self.store.fetch_one(
+            "SELECT pg_try_advisory_xact_lock(hashtext(:key)) AS locked",
+            {"key": candidate["job_key"]},
+        )
+        if locked is None or not locked["locked"]:
+            return False
+        still_claimable = await self.store.fetch_one(
+            f"SELECT j.id FROM jobs j WHERE j.id = :id AND {_CLAIMABLE}",
+            {**values, "id": candidate["id"]},
+        )
+        return still_claimable is not None
+
+    async def _lease(self, job_id: str, values: dict[str, Any]) -> Job | None:
+        """Lease the job `job_id` (an SQL expression over `values`, which has :now)."""
         row = await self.store.fetch_one(
             "UPDATE jobs SET status = :running, attempts = attempts + 1, lease_token = :token,"
-            " lease_until = :lease_until, updated_at = :now WHERE id = ("
-            " SELECT j.id FROM jobs j WHERE"
-            " ((j.status = :queued AND j.run_after <= :now)"
-            "  OR (j.status = :running AND j.lease_until < :now))"
-            " AND (j.job_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs earlier"
-            "  WHERE earlier.job_key = j.job_key AND earlier.id < j.id"
-            "  AND earlier.status IN (:queued, :running)))"
-            f" ORDER BY j.run_after, j.id LIMIT 1{skip_locked})"
+            f" lease_until = :lease_until, updated_at = :now WHERE id = {job_id}"
             f" RETURNING {_COLUMNS}",
             {
+                **values,
                 "running": JobStatus.RUNNING.value,
-                "queued": JobStatus.QUEUED.value,
                 "token": uuid.uuid4().hex,
-                "lease_until": stamp + self.lease_seconds,
-                "now": stamp,
+                "lease_until": values["now"] + self.lease_seconds,
             },
         )
         return None if row is None else Job.from_row(row)
@@ -185,7 +239,7 @@ class JobQueue:
             status, run_after = JobStatus.FAILED, job.run_after
         else:
             delay = (
-                retry_after
+                min(retry_after, self.backoff_cap)
                 if retry_after is not None
                 else backoff_delay(job.attempts, base=self.backoff_base, cap=self.backoff_cap)
             )

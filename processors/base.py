@@ -29,8 +29,9 @@ from processors.summary import SummaryMode, collect_summary
 log = logging.getLogger(__name__)
 
 REPLY_JOB = "callback.reply"
-# Replies ride out platform outages of a few hours: 14 attempts, backoff capped at 30 min.
-REPLY_MAX_ATTEMPTS = 14
+# Replies ride out platform outages of a few hours: 20 attempts with the queue's
+# backoff (doubling from 2 s, capped at 30 min) keep trying for 2.5 to 5 hours.
+REPLY_MAX_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from db.deliveries import record_delivery
 from db.jobs import Job, JobQueue, JobStatus, backoff_delay
+from db.migrations import migrate
 from db.store import Store, now
 from tests.support.waiting import wait_for
 
@@ -220,6 +223,50 @@ async def test_a_failed_job_does_not_block_the_later_jobs_of_its_key(queue: JobQ
     assert await queue.fail(first, "broken", permanent=True) is JobStatus.FAILED
 
     assert (await claim_one(queue)).id == second_of_k
+
+
+async def test_a_retried_job_waits_while_a_later_job_of_its_key_runs(queue: JobQueue) -> None:
+    first = await queue.enqueue("k", {}, key="conversation-1")
+    second = await queue.enqueue("k", {}, key="conversation-1")
+    await queue.fail(await claim_one(queue), "boom", permanent=True)
+    running = await claim_one(queue)
+    assert running.id == second
+
+    assert first is not None and await queue.retry(first)  # `agent-relay jobs retry`
+
+    assert await queue.claim() is None
+    await queue.complete(running)
+    assert (await claim_one(queue)).id == first
+
+
+async def test_a_job_committed_after_a_later_one_of_its_key_waits_for_it(
+    empty_postgres_url: str,
+) -> None:
+    """PostgreSQL ids follow the sequence, not commit order: a job with the smaller id
+    can appear while the larger one already runs, and must not run beside it."""
+    async with Store(empty_postgres_url) as store:
+        await migrate(store)
+        queue = JobQueue(store)
+        inserted, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_transaction() -> None:
+            async with store.transaction():
+                await queue.enqueue("k", {}, key="conversation-1")
+                inserted.set()
+                await release.wait()
+
+        slow = asyncio.create_task(slow_transaction())
+        await inserted.wait()
+        async with store.transaction():
+            later = await queue.enqueue("k", {}, key="conversation-1")
+        running = await claim_one(queue)
+        assert running.id == later
+        release.set()
+        await slow
+
+        assert await queue.claim() is None
+        await queue.complete(running)
+        assert (await claim_one(queue)).id < later
 
 
 async def test_a_job_whose_lease_expired_is_claimable_again(store: Store) -> None:
