@@ -32,6 +32,10 @@ class AgentState(StrEnum):
     STUCK = "stuck"
 
 
+# The job that runs a conversation's processors for one observation; payload
+# {"observation": ..., "callback_id": optional, to run only that callback}.
+STATE_CHANGED_JOB = "agent.state_changed"
+
 # States in which the agent has stopped and will not go on by itself: the only
 # ones worth a job. RUNNING, INIT and the like change nothing for a processor.
 STOPPED_STATES = frozenset(

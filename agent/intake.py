@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agent.events import (
+    STATE_CHANGED_JOB,
     STOPPED_STATES,
     AgentState,
     AgentStateChangedObservation,
@@ -36,7 +37,6 @@ from db.store import Store, now
 
 log = logging.getLogger(__name__)
 
-STATE_CHANGED_JOB = "agent.state_changed"
 DELIVERY_SOURCE = "agent"
 
 

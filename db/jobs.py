@@ -17,7 +17,7 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -30,6 +30,10 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+
+
+# What a worker calls for each claimed job of a kind.
+JobHandler = Callable[["Job"], Coroutine[Any, Any, None]]
 
 
 class RetryableJobError(Exception):

@@ -103,9 +103,12 @@ def failure_text(state: AgentState, url: str | None) -> str:
 class ReplyingProcessor(ConversationCallbackProcessor):
     """Answer once: the agent's summary when it stops, or a readable failure."""
 
-    # Summary round-trip state (SUMMARY_MODE=instruction), kept in the row.
+    # Summary round-trip state (SUMMARY_MODE=instruction), kept in the row: the
+    # instruction's event id once known, and the mark saved before sending it.
     summary_instruction_event_id: str | None = None
     summary_instruction_timestamp: str | None = None
+    summary_instruction_pending: bool = False
+    summary_requested_after: str | None = None
 
     @abstractmethod
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:

@@ -1,20 +1,26 @@
-"""The job handlers that run processors: state changes, replies, conversation starts.
+"""The job handlers that run processors: state changes, catch-ups, replies, starts.
 
 Each handler is idempotent, because the queue delivers at least once: a callback
 that was closed is skipped, a reply is queued once per callback (idempotency key),
-and starting a conversation uses the id agent-relay chose for it.
+and starting a conversation uses the id agent-relay chose for it. A handler that
+fails its last attempt closes the callbacks it was working for with a readable
+failure, so nobody waits for an answer that will not come.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from pydantic import ValidationError
 
-from agent.events import AgentStateChangedObservation
-from agent.intake import STATE_CHANGED_JOB
+from agent.events import (
+    STATE_CHANGED_JOB,
+    STOPPED_STATES,
+    AgentStateChangedObservation,
+    state_for_status,
+)
 from db.callbacks import (
     CallbackStatus,
     ConversationCallback,
@@ -23,7 +29,7 @@ from db.callbacks import (
     get_callback,
     save_callback,
 )
-from db.jobs import Job, PermanentJobError
+from db.jobs import Job, JobHandler, PermanentJobError
 from processors.base import (
     REPLY_JOB,
     ConversationCallbackProcessor,
@@ -36,26 +42,72 @@ from processors.base import (
 log = logging.getLogger(__name__)
 
 START_JOB = "conversation.start"
-START_FAILED_TEXT = "The agent could not start working on this request."
+# Runs one newly registered callback if its conversation has already stopped.
+CATCH_UP_JOB = "callback.catch_up"
 
-JobHandler = Callable[[Job], Awaitable[None]]
+START_FAILED_TEXT = "The agent could not start working on this request."
+COLLECT_FAILED_TEXT = "agent-relay could not collect the agent's answer."
+GAVE_UP_TEXT = "agent-relay could not reach the agent for too long and stopped waiting for it."
 
 
 def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
     async def on_state_changed(job: Job) -> None:
-        await run_processors(
+        observation = AgentStateChangedObservation.model_validate(job.payload["observation"])
+        only = job.payload.get("callback_id")
+        await _closing_on_last_attempt(
             context,
-            AgentStateChangedObservation.model_validate(job.payload["observation"]),
-            only_callback_id=job.payload.get("callback_id"),
+            job,
+            observation.conversation_id,
+            only,
+            run_processors(context, observation, only_callback_id=only),
+        )
+
+    async def on_catch_up(job: Job) -> None:
+        callback = await get_callback(context.store, job.payload["callback_id"])
+        if callback is None or callback.status is not CallbackStatus.ACTIVE:
+            return
+        await _closing_on_last_attempt(
+            context, job, callback.conversation_id, callback.id, catch_up(context, callback)
+        )
+
+    async def on_start(job: Job) -> None:
+        conversation_id = job.payload["conversation_id"]
+        await _closing_on_last_attempt(
+            context, job, conversation_id, None, start_conversation(context, job.payload)
         )
 
     async def on_reply(job: Job) -> None:
         await deliver_reply(context, Reply.model_validate(job.payload))
 
-    async def on_start(job: Job) -> None:
-        await start_conversation(context, job.payload)
+    return {
+        STATE_CHANGED_JOB: on_state_changed,
+        CATCH_UP_JOB: on_catch_up,
+        START_JOB: on_start,
+        REPLY_JOB: on_reply,
+    }
 
-    return {STATE_CHANGED_JOB: on_state_changed, REPLY_JOB: on_reply, START_JOB: on_start}
+
+async def _closing_on_last_attempt(
+    context: ProcessorContext,
+    job: Job,
+    conversation_id: str,
+    only_callback_id: int | None,
+    work: Awaitable[None],
+) -> None:
+    try:
+        await work
+    except PermanentJobError:
+        raise  # the work closed what it could; the job is failed for good
+    except Exception as exc:
+        if job.attempts >= job.max_attempts:
+            await close_callbacks(
+                context,
+                conversation_id,
+                GAVE_UP_TEXT,
+                reason=f"gave up after {job.attempts} attempts: {exc}",
+                only_callback_id=only_callback_id,
+            )
+        raise
 
 
 async def load_processor(
@@ -66,16 +118,38 @@ async def load_processor(
         processor: ConversationCallbackProcessor = callback.get_processor()
         return processor
     except (UnknownProcessorKind, ValidationError) as exc:
-        reason = (
-            str(exc)
-            if isinstance(exc, UnknownProcessorKind)
-            else f"processor of kind {callback.processor_type!r} does not load: "
-            f"{exc.error_count()} validation error(s)"
-        )
+        reason = _unloadable_reason(callback, exc)
         log.error("callback %s: %s", callback.id, reason)
         callback.status, callback.status_reason = CallbackStatus.ERROR, reason
         await save_callback(context.store, callback)
         return None
+
+
+def _unloadable_reason(callback: ConversationCallback, exc: Exception) -> str:
+    # A ValidationError's text quotes the stored input, secrets included: count only.
+    if isinstance(exc, ValidationError):
+        return (
+            f"processor of kind {callback.processor_type!r} does not load: "
+            f"{exc.error_count()} validation error(s)"
+        )
+    return str(exc)
+
+
+async def close_callbacks(
+    context: ProcessorContext,
+    conversation_id: str,
+    text: str,
+    *,
+    reason: str,
+    only_callback_id: int | None = None,
+) -> None:
+    """Close the conversation's ACTIVE callbacks (or one of them) with a failure reply."""
+    for callback in await active_callbacks(context.store, conversation_id):
+        if only_callback_id is not None and callback.id != only_callback_id:
+            continue
+        processor = await load_processor(context, callback)
+        if isinstance(processor, ReplyingProcessor):
+            await processor.close(callback, context, ReplyStatus.ERROR, text, reason=reason)
 
 
 async def run_processors(
@@ -96,14 +170,39 @@ async def run_processors(
             # Retrying will not help this callback; tell its thread instead of
             # leaving it waiting, and let the other callbacks run.
             log.error("callback %s failed for good: %s", callback.id, exc)
-            if isinstance(processor, ReplyingProcessor):
-                await processor.close(
-                    callback,
-                    context,
-                    ReplyStatus.ERROR,
-                    "agent-relay could not collect the agent's answer.",
-                    reason=str(exc),
-                )
+            await close_callbacks(
+                context,
+                callback.conversation_id,
+                COLLECT_FAILED_TEXT,
+                reason=str(exc),
+                only_callback_id=callback.id,
+            )
+
+
+async def catch_up(context: ProcessorContext, callback: ConversationCallback) -> None:
+    """Run a new callback at once if its agent has already stopped.
+
+    Queued behind the conversation's other jobs, so it looks at the agent after
+    every state change that arrived before the callback existed was handled.
+    """
+    info = await context.agent.get_conversation(callback.conversation_id)
+    if info is None:
+        raise PermanentJobError(f"the agent-server has no conversation {callback.conversation_id}")
+    known = await context.store.fetch_one(
+        "SELECT last_agent_event_kind FROM agent_conversations WHERE conversation_id = :id",
+        {"id": callback.conversation_id},
+    )
+    state = state_for_status(
+        str(info.get("execution_status")), known["last_agent_event_kind"] if known else None
+    )
+    if state not in STOPPED_STATES:
+        return
+    observation = AgentStateChangedObservation(
+        conversation_id=callback.conversation_id,
+        agent_state=state,
+        event_id=f"catch-up-{callback.id}",
+    )
+    await run_processors(context, observation, only_callback_id=callback.id)
 
 
 async def deliver_reply(context: ProcessorContext, reply: Reply) -> None:
@@ -113,7 +212,9 @@ async def deliver_reply(context: ProcessorContext, reply: Reply) -> None:
     try:
         processor = callback.get_processor()
     except (UnknownProcessorKind, ValidationError) as exc:
-        raise PermanentJobError(f"callback {reply.callback_id}: {exc}") from exc
+        raise PermanentJobError(
+            f"callback {reply.callback_id}: {_unloadable_reason(callback, exc)}"
+        ) from exc
     if not isinstance(processor, ReplyingProcessor):
         raise PermanentJobError(f"processor kind {callback.processor_type!r} cannot reply")
     await processor.deliver(reply, context)
@@ -127,11 +228,6 @@ async def start_conversation(context: ProcessorContext, payload: dict[str, Any])
             payload["prompt"], conversation_id=conversation_id, tags=payload.get("tags") or {}
         )
     except PermanentJobError as exc:
-        for callback in await active_callbacks(context.store, conversation_id):
-            processor = await load_processor(context, callback)
-            if isinstance(processor, ReplyingProcessor):
-                await processor.close(
-                    callback, context, ReplyStatus.ERROR, START_FAILED_TEXT, reason=str(exc)
-                )
+        await close_callbacks(context, conversation_id, START_FAILED_TEXT, reason=str(exc))
         raise
     log.info("conversation %s started", conversation_id)

@@ -54,45 +54,47 @@ async def collect_summary(
     if context.summary_mode is SummaryMode.FINAL_RESPONSE:
         return await context.agent.final_response(conversation_id)
     if processor.summary_instruction_event_id is None:
-        await _request_summary(processor, callback, observation, context)
+        await _request_summary(processor, callback, context)
         return None
     return await _answer_after_instruction(processor, conversation_id, context)
 
 
 async def _request_summary(
-    processor: ReplyingProcessor,
-    callback: ConversationCallback,
-    observation: AgentStateChangedObservation,
-    context: ProcessorContext,
+    processor: ReplyingProcessor, callback: ConversationCallback, context: ProcessorContext
 ) -> None:
+    """Send the summary instruction once, and remember its event id.
+
+    The agent-server does not say which event a sent message became, so the id is
+    looked up afterwards. Before sending, the newest user message id is saved as a
+    mark: an attempt that died after sending (id unsaved) is recognised on retry by
+    a user message newer than the mark, and is not sent twice.
+    """
     conversation_id = callback.conversation_id
-    # A retried job may already have sent the instruction and died before saving
-    # its id: any user message after this stop means a new turn is under way, so
-    # adopt it rather than send the instruction twice.
-    instruction = None
-    if observation.timestamp is not None:
-        instruction = await _newest_user_message(context, conversation_id, observation.timestamp)
-    if instruction is None:
+    newest = await _newest_user_message(context, conversation_id)
+    sent_before = processor.summary_instruction_pending and (
+        newest is not None and newest["id"] != processor.summary_requested_after
+    )
+    if not sent_before:
+        if not processor.summary_instruction_pending:
+            processor.summary_instruction_pending = True
+            processor.summary_requested_after = None if newest is None else str(newest["id"])
+            await processor.remember(callback, context)
         await context.agent.send_message(conversation_id, SUMMARY_INSTRUCTION)
-        instruction = await _newest_user_message(context, conversation_id, observation.timestamp)
-    if instruction is None:
-        raise RetryableJobError("the summary instruction is not in the conversation's events yet")
-    processor.summary_instruction_event_id = str(instruction["id"])
-    processor.summary_instruction_timestamp = instruction.get("timestamp")
+        newest = await _newest_user_message(context, conversation_id)
+        if newest is None or newest["id"] == processor.summary_requested_after:
+            raise RetryableJobError("the summary instruction is not among the events yet")
+    assert newest is not None
+    processor.summary_instruction_event_id = str(newest["id"])
+    processor.summary_instruction_timestamp = newest.get("timestamp")
     await processor.remember(callback, context)
     log.info("callback %s asked conversation %s for its summary", callback.id, conversation_id)
 
 
 async def _newest_user_message(
-    context: ProcessorContext, conversation_id: str, since: str | None
+    context: ProcessorContext, conversation_id: str
 ) -> dict[str, Any] | None:
     events, _ = await context.agent.search_events(
-        conversation_id,
-        kind="MessageEvent",
-        source="user",
-        newest_first=True,
-        since=since,
-        limit=1,
+        conversation_id, kind="MessageEvent", source="user", newest_first=True, limit=1
     )
     return events[0] if events else None
 

@@ -14,18 +14,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agent.client import AgentClient
-from agent.events import (
-    STOPPED_STATES,
-    AgentStateChangedObservation,
-    MalformedEvents,
-    normalize_conversation_id,
-    state_for_status,
-)
-from agent.intake import STATE_CHANGED_JOB
+from agent.events import MalformedEvents, normalize_conversation_id
 from db.callbacks import ConversationCallback, get_callback, insert_callback
 from db.jobs import JobQueue, PermanentJobError, RetryableJobError
 from db.store import Store
-from processors.runtime import START_JOB
+from processors.runtime import CATCH_UP_JOB, START_JOB
 from processors.webhook import WebhookProcessor
 
 
@@ -163,32 +156,17 @@ class RelayApi:
             callback = await insert_callback(
                 self.store, ConversationCallback.for_processor(conversation_id, processor)
             )
-            await self._catch_up(callback, info)
+            # If the agent has already stopped, no state change may ever come: the
+            # catch-up job looks at the agent once it runs, behind the jobs already
+            # queued for the conversation.
+            await self.queue.enqueue(
+                CATCH_UP_JOB,
+                {"callback_id": callback.id},
+                key=conversation_id,
+                idempotency_key=f"catch-up:{callback.id}",
+            )
         self.queue.wakeup.set()
         return JSONResponse({"callback_id": callback.id}, status_code=201)
-
-    async def _catch_up(self, callback: ConversationCallback, info: dict[str, Any]) -> None:
-        """A callback registered on an agent that has already stopped runs at once."""
-        known = await self.store.fetch_one(
-            "SELECT last_agent_event_kind FROM agent_conversations WHERE conversation_id = :id",
-            {"id": callback.conversation_id},
-        )
-        state = state_for_status(
-            str(info.get("execution_status")), known["last_agent_event_kind"] if known else None
-        )
-        if state not in STOPPED_STATES:
-            return
-        observation = AgentStateChangedObservation(
-            conversation_id=callback.conversation_id,
-            agent_state=state,
-            event_id=f"callback-{callback.id}-registered",
-        )
-        await self.queue.enqueue(
-            STATE_CHANGED_JOB,
-            {"observation": observation.model_dump(mode="json"), "callback_id": callback.id},
-            key=callback.conversation_id,
-            idempotency_key=f"catch-up:{callback.id}",
-        )
 
     async def show_callback(self, request: Request) -> JSONResponse:
         if not self._authorised(request):

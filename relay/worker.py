@@ -7,13 +7,11 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
-from db.jobs import Job, JobQueue, JobStatus, PermanentJobError, RetryableJobError
+from db.jobs import Job, JobHandler, JobQueue, JobStatus, PermanentJobError, RetryableJobError
 
 log = logging.getLogger(__name__)
-
-JobHandler = Callable[[Job], Awaitable[None]]
 
 
 class Worker:
@@ -70,9 +68,16 @@ class Worker:
             # running it keeps dying (or hanging); stop feeding it the job.
             await self._record(job, PermanentJobError("lease expired on the last attempt"))
             return
-        keeper = asyncio.create_task(self._keep_lease(job))
+        work = asyncio.create_task(handler(job))
+        keeper = asyncio.create_task(self._keep_lease(job, work))
         try:
-            await handler(job)
+            await work
+        except asyncio.CancelledError:
+            if not keeper.done():
+                raise  # this worker is being cancelled, not the job
+            # The lease went to another worker, which runs the job now; what this
+            # attempt would record is fenced off anyway.
+            self._count(job, "lease_lost")
         except Exception as exc:
             await self._record(job, exc)
         else:
@@ -82,11 +87,19 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
 
-    async def _keep_lease(self, job: Job) -> None:
+    async def _keep_lease(self, job: Job, work: asyncio.Task[None]) -> None:
+        """Renew the lease while `work` runs; stop `work` if the lease is lost."""
         while True:
             await asyncio.sleep(self.queue.lease_seconds / 3)
-            if not await self.queue.extend_lease(job):
-                log.warning("job %s: lease lost to another worker", job.id)
+            try:
+                kept = await self.queue.extend_lease(job)
+            except Exception as exc:
+                # A passing database fault: try again before the lease runs out.
+                log.warning("job %s: renewing its lease failed (%s)", job.id, type(exc).__name__)
+                continue
+            if not kept:
+                log.warning("job %s: lease lost to another worker; stopping it here", job.id)
+                work.cancel()
                 return
 
     async def _record(self, job: Job, error: Exception | None) -> None:
@@ -109,10 +122,12 @@ class Worker:
             # Another worker took the job over after our lease ran out; its outcome counts.
             log.warning("job %s: lease lost before its outcome was recorded", job.id)
             outcome = "lease_lost"
-        label = str(outcome)
-        key = f"{job.kind}:{label}"
-        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        self._count(job, str(outcome))
         if error is not None:
             log.warning(
-                "job %s (%s) attempt %d: %s -> %s", job.id, job.kind, job.attempts, error, label
+                "job %s (%s) attempt %d: %s -> %s", job.id, job.kind, job.attempts, error, outcome
             )
+
+    def _count(self, job: Job, outcome: str) -> None:
+        key = f"{job.kind}:{outcome}"
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1

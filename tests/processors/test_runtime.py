@@ -13,13 +13,18 @@ from typing import Any
 
 import pytest
 
-from agent.events import AgentState
-from agent.intake import STATE_CHANGED_JOB
+from agent.events import STATE_CHANGED_JOB, AgentState
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.jobs import PermanentJobError, RetryableJobError
 from db.store import Store
 from processors.base import REPLY_JOB, ProcessorContext
-from processors.runtime import START_FAILED_TEXT, START_JOB, job_handlers
+from processors.runtime import (
+    CATCH_UP_JOB,
+    GAVE_UP_TEXT,
+    START_FAILED_TEXT,
+    START_JOB,
+    job_handlers,
+)
 from processors.summary import SUMMARY_INSTRUCTION, SummaryMode
 from processors.webhook import SIGNATURE_HEADER, sign
 from tests.support.fake_agent_api import (
@@ -135,6 +140,66 @@ async def test_catch_up_job_runs_only_its_own_callback(
     assert reply_job["payload"]["callback_id"] == newer.id
     assert (await reload_callback(store, older)).status is CallbackStatus.ACTIVE
     assert (await reload_callback(store, newer)).status is CallbackStatus.COMPLETED
+
+
+async def queue_catch_up(context: ProcessorContext, callback: ConversationCallback) -> None:
+    """Queue the job POST /api/callbacks queues."""
+    await context.queue.enqueue(
+        CATCH_UP_JOB, {"callback_id": callback.id}, key=callback.conversation_id
+    )
+
+
+async def test_catch_up_of_a_stopped_conversation_runs_only_its_callback(
+    store: Store,
+    agent_server: FakeAgentServer,
+    receiver: FakeWebhookReceiver,
+    conversation_id: str,
+) -> None:
+    older = await insert_webhook_callback(store, conversation_id)
+    newer = await insert_webhook_callback(store, conversation_id)
+    agent_server.status_change(conversation_id, "finished")
+    async with processor_context(
+        store, agent_server, receiver, summary_mode=SummaryMode.FINAL_RESPONSE
+    ) as context:
+        await queue_catch_up(context, newer)
+        await run_next_job(context, CATCH_UP_JOB)
+
+    [reply_job] = await jobs_of_kind(store, REPLY_JOB)
+    assert reply_job["payload"]["callback_id"] == newer.id
+    assert (await reload_callback(store, older)).status is CallbackStatus.ACTIVE
+    assert (await reload_callback(store, newer)).status is CallbackStatus.COMPLETED
+
+
+async def test_catch_up_of_a_running_conversation_waits_for_its_next_stop(
+    store: Store,
+    context: ProcessorContext,
+    agent_server: FakeAgentServer,
+    conversation_id: str,
+) -> None:
+    callback = await insert_webhook_callback(store, conversation_id)
+    agent_server.status_change(conversation_id, "running")
+    await queue_catch_up(context, callback)
+    await run_next_job(context, CATCH_UP_JOB)
+
+    assert agent_server.sent_messages(conversation_id) == []
+    assert await jobs_of_kind(store, REPLY_JOB) == []
+    assert (await reload_callback(store, callback)).status is CallbackStatus.ACTIVE
+
+
+async def test_catch_up_in_instruction_mode_asks_for_the_summary(
+    store: Store,
+    context: ProcessorContext,
+    agent_server: FakeAgentServer,
+    conversation_id: str,
+) -> None:
+    callback = await insert_webhook_callback(store, conversation_id)
+    agent_server.status_change(conversation_id, "finished")
+    await queue_catch_up(context, callback)
+    await run_next_job(context, CATCH_UP_JOB)
+
+    [sent] = agent_server.sent_messages(conversation_id)
+    assert sent.body["content"][0]["text"] == SUMMARY_INSTRUCTION
+    assert (await reload_callback(store, callback)).status is CallbackStatus.ACTIVE
 
 
 # -- failures of the agent --------------------------------------------------------------
@@ -274,6 +339,39 @@ async def test_agent_outage_is_retried_and_leaves_the_callback_active(
     # The retry, once the agent is back, does the work exactly once.
     await job_handlers(context)[STATE_CHANGED_JOB](job)
     assert len(agent_server.sent_messages(conversation_id)) == 1
+
+
+async def test_the_last_failed_attempt_closes_the_callbacks_with_a_readable_failure(
+    store: Store,
+    context: ProcessorContext,
+    agent_server: FakeAgentServer,
+    conversation_id: str,
+) -> None:
+    callback = await insert_webhook_callback(store, conversation_id)
+    finished = agent_server.status_change(conversation_id, "finished")
+    agent_server.fail_next("GET", "/events/search", 503, times=100)
+    await context.queue.enqueue(
+        STATE_CHANGED_JOB,
+        {
+            "observation": observation_of(
+                conversation_id, AgentState.FINISHED, finished
+            ).model_dump(mode="json")
+        },
+        key=conversation_id,
+        max_attempts=1,
+    )
+    job = await claim_job(context.queue, STATE_CHANGED_JOB)
+
+    with pytest.raises(RetryableJobError):
+        await job_handlers(context)[STATE_CHANGED_JOB](job)
+
+    stored = await reload_callback(store, callback)
+    assert stored.status is CallbackStatus.ERROR
+    assert stored.status_reason is not None and "gave up after 1 attempts" in stored.status_reason
+    [reply_job] = await jobs_of_kind(store, REPLY_JOB)
+    assert reply_job["payload"]["status"] == "error"
+    assert reply_job["payload"]["summary"].startswith(GAVE_UP_TEXT)
+    assert_readable(reply_job["payload"]["summary"], conversation_id)
 
 
 # -- rows that cannot be loaded -------------------------------------------------------------

@@ -170,9 +170,15 @@ async def test_reply_and_completion_are_one_transaction(
 async def test_retried_job_adopts_the_instruction_it_already_sent(
     store: Store, context: ProcessorContext, agent_server: FakeAgentServer, conversation_id: str
 ) -> None:
-    callback = await insert_webhook_callback(store, conversation_id)
+    prompt = agent_server.events[conversation_id][0]
+    # The first attempt saved its mark, sent the instruction, and died before saving its id.
+    callback = await insert_webhook_callback(
+        store,
+        conversation_id,
+        summary_instruction_pending=True,
+        summary_requested_after=prompt["id"],
+    )
     finished = agent_server.status_change(conversation_id, "finished")
-    # The first attempt sent the instruction, then died before saving its id.
     already_sent = agent_server.user_message(conversation_id, SUMMARY_INSTRUCTION)
     agent_server.status_change(conversation_id, "running")
 
@@ -181,6 +187,27 @@ async def test_retried_job_adopts_the_instruction_it_already_sent(
     assert agent_server.sent_messages(conversation_id) == []
     state = processor_state((await reload_callback(store, callback)).processor_json)
     assert state["summary_instruction_event_id"] == already_sent["id"]
+
+
+async def test_retried_job_that_died_before_sending_sends_the_instruction(
+    store: Store, context: ProcessorContext, agent_server: FakeAgentServer, conversation_id: str
+) -> None:
+    prompt = agent_server.events[conversation_id][0]
+    # The first attempt saved its mark and died before sending.
+    callback = await insert_webhook_callback(
+        store,
+        conversation_id,
+        summary_instruction_pending=True,
+        summary_requested_after=prompt["id"],
+    )
+    finished = agent_server.status_change(conversation_id, "finished")
+
+    await run_processors(context, observation_of(conversation_id, AgentState.FINISHED, finished))
+
+    [sent] = agent_server.sent_messages(conversation_id)
+    state = processor_state((await reload_callback(store, callback)).processor_json)
+    assert state["summary_instruction_event_id"] == agent_server.events[conversation_id][-1]["id"]
+    assert sent.body["content"][0]["text"] == SUMMARY_INSTRUCTION
 
 
 async def test_prompt_before_the_stop_is_not_mistaken_for_the_instruction(

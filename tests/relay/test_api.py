@@ -19,10 +19,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from agent.intake import STATE_CHANGED_JOB
 from db.migrations import current_version, migrate
 from db.store import Store
-from processors.runtime import START_JOB
+from processors.runtime import CATCH_UP_JOB, START_JOB
 from relay.app import Relay, create_app
 from relay.settings import Settings
 from tests.support.fake_agent_api import AGENT_API_KEY, FakeAgentServer, LoopbackAgentServer
@@ -250,10 +249,12 @@ async def test_callback_on_unknown_conversation_is_404(
     await assert_nothing_stored(api.store)
 
 
-async def test_callback_on_running_conversation_is_registered_without_a_job(
-    api: RunningApi, agent_server: FakeAgentServer
+@pytest.mark.parametrize("execution_status", ["running", "finished"])
+async def test_callback_registration_queues_a_catch_up_behind_the_conversation(
+    api: RunningApi, agent_server: FakeAgentServer, execution_status: str
 ) -> None:
-    conversation_id = agent_server.add_conversation(execution_status="running")
+    """Whatever the agent says now, the catch-up job looks again when it runs."""
+    conversation_id = agent_server.add_conversation(execution_status=execution_status)
     response = await api.client.post(
         "/api/callbacks",
         json={"conversation_id": str(uuid.UUID(conversation_id)), "processor": HOOK},
@@ -265,40 +266,10 @@ async def test_callback_on_running_conversation_is_registered_without_a_job(
     assert callback["id"] == callback_id
     assert callback["conversation_id"] == conversation_id
     assert callback["status"] == "ACTIVE"
-    assert await rows(api.store, "jobs") == []
-
-
-@pytest.mark.parametrize(
-    ("last_agent_event_kind", "expected_state"),
-    [(None, "finished"), ("finish", "finished"), ("message", "awaiting_user_input")],
-)
-async def test_callback_on_finished_conversation_queues_a_catch_up_job(
-    api: RunningApi,
-    agent_server: FakeAgentServer,
-    last_agent_event_kind: str | None,
-    expected_state: str,
-) -> None:
-    conversation_id = agent_server.add_conversation(execution_status="finished")
-    if last_agent_event_kind is not None:
-        await api.store.execute(
-            "INSERT INTO agent_conversations (conversation_id, execution_status,"
-            " last_agent_event_kind, updated_at) VALUES (:id, 'finished', :kind, 0)",
-            {"id": conversation_id, "kind": last_agent_event_kind},
-        )
-    response = await api.client.post(
-        "/api/callbacks",
-        json={"conversation_id": conversation_id, "processor": HOOK},
-        headers=AUTH,
-    )
-    assert response.status_code == 201
-    callback_id = response.json()["callback_id"]
     [job] = await rows(api.store, "jobs")
-    assert job["kind"] == STATE_CHANGED_JOB
+    assert job["kind"] == CATCH_UP_JOB
     assert job["job_key"] == conversation_id
-    payload = json.loads(job["payload"])
-    assert payload["callback_id"] == callback_id
-    assert payload["observation"]["conversation_id"] == conversation_id
-    assert payload["observation"]["agent_state"] == expected_state
+    assert json.loads(job["payload"]) == {"callback_id": callback_id}
 
 
 BAD_CALLBACK_BODIES: list[dict[str, Any]] = [

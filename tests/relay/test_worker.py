@@ -237,6 +237,63 @@ async def test_a_worker_that_lost_its_lease_records_nothing_and_reports_lease_lo
     assert worker.outcomes == {"slow:lease_lost": 1}
 
 
+async def test_a_lost_lease_stops_the_handler_it_was_renewed_for(store: Store) -> None:
+    queue = JobQueue(store, lease_seconds=SHORT_LEASE_SECONDS)
+    handler = BlockingHandler()
+    worker = Worker(queue, {"slow": handler})
+    await enqueue(queue, "slow", {})
+    job = await claim_one(queue)
+    running = asyncio.create_task(worker.run_job(job))
+    await asyncio.wait_for(handler.started.wait(), timeout=5)
+
+    await take_over_lease(store, job.id)
+
+    # The next renewal finds the lease gone and stops the handler, which the test
+    # never releases: run_job returns only because the handler was cancelled.
+    await asyncio.wait_for(running, timeout=5)
+    assert worker.outcomes == {"slow:lease_lost": 1}
+
+
+class FlakyLeaseQueue(JobQueue):
+    """A queue whose first lease renewal fails like a dropped database connection."""
+
+    renewals_failed = 0
+
+    async def extend_lease(self, job: Job) -> bool:
+        if self.renewals_failed == 0:
+            self.renewals_failed += 1
+            raise OSError("connection reset")
+        return await super().extend_lease(job)
+
+
+async def test_a_failed_lease_renewal_neither_kills_the_worker_nor_loses_the_lease(
+    store: Store,
+) -> None:
+    queue = FlakyLeaseQueue(store, lease_seconds=SHORT_LEASE_SECONDS)
+    handler = BlockingHandler()
+    worker = Worker(queue, {"slow": handler})
+    job_id = await enqueue(queue, "slow", {})
+    job = await claim_one(queue)
+    running = asyncio.create_task(worker.run_job(job))
+    await asyncio.wait_for(handler.started.wait(), timeout=5)
+
+    async def renewed_after_the_failure() -> bool:
+        lease_until = (await fetch(queue, job_id)).lease_until
+        assert job.lease_until is not None
+        return (
+            queue.renewals_failed == 1
+            and lease_until is not None
+            and (lease_until > job.lease_until)
+        )
+
+    await wait_for(renewed_after_the_failure, timeout=5, message="lease not renewed")
+    handler.release.set()
+    await asyncio.wait_for(running, timeout=5)
+
+    assert (await fetch(queue, job_id)).status is JobStatus.DONE
+    assert worker.outcomes == {"slow:done": 1}
+
+
 async def test_run_processes_enqueued_jobs_and_returns_when_stopped(queue: JobQueue) -> None:
     handler = RecordingHandler()
     # A long poll interval: jobs enqueued in this process must wake the worker up.

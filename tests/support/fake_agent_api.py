@@ -426,9 +426,15 @@ async def jobs_of_kind(store: Store, kind: str) -> list[dict[str, Any]]:
 
 
 async def insert_webhook_callback(
-    store: Store, conversation_id: str, *, url: str = WEBHOOK_URL, secret: str = WEBHOOK_SECRET
+    store: Store,
+    conversation_id: str,
+    *,
+    url: str = WEBHOOK_URL,
+    secret: str = WEBHOOK_SECRET,
+    **processor_state: Any,
 ) -> ConversationCallback:
-    processor = WebhookProcessor.model_validate({"url": url, "secret": secret})
+    """A webhook callback; `processor_state` presets round-trip fields (as after a crash)."""
+    processor = WebhookProcessor.model_validate({"url": url, "secret": secret, **processor_state})
     return await insert_callback(
         store, ConversationCallback.for_processor(conversation_id, processor)
     )
