@@ -14,6 +14,9 @@ import httpx
 
 from agent.http import DEFAULT_TIMEOUT, send
 
+# ask_agent runs an LLM completion over the whole conversation before it answers.
+ASK_AGENT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+
 
 @dataclass(frozen=True)
 class LLMSettings:
@@ -129,7 +132,10 @@ class AgentClient:
 
     async def ask_agent(self, conversation_id: str, question: str) -> str:
         answer = await self._request(
-            "POST", f"/conversations/{conversation_id}/ask_agent", json={"question": question}
+            "POST",
+            f"/conversations/{conversation_id}/ask_agent",
+            json={"question": question},
+            timeout=ASK_AGENT_TIMEOUT,
         )
         return str(answer.get("response", ""))
 

@@ -36,8 +36,10 @@ class AgentState(StrEnum):
 # {"observation": ..., "callback_id": optional, to run only that callback}.
 STATE_CHANGED_JOB = "agent.state_changed"
 
-# States in which the agent has stopped and will not go on by itself: the only
-# ones worth a job. RUNNING, INIT and the like change nothing for a processor.
+# States in which the agent has stopped and will not go on by itself: each gets a
+# job, so that processors may act (today's act on the answer and failure states;
+# PAUSED and AWAITING_USER_CONFIRMATION are there for processors that want to say
+# so). RUNNING, INIT and the like never get one.
 STOPPED_STATES = frozenset(
     {
         AgentState.AWAITING_USER_INPUT,
@@ -102,8 +104,13 @@ def execution_status_of(event: dict[str, Any]) -> str | None:
     return None
 
 
+def is_user_message(event: dict[str, Any]) -> bool:
+    return event.get("kind") == "MessageEvent" and event.get("source") == "user"
+
+
 def agent_event_kind(event: dict[str, Any]) -> str | None:
-    """'message' or 'finish' for the agent's own turn-ending events, else None."""
+    """For the agent's own events: 'message' and 'finish' (these end its turn) or
+    'action' (any other tool call); None for everything else."""
     if event.get("source") != "agent":
         return None
     if event.get("kind") == "MessageEvent":

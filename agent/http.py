@@ -1,16 +1,21 @@
-"""One outbound HTTP call, with its failure sorted for the job queue.
+"""HTTP helpers every room shares (agent/ is the lowest room that speaks HTTP).
 
 Every outbound call agent-relay makes (to the agent-server, to a webhook receiver,
 to a platform API) goes through `send`: connection errors, timeouts, 429 and 5xx
-become RetryableJobError (honouring Retry-After); any other 4xx becomes
-PermanentJobError, since sending the same request again cannot fix it.
+become RetryableJobError (honouring Retry-After); any other 4xx, and any redirect,
+becomes PermanentJobError, since sending the same request again cannot fix it.
+Inbound routes answer errors with `problem` and read bearer tokens with
+`bearer_token_matches`.
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from db.jobs import PermanentJobError, RetryableJobError
 
@@ -34,6 +39,10 @@ async def send(
         raise RetryableJobError(f"{what}: {type(exc).__name__}") from exc
     if response.status_code in accept:
         return response
+    if 300 <= response.status_code < 400:
+        # Redirects are not followed (a redirected POST may lose its body or land
+        # somewhere unchecked): a receiver that answers one is misconfigured.
+        raise PermanentJobError(f"{what} answered {response.status_code} (redirects are refused)")
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableJobError(
             f"{what} answered {response.status_code}", retry_after=retry_after(response)
@@ -49,3 +58,18 @@ def retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(response.headers["retry-after"]))
     except (KeyError, ValueError):
         return None
+
+
+def problem(status: int, detail: str) -> JSONResponse:
+    """A one-line error answer: {"error": detail}."""
+    return JSONResponse({"error": detail}, status_code=status)
+
+
+def bearer_token_matches(request: Request, expected: str | None) -> bool:
+    """`Authorization: Bearer <expected>`, compared in constant time; False if unset."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return bool(
+        expected
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(token.strip().encode(), expected.encode())
+    )

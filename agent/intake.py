@@ -26,11 +26,13 @@ from agent.events import (
     MalformedEvents,
     agent_event_kind,
     execution_status_of,
+    is_user_message,
     normalize_conversation_id,
     seed_observation,
     state_for_status,
     validate_batch,
 )
+from agent.http import bearer_token_matches, problem
 from db.deliveries import record_delivery
 from db.jobs import JobQueue
 from db.store import Store, now
@@ -59,21 +61,16 @@ class AgentIntake:
             presented_key.encode(), self.session_api_key.encode()
         ):
             return True
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return bool(
-            self.webhook_secret
-            and scheme.lower() == "bearer"
-            and hmac.compare_digest(token.strip().encode(), self.webhook_secret.encode())
-        )
+        return bearer_token_matches(request, self.webhook_secret)
 
     async def receive_events(self, request: Request) -> JSONResponse:
         if not self._authenticated(request):
-            return _problem(401, "missing or wrong X-Session-API-Key / bearer token")
+            return problem(401, "missing or wrong X-Session-API-Key / bearer token")
         try:
             conversation_id = normalize_conversation_id(request.path_params["conversation_id"])
             events = validate_batch(await _json_body(request))
         except MalformedEvents as exc:
-            return _problem(422 if not isinstance(exc, _NotJson) else 400, str(exc))
+            return problem(422 if not isinstance(exc, _NotJson) else 400, str(exc))
         accepted, jobs = await self._record_events(conversation_id, events)
         self.queue.wakeup.set()
         return JSONResponse(
@@ -85,13 +82,20 @@ class AgentIntake:
     ) -> tuple[int, int]:
         accepted = jobs = 0
         async with self.store.transaction():
+            # The conversation's row exists before it is read, and is read locked on
+            # PostgreSQL: concurrent batches of one conversation take turns.
+            await self.store.execute(
+                "INSERT INTO agent_conversations (conversation_id, updated_at)"
+                " VALUES (:id, :now) ON CONFLICT (conversation_id) DO NOTHING",
+                {"id": conversation_id, "now": now()},
+            )
             known = await self.store.fetch_one(
                 "SELECT execution_status, last_agent_event_kind FROM agent_conversations"
-                " WHERE conversation_id = :id",
+                " WHERE conversation_id = :id" + ("" if self.store.is_sqlite else " FOR UPDATE"),
                 {"id": conversation_id},
             )
-            status = known["execution_status"] if known else None
-            last_agent_kind = known["last_agent_event_kind"] if known else None
+            assert known is not None
+            status, last_agent_kind = known["execution_status"], known["last_agent_event_kind"]
             for event in events:
                 if not await record_delivery(
                     self.store, DELIVERY_SOURCE, f"{conversation_id}:{event['id']}"
@@ -101,11 +105,16 @@ class AgentIntake:
                 observation: AgentStateChangedObservation | None = None
                 if event.get("observation") == "agent_state_changed":
                     observation = seed_observation(conversation_id, event)
+                if is_user_message(event):
+                    last_agent_kind = None  # a new turn: the agent has not spoken in it
                 last_agent_kind = agent_event_kind(event) or last_agent_kind
                 new_status = execution_status_of(event)
-                # full_state repeats the status the batch just reported; only a
-                # change of status is a state change.
-                if new_status is not None and new_status != status:
+                # An execution_status event is a state change of its own; full_state
+                # repeats the status the batch has already reported, and counts only
+                # when it differs.
+                if new_status is not None and (
+                    event.get("key") == "execution_status" or new_status != status
+                ):
                     status = new_status
                     state = state_for_status(new_status, last_agent_kind)
                     if state is not None:
@@ -117,15 +126,18 @@ class AgentIntake:
                         )
                 if observation is not None and await self._enqueue(observation):
                     jobs += 1
-            await self.store.execute(
-                "INSERT INTO agent_conversations (conversation_id, execution_status,"
-                " last_agent_event_kind, updated_at) VALUES (:id, :status, :kind, :now)"
-                " ON CONFLICT (conversation_id) DO UPDATE SET"
-                " execution_status = excluded.execution_status,"
-                " last_agent_event_kind = excluded.last_agent_event_kind,"
-                " updated_at = excluded.updated_at",
-                {"id": conversation_id, "status": status, "kind": last_agent_kind, "now": now()},
-            )
+            if accepted:
+                await self.store.execute(
+                    "UPDATE agent_conversations SET execution_status = :status,"
+                    " last_agent_event_kind = :kind, updated_at = :now"
+                    " WHERE conversation_id = :id",
+                    {
+                        "id": conversation_id,
+                        "status": status,
+                        "kind": last_agent_kind,
+                        "now": now(),
+                    },
+                )
         return accepted, jobs
 
     async def _enqueue(self, observation: AgentStateChangedObservation) -> bool:
@@ -147,7 +159,7 @@ class AgentIntake:
 
     async def receive_conversation_info(self, request: Request) -> JSONResponse:
         if not self._authenticated(request):
-            return _problem(401, "missing or wrong X-Session-API-Key / bearer token")
+            return problem(401, "missing or wrong X-Session-API-Key / bearer token")
         try:
             info = await _json_body(request)
             if not isinstance(info, dict) or not isinstance(info.get("id"), str):
@@ -157,7 +169,7 @@ class AgentIntake:
                 raise MalformedEvents("ConversationInfo has no string execution_status")
             conversation_id = normalize_conversation_id(info["id"])
         except MalformedEvents as exc:
-            return _problem(422 if not isinstance(exc, _NotJson) else 400, str(exc))
+            return problem(422 if not isinstance(exc, _NotJson) else 400, str(exc))
         delivery_id = f"{conversation_id}:info:{status}:{info.get('updated_at', '')}"
         queued = False
         async with self.store.transaction():
@@ -188,7 +200,3 @@ async def _json_body(request: Request) -> Any:
         return json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
         raise _NotJson("body is not valid JSON") from None
-
-
-def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"error": detail}, status_code=status)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import uuid
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from starlette.routing import Route
 
 from agent.client import AgentClient
 from agent.events import MalformedEvents, normalize_conversation_id
+from agent.http import bearer_token_matches, problem
 from db.callbacks import ConversationCallback, get_callback, insert_callback
 from db.jobs import JobQueue, PermanentJobError, RetryableJobError
 from db.store import Store
@@ -56,14 +56,10 @@ class RegisterCallbackBody(BaseModel):
     processor: WebhookCallbackSpec
 
 
-def _problem(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"error": detail}, status_code=status)
-
-
-def _validation_problem(exc: ValidationError) -> JSONResponse:
+def _validationproblem(exc: ValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
-    return _problem(422, f"{where}: {first['msg']}")
+    return problem(422, f"{where}: {first['msg']}")
 
 
 @dataclass(frozen=True)
@@ -81,31 +77,26 @@ class RelayApi:
         ]
 
     def _authorised(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return bool(
-            self.api_token
-            and scheme.lower() == "bearer"
-            and hmac.compare_digest(token.strip().encode(), self.api_token.encode())
-        )
+        return bearer_token_matches(request, self.api_token)
 
     async def _body(self, request: Request, model: type[BaseModel]) -> Any:
         try:
             return model.model_validate(json.loads(await request.body()))
         except (ValueError, UnicodeDecodeError) as exc:
             if isinstance(exc, ValidationError):
-                return _validation_problem(exc)
-            return _problem(400, "body is not valid JSON")
+                return _validationproblem(exc)
+            return problem(400, "body is not valid JSON")
 
     async def start_conversation(self, request: Request) -> JSONResponse:
         if not self._authorised(request):
-            return _problem(401, "missing or wrong bearer token")
+            return problem(401, "missing or wrong bearer token")
         body = await self._body(request, StartConversationBody)
         if isinstance(body, JSONResponse):
             return body
         try:
             processor = body.callback.processor()
         except ValidationError as exc:
-            return _validation_problem(exc)
+            return _validationproblem(exc)
         conversation_id = uuid.uuid4().hex
         prompt = body.prompt
         tags = {"source": "api"}
@@ -131,7 +122,7 @@ class RelayApi:
 
     async def register_callback(self, request: Request) -> JSONResponse:
         if not self._authorised(request):
-            return _problem(401, "missing or wrong bearer token")
+            return problem(401, "missing or wrong bearer token")
         body = await self._body(request, RegisterCallbackBody)
         if isinstance(body, JSONResponse):
             return body
@@ -139,9 +130,9 @@ class RelayApi:
             conversation_id = normalize_conversation_id(body.conversation_id)
             processor = body.processor.processor()
         except MalformedEvents as exc:
-            return _problem(422, f"conversation_id: {exc}")
+            return problem(422, f"conversation_id: {exc}")
         except ValidationError as exc:
-            return _validation_problem(exc)
+            return _validationproblem(exc)
         try:
             info = await self.agent.get_conversation(conversation_id)
         except (RetryableJobError, PermanentJobError):
@@ -151,7 +142,7 @@ class RelayApi:
                 headers={"Retry-After": "5"},
             )
         if info is None:
-            return _problem(404, f"the agent-server has no conversation {conversation_id}")
+            return problem(404, f"the agent-server has no conversation {conversation_id}")
         async with self.store.transaction():
             callback = await insert_callback(
                 self.store, ConversationCallback.for_processor(conversation_id, processor)
@@ -170,8 +161,8 @@ class RelayApi:
 
     async def show_callback(self, request: Request) -> JSONResponse:
         if not self._authorised(request):
-            return _problem(401, "missing or wrong bearer token")
+            return problem(401, "missing or wrong bearer token")
         callback = await get_callback(self.store, request.path_params["callback_id"])
         if callback is None:
-            return _problem(404, "no such callback")
+            return problem(404, "no such callback")
         return JSONResponse(callback.public_view())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from processors.summary import SummaryMode
 
@@ -78,8 +80,14 @@ class Settings(BaseSettings):
     @field_validator("agent_conversation_url")
     @classmethod
     def _conversation_template(cls, template: str | None) -> str | None:
-        if template is not None and "{conversation_id}" not in template:
+        if template is None:
+            return None
+        if "{conversation_id}" not in template:
             raise ValueError("must contain {conversation_id}")
+        try:
+            template.format(conversation_id="0" * 32)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may contain no {placeholder} but {conversation_id}") from None
         return template
 
     def feature_report(self) -> list[str]:
@@ -128,6 +136,12 @@ class SettingsError(SystemExit):
 def load_settings() -> Settings:
     try:
         return Settings()
+    except PydanticSettingsError as exc:
+        # Raised before validation, e.g. for a JSON setting that is not JSON; the
+        # message names the field.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1).upper() if field else "(unknown)"
+        raise SettingsError(f"invalid setting {name}: not valid JSON") from None
     except ValidationError as exc:
         problems = [
             f"invalid setting {str(error['loc'][0]).upper()}: {error['msg']}"

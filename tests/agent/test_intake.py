@@ -150,6 +150,68 @@ async def test_resent_batches_queue_nothing_new(client: httpx.AsyncClient, store
     assert await count_rows(store, "inbound_deliveries") == deliveries_before
 
 
+async def conversation_row(store: Store) -> dict[str, Any]:
+    row = await store.fetch_one(
+        "SELECT execution_status, last_agent_event_kind FROM agent_conversations"
+        " WHERE conversation_id = :id",
+        {"id": CONVERSATION_HEX},
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def test_a_resent_older_batch_does_not_roll_the_conversation_back(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    for number in range(2, 7):
+        await post_batch(client, number)
+    after_the_question = await conversation_row(store)
+    assert after_the_question == {
+        "execution_status": "finished",
+        "last_agent_event_kind": "message",
+    }
+
+    await post_batch(client, 5)  # re-sent: idle, user message, running
+
+    assert await conversation_row(store) == after_the_question
+
+
+async def test_a_stop_is_a_state_change_even_when_the_steps_before_it_were_lost(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    """The agent-server drops the oldest queued events when its queue overflows: a
+    finished may follow a finished with the idle/running in between gone."""
+    for number in range(2, 5):
+        await post_batch(client, number)
+    batch_6 = corpus_batch(6)["body"]
+
+    response = await client.post(
+        f"/agent/events/{CONVERSATION_HEX}", json=batch_6, headers=KEY_HEADERS
+    )
+
+    assert response.json()["jobs"] == 1
+    assert [j["payload"]["observation"]["agent_state"] for j in await state_jobs(store)] == [
+        "finished",
+        "awaiting_user_input",
+    ]
+
+
+async def test_a_user_message_starts_a_turn_in_which_the_agent_has_not_spoken(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    for number in range(2, 7):  # ... the agent asked a question and stopped
+        await post_batch(client, number)
+    user_reply = {**corpus_batch(5)["body"][1], "id": "user-reply-1"}
+    stop = {**corpus_batch(6)["body"][1], "id": "stop-after-reply"}
+
+    await client.post(
+        f"/agent/events/{CONVERSATION_HEX}", json=[user_reply, stop], headers=KEY_HEADERS
+    )
+
+    # No agent message since the user's: finished is FINISHED, not a question.
+    assert (await state_jobs(store))[-1]["payload"]["observation"]["agent_state"] == "finished"
+
+
 async def test_resent_batch_under_the_dashed_id_is_a_duplicate(
     client: httpx.AsyncClient, store: Store
 ) -> None:

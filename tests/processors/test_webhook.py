@@ -134,8 +134,8 @@ async def test_retry_after_of_a_429_is_honoured(
     assert raised.value.retry_after == 42.0
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 410])
-async def test_client_errors_are_permanent(
+@pytest.mark.parametrize("status", [301, 302, 307, 400, 401, 404, 410])
+async def test_client_errors_and_redirects_are_permanent(
     context: ProcessorContext, receiver: FakeWebhookReceiver, status: int
 ) -> None:
     receiver.answer_next(status)

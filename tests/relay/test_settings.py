@@ -32,6 +32,8 @@ def test_defaults_load_without_any_variable() -> None:
         ("DATABASE_URL", "mysql://root@localhost/relay"),
         ("DATABASE_URL", "relay.db"),
         ("AGENT_CONVERSATION_URL", "https://agent.example.test/conversations/"),
+        ("AGENT_CONVERSATION_URL", "https://agent.example.test/{conversation_id}/{team}"),
+        ("AGENT_LLM_EXTRA", "{not json"),
         ("AGENT_SERVER_URL", "127.0.0.1:3000"),
         ("SUMMARY_MODE", "telepathy"),
         ("LOG_LEVEL", "LOUD"),

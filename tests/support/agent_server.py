@@ -342,6 +342,8 @@ class AgentServerProcess:
                 {
                     "OH_WEBHOOKS_0_BASE_URL": self.webhook_base_url,
                     "OH_WEBHOOKS_0_FLUSH_DELAY": str(self.flush_delay),
+                    # As README.md tells operators: batches within agent-relay's limit.
+                    "OH_WEBHOOKS_0_MAX_BATCH_BYTES": "1048576",
                     "OH_WEBHOOKS_0_NUM_RETRIES": str(self.webhook_retries),
                     "OH_WEBHOOKS_0_RETRY_DELAY": str(self.webhook_retry_delay),
                 }
