@@ -40,6 +40,7 @@ class Store:
             options["max_size"] = 10
         self.database = Database(url, **options)
         self._sqlite_write_lock = asyncio.Lock()
+        self._sqlite_writer: asyncio.Task[Any] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -64,20 +65,26 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        """One atomic unit of work; on SQLite, one writer at a time in this process."""
-        if self.is_sqlite:
-            async with self._sqlite_write_lock, self.database.transaction():
-                # `databases` opens a deferred transaction; one that reads before it
-                # writes fails with "database is locked" when another process wrote in
-                # between (WAL snapshot). Taking the write lock first, with a write
-                # that changes nothing, makes it wait for its turn instead.
-                await self.database.execute(
-                    "UPDATE schema_migrations SET version = version WHERE 1 = 0"
-                )
-                yield
-        else:
+        """One atomic unit of work (nested: a savepoint); on SQLite, one writer at a
+        time in this process."""
+        if not self.is_sqlite or self._sqlite_writer is asyncio.current_task():
             async with self.database.transaction():
                 yield
+            return
+        async with self._sqlite_write_lock:
+            self._sqlite_writer = asyncio.current_task()
+            try:
+                async with self.database.transaction():
+                    # `databases` opens a deferred transaction; one that reads before
+                    # it writes fails with "database is locked" when another process
+                    # wrote in between (WAL snapshot). Taking the write lock first,
+                    # with a write that changes nothing, makes it wait its turn.
+                    await self.database.execute(
+                        "UPDATE schema_migrations SET version = version WHERE 1 = 0"
+                    )
+                    yield
+            finally:
+                self._sqlite_writer = None
 
     async def execute(self, query: str, values: Mapping[str, Any] | None = None) -> Any:
         return await self.database.execute(query, dict(values or {}))

@@ -16,7 +16,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from agent.intake import STATE_CHANGED_JOB, AgentIntake
+from agent.events import STATE_CHANGED_JOB
+from agent.intake import AgentIntake
 from db.jobs import JobQueue
 from db.store import Store
 from relay.limits import MAX_BODY_BYTES, BodySizeLimit
