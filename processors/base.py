@@ -132,7 +132,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             return
         if observation.agent_state not in ANSWER_STATES:
             return
-        summary = await collect_summary(self, callback, observation, context)
+        summary = await collect_summary(self, callback, context)
         if summary is not None:
             await self.close(callback, context, ReplyStatus.COMPLETED, summary or EMPTY_ANSWER_TEXT)
 

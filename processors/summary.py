@@ -13,7 +13,7 @@ import logging
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from agent.events import AgentStateChangedObservation, agent_event_kind
+from agent.events import agent_event_kind
 from db.callbacks import ConversationCallback
 from db.jobs import RetryableJobError
 
@@ -44,7 +44,6 @@ _MAX_PAGES = 20
 async def collect_summary(
     processor: ReplyingProcessor,
     callback: ConversationCallback,
-    observation: AgentStateChangedObservation,
     context: ProcessorContext,
 ) -> str | None:
     """The text to post, or None while the round trip is still under way."""
