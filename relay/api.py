@@ -56,7 +56,7 @@ class RegisterCallbackBody(BaseModel):
     processor: WebhookCallbackSpec
 
 
-def _validationproblem(exc: ValidationError) -> JSONResponse:
+def _validation_problem(exc: ValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
     return problem(422, f"{where}: {first['msg']}")
@@ -84,7 +84,7 @@ class RelayApi:
             return model.model_validate(json.loads(await request.body()))
         except (ValueError, UnicodeDecodeError) as exc:
             if isinstance(exc, ValidationError):
-                return _validationproblem(exc)
+                return _validation_problem(exc)
             return problem(400, "body is not valid JSON")
 
     async def start_conversation(self, request: Request) -> JSONResponse:
@@ -96,7 +96,7 @@ class RelayApi:
         try:
             processor = body.callback.processor()
         except ValidationError as exc:
-            return _validationproblem(exc)
+            return _validation_problem(exc)
         conversation_id = uuid.uuid4().hex
         prompt = body.prompt
         tags = {"source": "api"}
@@ -132,7 +132,7 @@ class RelayApi:
         except MalformedEvents as exc:
             return problem(422, f"conversation_id: {exc}")
         except ValidationError as exc:
-            return _validationproblem(exc)
+            return _validation_problem(exc)
         try:
             info = await self.agent.get_conversation(conversation_id)
         except (RetryableJobError, PermanentJobError):
