@@ -135,6 +135,14 @@ def _unloadable_reason(callback: ConversationCallback, exc: Exception) -> str:
     return str(exc)
 
 
+async def _active(
+    context: ProcessorContext, conversation_id: str, only_callback_id: int | None
+) -> list[ConversationCallback]:
+    """The conversation's ACTIVE callbacks, or just the one named."""
+    callbacks = await active_callbacks(context.store, conversation_id)
+    return [c for c in callbacks if only_callback_id in (None, c.id)]
+
+
 async def close_callbacks(
     context: ProcessorContext,
     conversation_id: str,
@@ -144,9 +152,7 @@ async def close_callbacks(
     only_callback_id: int | None = None,
 ) -> None:
     """Close the conversation's ACTIVE callbacks (or one of them) with a failure reply."""
-    for callback in await active_callbacks(context.store, conversation_id):
-        if only_callback_id is not None and callback.id != only_callback_id:
-            continue
+    for callback in await _active(context, conversation_id, only_callback_id):
         processor = await load_processor(context, callback)
         if isinstance(processor, ReplyingProcessor):
             await processor.close(callback, context, ReplyStatus.ERROR, text, reason=reason)
@@ -158,9 +164,7 @@ async def run_processors(
     *,
     only_callback_id: int | None = None,
 ) -> None:
-    for callback in await active_callbacks(context.store, observation.conversation_id):
-        if only_callback_id is not None and callback.id != only_callback_id:
-            continue
+    for callback in await _active(context, observation.conversation_id, only_callback_id):
         processor = await load_processor(context, callback)
         if processor is None:
             continue
@@ -170,13 +174,10 @@ async def run_processors(
             # Retrying will not help this callback; tell its thread instead of
             # leaving it waiting, and let the other callbacks run.
             log.error("callback %s failed for good: %s", callback.id, exc)
-            await close_callbacks(
-                context,
-                callback.conversation_id,
-                COLLECT_FAILED_TEXT,
-                reason=str(exc),
-                only_callback_id=callback.id,
-            )
+            if isinstance(processor, ReplyingProcessor):
+                await processor.close(
+                    callback, context, ReplyStatus.ERROR, COLLECT_FAILED_TEXT, reason=str(exc)
+                )
 
 
 async def catch_up(context: ProcessorContext, callback: ConversationCallback) -> None:
