@@ -70,6 +70,44 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        2,
+        "conversation links, installations, OAuth states",
+        [
+            # One row per platform thread (DESIGN section 6 thread keys) that has a
+            # conversation; `cursor` is the platform's marker of the last message
+            # the agent was given (a Slack ts, a comment id), so a follow-up sends
+            # only what is new.
+            """CREATE TABLE conversation_links (
+                platform TEXT NOT NULL,
+                thread_key TEXT NOT NULL,
+                conversation_id TEXT NOT NULL,
+                cursor TEXT,
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL,
+                PRIMARY KEY (platform, thread_key)
+            )""",
+            "CREATE INDEX ix_links_conversation ON conversation_links (conversation_id)",
+            # Workspaces and app installations. `details` is plain JSON for
+            # operators; `credentials` is encrypted with SECRET_KEY (db.secrets).
+            """CREATE TABLE installations (
+                platform TEXT NOT NULL,
+                account_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                details TEXT NOT NULL,
+                credentials TEXT,
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL,
+                PRIMARY KEY (platform, account_id)
+            )""",
+            # Single-use OAuth states (Slack install, GitHub manifest flow).
+            """CREATE TABLE oauth_states (
+                state TEXT PRIMARY KEY,
+                platform TEXT NOT NULL,
+                expires_at {real} NOT NULL
+            )""",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

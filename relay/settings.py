@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from db.secrets import MIN_SECRET_KEY_CHARS
 from processors.summary import SummaryMode
 
 
@@ -44,6 +45,7 @@ class Settings(BaseSettings):
     github_private_key_path: str | None = None
     github_webhook_secret: SecretStr | None = None
     github_api_url: str = "https://api.github.com"
+    github_url: str = "https://github.com"
 
     gitlab_url: str = "https://gitlab.com"
     gitlab_token: SecretStr | None = None
@@ -51,7 +53,9 @@ class Settings(BaseSettings):
 
     bot_mention: str = "@openhands"
     trigger_label: str = "openhands"
+    default_repository: str | None = None
     api_token: SecretStr | None = None
+    secret_key: SecretStr | None = None
 
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     job_lease_seconds: float = Field(default=60.0, ge=5.0)
@@ -69,6 +73,7 @@ class Settings(BaseSettings):
         "agent_llm_base_url",
         "slack_api_url",
         "github_api_url",
+        "github_url",
         "gitlab_url",
     )
     @classmethod
@@ -76,6 +81,13 @@ class Settings(BaseSettings):
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return url
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < MIN_SECRET_KEY_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_CHARS} characters")
+        return key
 
     @field_validator("agent_conversation_url")
     @classmethod
@@ -90,15 +102,35 @@ class Settings(BaseSettings):
             raise ValueError("may contain no {placeholder} but {conversation_id}") from None
         return template
 
+    @property
+    def slack_mode(self) -> Literal["oauth", "single"] | None:
+        """How Slack runs: many workspaces through OAuth (preferred when its settings
+        are complete), one workspace with SLACK_BOT_TOKEN, or not at all."""
+        if not self.slack_signing_secret:
+            return None
+        if self.slack_client_id and self.slack_client_secret and self.secret_key:
+            return "oauth"
+        if self.slack_bot_token:
+            return "single"
+        return None
+
     def feature_report(self) -> list[str]:
         """One line per optional feature: on, or off and what would turn it on."""
 
         def line(name: str, enabled: bool, how: str) -> str:
             return f"{name}: enabled" if enabled else f"{name}: disabled ({how})"
 
-        slack_ready = bool(self.slack_signing_secret) and bool(
-            self.slack_bot_token or (self.slack_client_id and self.slack_client_secret)
+        slack_line = line(
+            "slack",
+            False,
+            "set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN or SLACK_CLIENT_ID/SECRET",
         )
+        if self.slack_mode == "oauth":
+            slack_line = "slack: enabled (many workspaces, OAuth at /slack/install)"
+        elif self.slack_mode == "single":
+            slack_line = "slack: enabled (one workspace, SLACK_BOT_TOKEN)"
+        elif self.slack_signing_secret and self.slack_client_id and not self.secret_key:
+            slack_line = "slack: disabled (OAuth needs SECRET_KEY to encrypt bot tokens)"
         github_ready = bool(
             self.github_app_id
             and (self.github_private_key or self.github_private_key_path)
@@ -111,11 +143,7 @@ class Settings(BaseSettings):
                 "set AGENT_SERVER_API_KEY or AGENT_WEBHOOK_SECRET",
             ),
             line("api", bool(self.api_token), "set API_TOKEN"),
-            line(
-                "slack",
-                slack_ready,
-                "set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN or SLACK_CLIENT_ID/SECRET",
-            ),
+            slack_line,
             line(
                 "github",
                 github_ready,

@@ -6,10 +6,26 @@ async def test_migrate_brings_an_empty_database_to_the_latest_version(database_u
     async with Store(database_url) as store:
         assert await current_version(store) == 0
         assert not await is_current(store)
-        assert await migrate(store) == [LATEST_VERSION]
+        assert await migrate(store) == list(range(1, LATEST_VERSION + 1))
         assert await is_current(store)
 
 
 async def test_migrate_twice_applies_nothing_the_second_time(store: Store) -> None:
     assert await migrate(store) == []
     assert await current_version(store) == LATEST_VERSION
+
+
+async def test_a_database_at_version_1_is_brought_forward(database_url: str) -> None:
+    # Databases created by the first release must upgrade in place.
+    from db import migrations
+
+    async with Store(database_url) as store:
+        first_only = migrations.MIGRATIONS[:1]
+        original = migrations.MIGRATIONS
+        migrations.MIGRATIONS = first_only
+        try:
+            assert await migrate(store) == [1]
+        finally:
+            migrations.MIGRATIONS = original
+        assert await migrate(store) == list(range(2, LATEST_VERSION + 1))
+        assert await is_current(store)

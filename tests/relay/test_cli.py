@@ -9,10 +9,12 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 
 from db.callbacks import CallbackStatus, save_callback
 from db.jobs import JobQueue, JobStatus
@@ -75,7 +77,7 @@ def test_migrate_twice(tmp_path: Path, database_file_url: str) -> None:
     first = run_cli(tmp_path, database_file_url, "migrate")
     second = run_cli(tmp_path, database_file_url, "migrate")
     assert first.returncode == 0, first.stderr
-    assert "applied migrations: [1]" in first.stdout
+    assert "applied migrations: [1, 2]" in first.stdout
     assert second.returncode == 0, second.stderr
     assert "up to date" in second.stdout
     assert (tmp_path / "relay.db").exists()
@@ -172,3 +174,60 @@ def test_invalid_setting_exits_naming_the_variable(tmp_path: Path, database_file
     assert "PORT" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "relay.db").exists()
+
+
+def test_slack_manifest_prints_the_filled_in_manifest(
+    tmp_path: Path, database_file_url: str
+) -> None:
+    result = run_cli(
+        tmp_path,
+        database_file_url,
+        "slack",
+        "manifest",
+        "--public-url",
+        "https://relay.example.com",
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = yaml.safe_load(result.stdout)
+    assert manifest["settings"]["event_subscriptions"]["request_url"] == (
+        "https://relay.example.com/slack/events"
+    )
+    assert manifest["oauth_config"]["redirect_urls"] == [
+        "https://relay.example.com/slack/oauth_redirect"
+    ]
+    assert "${" not in result.stdout
+    assert "# chat.postMessage" in result.stdout
+
+
+def test_slack_manifest_without_a_public_url_exits_2(
+    tmp_path: Path, database_file_url: str
+) -> None:
+    result = run_cli(tmp_path, database_file_url, "slack", "manifest")
+    assert result.returncode == 2
+    assert "set PUBLIC_URL or pass --public-url" in result.stderr
+    assert result.stdout == ""
+
+
+async def test_callbacks_list_filters_by_conversation_and_processor_type(
+    tmp_path: Path, database_file_url: str, migrated_store: Store
+) -> None:
+    other_conversation_id = "0c4a9a1e2f7b4c0e9d3a5b6c7d8e9f00"
+    async with migrated_store as store:
+        ours = await insert_webhook_callback(store, CONVERSATION_ID)
+        await insert_webhook_callback(store, other_conversation_id)
+
+    dashed, by_type, no_such_type, malformed = run_all(
+        tmp_path,
+        database_file_url,
+        ["callbacks", "list", "--conversation-id", str(uuid.UUID(CONVERSATION_ID))],
+        ["callbacks", "list", "--processor-type", "webhook"],
+        ["callbacks", "list", "--processor-type", "carrier-pigeon"],
+        ["callbacks", "list", "--conversation-id", "junk"],
+    )
+    assert dashed.returncode == 0, dashed.stderr
+    assert [line.split()[0] for line in dashed.stdout.splitlines()] == [str(ours.id)]
+    assert len(by_type.stdout.splitlines()) == 2
+    assert no_such_type.returncode == 0
+    assert no_such_type.stdout == ""
+    assert malformed.returncode == 2
+    assert "not a UUID" in malformed.stderr

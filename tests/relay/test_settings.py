@@ -121,7 +121,10 @@ def test_feature_report_with_everything_configured(
         "GITLAB_WEBHOOK_SECRET": "s",
     }.items():
         monkeypatch.setenv(variable, value)
-    assert load_settings().feature_report() == [f"{name}: enabled" for name in FEATURES]
+    report = load_settings().feature_report()
+    assert [line.split(":")[0] for line in report] == FEATURES
+    assert all(line.split(": ", 1)[1].startswith("enabled") for line in report)
+    assert "slack: enabled (one workspace, SLACK_BOT_TOKEN)" in report
 
 
 def test_half_configured_platform_is_still_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,4 +139,19 @@ def test_slack_oauth_credentials_enable_slack(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "s")
     monkeypatch.setenv("SLACK_CLIENT_ID", "id")
     monkeypatch.setenv("SLACK_CLIENT_SECRET", "secret")
-    assert "slack: enabled" in load_settings().feature_report()
+    monkeypatch.setenv("SECRET_KEY", "a-long-random-secret-key")
+    settings = load_settings()
+    assert settings.slack_mode == "oauth"
+    assert "slack: enabled (many workspaces, OAuth at /slack/install)" in settings.feature_report()
+
+
+def test_slack_oauth_without_secret_key_is_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bot tokens are stored encrypted; without SECRET_KEY they could not be.
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "s")
+    monkeypatch.setenv("SLACK_CLIENT_ID", "id")
+    monkeypatch.setenv("SLACK_CLIENT_SECRET", "secret")
+    settings = load_settings()
+    assert settings.slack_mode is None
+    assert "slack: disabled (OAuth needs SECRET_KEY to encrypt bot tokens)" in (
+        settings.feature_report()
+    )
