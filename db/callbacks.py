@@ -145,11 +145,31 @@ async def active_callbacks(store: Store, conversation_id: str) -> list[Conversat
 
 
 async def list_callbacks(
-    store: Store, *, status: CallbackStatus | None = None, limit: int = 50
+    store: Store,
+    *,
+    status: CallbackStatus | None = None,
+    conversation_id: str | None = None,
+    processor_type: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
 ) -> list[ConversationCallback]:
-    where, values = "", dict[str, Any](limit=limit)
+    """Newest first. Paging is by id (`before_id`: only older rows), not by offset, so
+    rows inserted between two pages neither repeat nor push rows off the next page."""
+    conditions: list[str] = []
+    values: dict[str, Any] = {"limit": limit}
     if status is not None:
-        where, values["status"] = " WHERE status = :status", status.value
+        conditions.append("status = :status")
+        values["status"] = status.value
+    if conversation_id is not None:
+        conditions.append("conversation_id = :conversation_id")
+        values["conversation_id"] = conversation_id
+    if processor_type is not None:
+        conditions.append("processor_type = :processor_type")
+        values["processor_type"] = processor_type
+    if before_id is not None:
+        conditions.append("id < :before_id")
+        values["before_id"] = before_id
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     rows = await store.fetch_all(
         f"SELECT {_COLUMNS} FROM conversation_callbacks{where} ORDER BY id DESC LIMIT :limit",
         values,

@@ -1,4 +1,4 @@
-"""/api/*: start conversations and register callbacks without Slack or GitHub."""
+"""/api/*: start conversations, register and list callbacks without Slack or GitHub."""
 
 from __future__ import annotations
 
@@ -13,12 +13,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agent.client import AgentClient
-from agent.events import MalformedEvents, normalize_conversation_id
+from agent.events import START_JOB, MalformedEvents, normalize_conversation_id
 from agent.http import bearer_token_matches, problem
-from db.callbacks import ConversationCallback, get_callback, insert_callback
+from db.callbacks import (
+    CallbackStatus,
+    ConversationCallback,
+    get_callback,
+    insert_callback,
+    list_callbacks,
+)
 from db.jobs import JobQueue, PermanentJobError, RetryableJobError
 from db.store import Store
-from processors.runtime import CATCH_UP_JOB, START_JOB
+from processors.runtime import CATCH_UP_JOB
 from processors.webhook import WebhookProcessor
 
 
@@ -56,6 +62,33 @@ class RegisterCallbackBody(BaseModel):
     processor: WebhookCallbackSpec
 
 
+class ListCallbacksQuery(BaseModel):
+    # Unknown parameters are refused: a misspelt filter would otherwise widen the list.
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str | None = None
+    status: CallbackStatus | None = None
+    processor_type: str | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    before: int | None = Field(default=None, ge=1)
+
+    @field_validator("conversation_id")
+    @classmethod
+    def _stored_form(cls, conversation_id: str | None) -> str | None:
+        # Rows hold the 32-hex form; a dashed UUID must find them too.
+        if conversation_id is None:
+            return None
+        try:
+            return normalize_conversation_id(conversation_id)
+        except MalformedEvents as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _any_case(cls, status: Any) -> Any:
+        return status.upper() if isinstance(status, str) else status
+
+
 def _validation_problem(exc: ValidationError) -> JSONResponse:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -72,7 +105,8 @@ class RelayApi:
     def routes(self) -> list[Route]:
         return [
             Route("/api/conversations", self.start_conversation, methods=["POST"]),
-            Route("/api/callbacks", self.register_callback, methods=["POST"]),
+            # One route for both methods, so that any other method is a 405 naming both.
+            Route("/api/callbacks", self.callbacks, methods=["GET", "POST"]),
             Route("/api/callbacks/{callback_id:int}", self.show_callback, methods=["GET"]),
         ]
 
@@ -118,6 +152,35 @@ class RelayApi:
         self.queue.wakeup.set()
         return JSONResponse(
             {"conversation_id": conversation_id, "callback_id": callback.id}, status_code=201
+        )
+
+    async def callbacks(self, request: Request) -> JSONResponse:
+        if request.method == "POST":
+            return await self.register_callback(request)
+        return await self.callback_list(request)  # GET, or the HEAD that Starlette adds
+
+    async def callback_list(self, request: Request) -> JSONResponse:
+        """Newest first; `next_before` is the `before` of the next page, null on the last."""
+        if not self._authorised(request):
+            return problem(401, "missing or wrong bearer token")
+        try:
+            query = ListCallbacksQuery.model_validate(dict(request.query_params))
+        except ValidationError as exc:
+            return _validation_problem(exc)
+        page = await list_callbacks(
+            self.store,
+            status=query.status,
+            conversation_id=query.conversation_id,
+            processor_type=query.processor_type,
+            before_id=query.before,
+            limit=query.limit,
+        )
+        full_page = len(page) == query.limit
+        return JSONResponse(
+            {
+                "callbacks": [callback.public_view() for callback in page],
+                "next_before": page[-1].id if full_page else None,
+            }
         )
 
     async def register_callback(self, request: Request) -> JSONResponse:

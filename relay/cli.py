@@ -11,6 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from agent.events import MalformedEvents, normalize_conversation_id
 from db.callbacks import CallbackStatus, get_callback, list_callbacks
 from db.jobs import JobQueue, JobStatus
 from db.migrations import migrate
@@ -85,7 +86,14 @@ def callbacks_command(settings: Settings, args: argparse.Namespace) -> int:
             print(json.dumps(callback.public_view(), indent=2))
             return 0
         status = CallbackStatus(args.status.upper()) if args.status else None
-        for callback in await list_callbacks(store, status=status, limit=args.limit):
+        listing = await list_callbacks(
+            store,
+            status=status,
+            conversation_id=args.conversation_id,
+            processor_type=args.processor_type,
+            limit=args.limit,
+        )
+        for callback in listing:
             print(
                 f"{callback.id:>6}  {callback.status.value:<9}  {callback.processor_type:<8}"
                 f"  {callback.conversation_id}  {_when(callback.updated_at)}"
@@ -116,6 +124,25 @@ def jobs_command(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(settings, action))
 
 
+def slack_command(settings: Settings, args: argparse.Namespace) -> int:
+    from bots.slack_manifest import render_manifest
+
+    public_url = args.public_url or settings.public_url
+    if not public_url:
+        print("set PUBLIC_URL or pass --public-url", file=sys.stderr)
+        return 2
+    print(render_manifest(public_url), end="")
+    return 0
+
+
+def _conversation_id(raw: str) -> str:
+    # Rows hold the 32-hex form; operators may paste the dashed UUID.
+    try:
+        return normalize_conversation_id(raw)
+    except MalformedEvents as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent-relay", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     callbacks_actions = callbacks.add_subparsers(dest="callbacks_action", required=True)
     callbacks_list = callbacks_actions.add_parser("list")
     callbacks_list.add_argument("--status", choices=[s.value.lower() for s in CallbackStatus])
+    callbacks_list.add_argument("--conversation-id", type=_conversation_id)
+    callbacks_list.add_argument("--processor-type")
     callbacks_list.add_argument("--limit", type=int, default=50)
     callbacks_actions.add_parser("show").add_argument("id", type=int)
     callbacks.set_defaults(run=callbacks_command)
@@ -145,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_list.add_argument("--limit", type=int, default=50)
     jobs_actions.add_parser("retry").add_argument("id", type=int)
     jobs.set_defaults(run=jobs_command)
+
+    slack = commands.add_parser("slack", help="set up the Slack app")
+    slack_actions = slack.add_subparsers(dest="slack_action", required=True)
+    slack_actions.add_parser(
+        "manifest", help="print the Slack app manifest for this deployment"
+    ).add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
+    slack.set_defaults(run=slack_command)
     return parser
 
 

@@ -19,9 +19,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from agent.events import START_JOB
+from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.migrations import current_version, migrate
 from db.store import Store
-from processors.runtime import CATCH_UP_JOB, START_JOB
+from processors.runtime import CATCH_UP_JOB
 from relay.app import Relay, create_app
 from relay.settings import Settings
 from tests.support.fake_agent_api import AGENT_API_KEY, FakeAgentServer, LoopbackAgentServer
@@ -100,6 +102,7 @@ API_CALLS = [
     ("POST", "/api/conversations", {"prompt": "hi", "callback": HOOK}),
     ("POST", "/api/callbacks", {"conversation_id": uuid.uuid4().hex, "processor": HOOK}),
     ("GET", "/api/callbacks/1", None),
+    ("GET", "/api/callbacks", None),
 ]
 
 
@@ -307,6 +310,164 @@ async def test_callback_while_the_agent_is_down_is_503(
     assert response.status_code == 503
     assert response.headers["retry-after"]
     await assert_nothing_stored(api.store)
+
+
+# -- GET /api/callbacks --------------------------------------------------------------------
+
+CONVERSATION_A = uuid.uuid4().hex
+CONVERSATION_B = uuid.uuid4().hex
+
+# Inserted in this order, so ids rise down the list.
+LISTED_ROWS: list[tuple[str, str, CallbackStatus]] = [
+    (CONVERSATION_A, "webhook", CallbackStatus.ACTIVE),
+    (CONVERSATION_A, "webhook", CallbackStatus.COMPLETED),
+    (CONVERSATION_B, "webhook", CallbackStatus.ERROR),
+    (CONVERSATION_B, "slack", CallbackStatus.ACTIVE),
+    (CONVERSATION_A, "slack", CallbackStatus.ACTIVE),
+]
+
+
+async def insert_listed_rows(store: Store) -> list[ConversationCallback]:
+    # Rows are written directly: listing never loads a processor, so the kind need not
+    # be registered, and every row carries the secret that must not come out.
+    inserted = []
+    for conversation_id, processor_type, status in LISTED_ROWS:
+        stamp = 1_700_000_000.0
+        callback = ConversationCallback(
+            conversation_id=conversation_id,
+            status=status,
+            processor_type=processor_type,
+            processor_json=json.dumps({"url": HOOK["url"], "secret": HOOK_SECRET}),
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        inserted.append(await insert_callback(store, callback))
+    return inserted
+
+
+async def listed(api: RunningApi, **params: Any) -> dict[str, Any]:
+    response = await api.client.get("/api/callbacks", params=params, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert HOOK_SECRET not in response.text
+    assert "processor_json" not in response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def ids_of(answer: dict[str, Any]) -> list[int]:
+    return [view["id"] for view in answer["callbacks"]]
+
+
+async def test_list_callbacks_gives_public_views_newest_first(api: RunningApi) -> None:
+    inserted = await insert_listed_rows(api.store)
+    answer = await listed(api)
+    assert ids_of(answer) == [callback.id for callback in reversed(inserted)]
+    assert answer["next_before"] is None
+    assert answer["callbacks"][0] == inserted[-1].public_view()
+
+
+async def test_each_filter_narrows_the_list(api: RunningApi) -> None:
+    inserted = await insert_listed_rows(api.store)
+
+    def expected(
+        conversation_id: str | None, processor_type: str | None, status: str | None
+    ) -> list[int | None]:
+        return [
+            callback.id
+            for callback in reversed(inserted)
+            if conversation_id in (None, callback.conversation_id)
+            and processor_type in (None, callback.processor_type)
+            and status in (None, callback.status.value)
+        ]
+
+    dashed_a = str(uuid.UUID(CONVERSATION_A))
+    cases: list[tuple[dict[str, Any], list[int | None]]] = [
+        ({"conversation_id": CONVERSATION_A}, expected(CONVERSATION_A, None, None)),
+        ({"conversation_id": dashed_a}, expected(CONVERSATION_A, None, None)),
+        ({"conversation_id": CONVERSATION_B}, expected(CONVERSATION_B, None, None)),
+        ({"status": "active"}, expected(None, None, "ACTIVE")),
+        ({"status": "Completed"}, expected(None, None, "COMPLETED")),
+        ({"status": "ERROR"}, expected(None, None, "ERROR")),
+        ({"processor_type": "slack"}, expected(None, "slack", None)),
+        (
+            {"conversation_id": CONVERSATION_A, "status": "active", "processor_type": "webhook"},
+            expected(CONVERSATION_A, "webhook", "ACTIVE"),
+        ),
+        ({"processor_type": "carrier-pigeon"}, []),
+        ({"conversation_id": uuid.uuid4().hex}, []),
+    ]
+    for params, ids in cases:
+        answer = await listed(api, **params)
+        assert ids_of(answer) == ids, params
+        assert 0 < len(ids) < len(inserted) or ids == [], params
+
+
+async def walk(api: RunningApi, **params: Any) -> list[list[int]]:
+    pages: list[list[int]] = []
+    before: int | None = None
+    while True:
+        answer = await listed(api, **params, **({} if before is None else {"before": before}))
+        pages.append(ids_of(answer))
+        before = answer["next_before"]
+        if before is None:
+            return pages
+        assert before == pages[-1][-1]
+        assert len(pages) <= len(LISTED_ROWS), "paging does not end"
+
+
+async def test_paging_walks_every_row_exactly_once(api: RunningApi) -> None:
+    inserted = await insert_listed_rows(api.store)
+    newest_first = [callback.id for callback in reversed(inserted)]
+
+    pages = await walk(api, limit=2)
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [callback_id for page in pages for callback_id in page] == newest_first
+
+    active = await walk(api, limit=2, status="active")
+    assert active == [newest_first[:2], [inserted[0].id]]
+
+    # A page that ends exactly at the last row still points on; the next one is empty.
+    assert await walk(api, limit=len(inserted)) == [newest_first, []]
+
+
+BAD_LIST_QUERIES: list[dict[str, str]] = [
+    {"status": "done"},
+    {"status": ""},
+    {"limit": "0"},
+    {"limit": "201"},
+    {"limit": "ten"},
+    {"conversation_id": "junk"},
+    {"conversation_id": ""},
+    {"before": "latest"},
+    {"before": "0"},
+    {"statuss": "active"},
+]
+
+
+async def test_bad_list_queries_are_422(api: RunningApi) -> None:
+    await insert_listed_rows(api.store)
+    for params in BAD_LIST_QUERIES:
+        response = await api.client.get("/api/callbacks", params=params, headers=AUTH)
+        assert response.status_code == 422, (params, response.text)
+        assert "error" in response.json()
+    assert (await api.client.get("/api/callbacks", params={"limit": 200}, headers=AUTH)).is_success
+
+
+async def test_callbacks_route_serves_get_and_post_and_refuses_other_methods(
+    api: RunningApi, agent_server: FakeAgentServer
+) -> None:
+    conversation_id = agent_server.add_conversation()
+    posted = await api.client.post(
+        "/api/callbacks", json={"conversation_id": conversation_id, "processor": HOOK}, headers=AUTH
+    )
+    assert posted.status_code == 201
+    assert ids_of(await listed(api)) == [posted.json()["callback_id"]]
+    # Starlette adds HEAD to GET routes: it must list, not try to register.
+    assert (await api.client.head("/api/callbacks", headers=AUTH)).status_code == 200
+    for method in ("PUT", "DELETE", "PATCH"):
+        response = await api.client.request(method, "/api/callbacks", headers=AUTH)
+        assert response.status_code == 405, method
+        assert {"GET", "POST"} <= set(response.headers["allow"].replace(" ", "").split(","))
 
 
 # -- operator routes ---------------------------------------------------------------------
