@@ -35,6 +35,10 @@ class AgentState(StrEnum):
 # The job that runs a conversation's processors for one observation; payload
 # {"observation": ..., "callback_id": optional, to run only that callback}.
 STATE_CHANGED_JOB = "agent.state_changed"
+# Start a conversation with its prompt: {"conversation_id", "prompt", "tags"}.
+START_JOB = "conversation.start"
+# Send a follow-up turn's message once earlier turns have answered: {"callback_id"}.
+TURN_MESSAGE_JOB = "conversation.message"
 
 # States in which the agent has stopped and will not go on by itself: each gets a
 # job, so that processors may act (today's act on the answer and failure states;

@@ -12,16 +12,24 @@ from __future__ import annotations
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from agent.client import AgentClient
-from agent.events import AgentState, AgentStateChangedObservation
-from db.callbacks import CallbackStatus, ConversationCallback, get_callback, save_callback
+from agent.events import TURN_MESSAGE_JOB, AgentState, AgentStateChangedObservation
+from db.callbacks import (
+    CallbackStatus,
+    ConversationCallback,
+    UnknownProcessorKind,
+    active_callbacks,
+    get_callback,
+    save_callback,
+)
 from db.jobs import JobQueue
 from db.store import Store
 from processors.summary import SummaryMode, collect_summary
@@ -44,6 +52,9 @@ class ProcessorContext:
     http: httpx.AsyncClient
     summary_mode: SummaryMode = SummaryMode.INSTRUCTION
     conversation_url_template: str | None = None
+    # The platforms' API clients by platform name ("slack": bots.slack_api.SlackTeams),
+    # for the processors that deliver there; absent when the platform is disabled.
+    platforms: Mapping[str, Any] = field(default_factory=dict)
 
     def conversation_url(self, conversation_id: str) -> str | None:
         if not self.conversation_url_template:
@@ -109,6 +120,12 @@ class ReplyingProcessor(ConversationCallbackProcessor):
     summary_instruction_timestamp: str | None = None
     summary_instruction_pending: bool = False
     summary_requested_after: str | None = None
+    # A follow-up turn (DESIGN section 6): the user message this callback waits to
+    # send to an existing conversation. While it is set, the callback ignores the
+    # conversation's state changes: they belong to an earlier turn.
+    turn_message: str | None = None
+    turn_message_pending: bool = False
+    turn_message_after: str | None = None
 
     @abstractmethod
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
@@ -121,6 +138,8 @@ class ReplyingProcessor(ConversationCallbackProcessor):
         context: ProcessorContext,
     ) -> None:
         url = context.conversation_url(callback.conversation_id)
+        if self.turn_message is not None:
+            return
         if observation.agent_state in _FAILURE_TEXT:
             await self.close(
                 callback,
@@ -173,9 +192,52 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             )
             current.status_reason = reason
             await save_callback(context.store, current)
+            await queue_next_turn(context, callback.conversation_id, closed_callback_id=callback.id)
         log.info("callback %s closed as %s", callback.id, status.value)
 
     async def remember(self, callback: ConversationCallback, context: ProcessorContext) -> None:
         """Persist this processor's state in its callback row."""
         callback.set_processor(self)
         await save_callback(context.store, callback)
+
+    async def remember_delivery(self, reply: Reply, context: ProcessorContext) -> None:
+        """Persist this processor's state while its reply is being delivered (a reply
+        of several messages records each one, so a retry does not post it again)."""
+        callback = await get_callback(context.store, reply.callback_id)
+        if callback is not None:
+            await self.remember(callback, context)
+
+
+async def waiting_turns(
+    context: ProcessorContext, conversation_id: str
+) -> list[tuple[ConversationCallback, ReplyingProcessor]]:
+    """The conversation's ACTIVE callbacks whose follow-up message is not sent yet, oldest first."""
+    waiting = []
+    for callback in await active_callbacks(context.store, conversation_id):
+        try:
+            processor = callback.get_processor()
+        except (UnknownProcessorKind, ValidationError):
+            continue  # the runtime closes such rows when it meets them
+        if isinstance(processor, ReplyingProcessor) and processor.turn_message is not None:
+            waiting.append((callback, processor))
+    return waiting
+
+
+async def queue_next_turn(
+    context: ProcessorContext, conversation_id: str, *, closed_callback_id: int
+) -> None:
+    """A turn ended: let the oldest waiting follow-up send its message.
+
+    Turns of one conversation take turns: a follow-up's message goes to the agent
+    only once every earlier callback of the conversation has answered, so each
+    answer belongs to exactly one turn.
+    """
+    waiting = await waiting_turns(context, conversation_id)
+    if waiting:
+        next_callback, _ = waiting[0]
+        await context.queue.enqueue(
+            TURN_MESSAGE_JOB,
+            {"callback_id": next_callback.id},
+            key=conversation_id,
+            idempotency_key=f"turn:{next_callback.id}:after:{closed_callback_id}",
+        )

@@ -16,8 +16,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.events import (
+    START_JOB,
     STATE_CHANGED_JOB,
     STOPPED_STATES,
+    TURN_MESSAGE_JOB,
     AgentStateChangedObservation,
     state_for_status,
 )
@@ -38,14 +40,15 @@ from processors.base import (
     ReplyingProcessor,
     ReplyStatus,
 )
+from processors.summary import send_user_message_once
 
 log = logging.getLogger(__name__)
 
-START_JOB = "conversation.start"
 # Runs one newly registered callback if its conversation has already stopped.
 CATCH_UP_JOB = "callback.catch_up"
 
 START_FAILED_TEXT = "The agent could not start working on this request."
+MESSAGE_FAILED_TEXT = "The agent could not take up this message."
 COLLECT_FAILED_TEXT = "agent-relay could not collect the agent's answer."
 GAVE_UP_TEXT = "agent-relay could not reach the agent for too long and stopped waiting for it."
 
@@ -76,13 +79,28 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
             context, job, conversation_id, None, start_conversation(context, job.payload)
         )
 
+    async def on_turn_message(job: Job) -> None:
+        callback = await get_callback(context.store, job.payload["callback_id"])
+        if callback is None or callback.status is not CallbackStatus.ACTIVE:
+            return
+        await _closing_on_last_attempt(
+            context, job, callback.conversation_id, callback.id, send_turn(context, callback)
+        )
+
     async def on_reply(job: Job) -> None:
-        await deliver_reply(context, Reply.model_validate(job.payload))
+        reply = Reply.model_validate(job.payload)
+        try:
+            await deliver_reply(context, reply)
+        except Exception as exc:
+            if isinstance(exc, PermanentJobError) or job.attempts >= job.max_attempts:
+                await record_undelivered(context, reply, exc)
+            raise
 
     return {
         STATE_CHANGED_JOB: on_state_changed,
         CATCH_UP_JOB: on_catch_up,
         START_JOB: on_start,
+        TURN_MESSAGE_JOB: on_turn_message,
         REPLY_JOB: on_reply,
     }
 
@@ -232,3 +250,59 @@ async def start_conversation(context: ProcessorContext, payload: dict[str, Any])
         await close_callbacks(context, conversation_id, START_FAILED_TEXT, reason=str(exc))
         raise
     log.info("conversation %s started", conversation_id)
+
+
+async def send_turn(context: ProcessorContext, callback: ConversationCallback) -> None:
+    """Send a follow-up's message to its conversation, once every earlier turn has answered."""
+    processor = await load_processor(context, callback)
+    if not isinstance(processor, ReplyingProcessor) or processor.turn_message is None:
+        return
+    earlier = [
+        other
+        for other in await active_callbacks(context.store, callback.conversation_id)
+        if other.id is not None
+        and callback.id is not None
+        and other.id < callback.id
+        # A row that does not load is closed here, and holds up nobody.
+        and await load_processor(context, other) is not None
+    ]
+    if earlier:
+        # An earlier turn is still under way; closing it queues this job again.
+        log.info("callback %s waits for callback %s to answer", callback.id, earlier[0].id)
+        return
+
+    async def mark(sent_after: str | None) -> None:
+        processor.turn_message_pending = True
+        processor.turn_message_after = sent_after
+        await processor.remember(callback, context)
+
+    try:
+        await send_user_message_once(
+            context,
+            callback.conversation_id,
+            processor.turn_message,
+            pending=processor.turn_message_pending,
+            sent_after=processor.turn_message_after,
+            mark=mark,
+        )
+    except PermanentJobError as exc:
+        await processor.close(
+            callback, context, ReplyStatus.ERROR, MESSAGE_FAILED_TEXT, reason=str(exc)
+        )
+        raise
+    processor.turn_message = None
+    processor.turn_message_pending = False
+    processor.turn_message_after = None
+    await processor.remember(callback, context)
+    log.info("callback %s sent its message to %s", callback.id, callback.conversation_id)
+
+
+async def record_undelivered(context: ProcessorContext, reply: Reply, exc: Exception) -> None:
+    """A reply that will not arrive: its callback says so (ERROR, with the reason), so
+    `callbacks show` and the API tell operators what the platform answered."""
+    callback = await get_callback(context.store, reply.callback_id)
+    if callback is None:
+        return
+    callback.status = CallbackStatus.ERROR
+    callback.status_reason = f"reply not delivered: {exc}"
+    await save_callback(context.store, callback)

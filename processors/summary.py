@@ -10,6 +10,7 @@ response as it stands.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -61,32 +62,58 @@ async def collect_summary(
 async def _request_summary(
     processor: ReplyingProcessor, callback: ConversationCallback, context: ProcessorContext
 ) -> None:
-    """Send the summary instruction once, and remember its event id.
+    """Send the summary instruction once, and remember its event id."""
 
-    The agent-server does not say which event a sent message became, so the id is
-    looked up afterwards. Before sending, the newest user message id is saved as a
-    mark: an attempt that died after sending (id unsaved) is recognised on retry by
-    a user message newer than the mark, and is not sent twice.
-    """
-    conversation_id = callback.conversation_id
-    newest = await _newest_user_message(context, conversation_id)
-    sent_before = processor.summary_instruction_pending and (
-        newest is not None and newest["id"] != processor.summary_requested_after
+    async def mark(sent_after: str | None) -> None:
+        processor.summary_instruction_pending = True
+        processor.summary_requested_after = sent_after
+        await processor.remember(callback, context)
+
+    instruction = await send_user_message_once(
+        context,
+        callback.conversation_id,
+        SUMMARY_INSTRUCTION,
+        pending=processor.summary_instruction_pending,
+        sent_after=processor.summary_requested_after,
+        mark=mark,
     )
-    if not sent_before:
-        if not processor.summary_instruction_pending:
-            processor.summary_instruction_pending = True
-            processor.summary_requested_after = None if newest is None else str(newest["id"])
-            await processor.remember(callback, context)
-        await context.agent.send_message(conversation_id, SUMMARY_INSTRUCTION)
-        newest = await _newest_user_message(context, conversation_id)
-        if newest is None or newest["id"] == processor.summary_requested_after:
-            raise RetryableJobError("the summary instruction is not among the events yet")
-    assert newest is not None
-    processor.summary_instruction_event_id = str(newest["id"])
-    processor.summary_instruction_timestamp = newest.get("timestamp")
+    processor.summary_instruction_event_id = str(instruction["id"])
+    processor.summary_instruction_timestamp = instruction.get("timestamp")
     await processor.remember(callback, context)
-    log.info("callback %s asked conversation %s for its summary", callback.id, conversation_id)
+    log.info(
+        "callback %s asked conversation %s for its summary", callback.id, callback.conversation_id
+    )
+
+
+async def send_user_message_once(
+    context: ProcessorContext,
+    conversation_id: str,
+    text: str,
+    *,
+    pending: bool,
+    sent_after: str | None,
+    mark: Callable[[str | None], Awaitable[None]],
+) -> dict[str, Any]:
+    """Send `text` as a user message at most once, also across retries; returns its event.
+
+    The agent-server does not say which event a sent message became, so it is looked
+    up afterwards. Before sending, `mark` persists the newest user message id (the
+    caller then passes pending=True and that id as `sent_after`): an attempt that
+    died after sending is recognised on retry by a user message newer than the mark,
+    and the text is not sent twice.
+    """
+    newest = await _newest_user_message(context, conversation_id)
+    sent_before = pending and newest is not None and newest["id"] != sent_after
+    if not sent_before:
+        if not pending:
+            sent_after = None if newest is None else str(newest["id"])
+            await mark(sent_after)
+        await context.agent.send_message(conversation_id, text)
+        newest = await _newest_user_message(context, conversation_id)
+        if newest is None or newest["id"] == sent_after:
+            raise RetryableJobError("the sent message is not among the agent's events yet")
+    assert newest is not None
+    return newest
 
 
 async def _newest_user_message(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.events import STATE_CHANGED_JOB, AgentState
+from agent.events import START_JOB, STATE_CHANGED_JOB, AgentState
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.jobs import PermanentJobError, RetryableJobError
 from db.store import Store
@@ -22,7 +22,6 @@ from processors.runtime import (
     CATCH_UP_JOB,
     GAVE_UP_TEXT,
     START_FAILED_TEXT,
-    START_JOB,
     job_handlers,
 )
 from processors.summary import SUMMARY_INSTRUCTION, SummaryMode

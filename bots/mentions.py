@@ -1,0 +1,185 @@
+"""What every platform shares once a mention has been accepted (DESIGN section 6).
+
+A platform's event job decides that a message triggers the agent, acknowledges it
+and builds the text; this module then records the turn: it starts a conversation
+for a thread that has none, or continues the thread's conversation, and registers
+the callback that will carry the answer back. Conversation links remember which
+thread belongs to which conversation, so follow-ups reach the same one.
+
+Platform event jobs are keyed by thread key, so two mentions in one thread are
+handled one after the other and the "start or continue" decision never races.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from agent.events import START_JOB, TURN_MESSAGE_JOB
+from db.callbacks import ConversationCallback, insert_callback
+from db.jobs import JobQueue
+from db.store import Store, now
+
+# uuid5 namespace of the conversation ids agent-relay derives from platform deliveries.
+_CONVERSATION_NAMESPACE = uuid.UUID("8a5f3c2e-6f7b-4b7e-9d1a-3c4b5d6e7f80")
+
+# owner/repo as people write it: GitHub and GitLab URLs first, then a bare
+# owner/name. GitLab groups nest (group/subgroup/project).
+_REPOSITORY_URL = re.compile(
+    r"https?://(?:www\.)?(?:github\.com|gitlab\.com|[\w.-]*git[\w.-]*)/"
+    r"(?P<path>[\w.-]+(?:/[\w.-]+)+)"
+)
+_REPOSITORY_NAME = re.compile(r"(?<![\w./:@-])(?P<path>[A-Za-z0-9][\w.-]*/[\w.-]*\w)(?![\w/])")
+# Pairs people write with a slash that are not repositories.
+_NOT_REPOSITORIES = {"and/or", "either/or", "read/write", "input/output", "yes/no", "true/false"}
+# Path segments of a repository URL that are not part of the repository's name.
+_URL_STOP_SEGMENTS = {"-", "issues", "pull", "pulls", "merge_requests", "blob", "tree", "commit"}
+
+
+@dataclass(frozen=True)
+class ConversationLink:
+    platform: str
+    thread_key: str
+    conversation_id: str
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One accepted mention, ready to be recorded."""
+
+    platform: str
+    thread_key: str
+    # The platform's id of the triggering delivery: a retried job records it once.
+    delivery_id: str
+    conversation_id: str
+    # The prompt of a new conversation, or the follow-up message of a continued one.
+    text: str
+    # The platform's processor (a registered ReplyingProcessor kind; bots/ may not
+    # import processors/, so the platform job is handed a factory by relay/).
+    processor: BaseModel
+    tags: dict[str, str] = field(default_factory=dict)
+    # Platform marker of the newest message the agent has now seen (see find_link).
+    cursor: str | None = None
+
+
+def new_conversation_id(platform: str, delivery_id: str) -> str:
+    """The id of the conversation a delivery starts: the same on every retry of its job,
+    so an "on it" link posted by a failed attempt stays right."""
+    return uuid.uuid5(_CONVERSATION_NAMESPACE, f"{platform}:{delivery_id}").hex
+
+
+async def find_link(store: Store, platform: str, thread_key: str) -> ConversationLink | None:
+    row = await store.fetch_one(
+        "SELECT platform, thread_key, conversation_id, cursor FROM conversation_links"
+        " WHERE platform = :platform AND thread_key = :thread_key",
+        {"platform": platform, "thread_key": thread_key},
+    )
+    return None if row is None else ConversationLink(**row)
+
+
+async def links_of(store: Store, conversation_id: str) -> list[ConversationLink]:
+    rows = await store.fetch_all(
+        "SELECT platform, thread_key, conversation_id, cursor FROM conversation_links"
+        " WHERE conversation_id = :id ORDER BY created_at",
+        {"id": conversation_id},
+    )
+    return [ConversationLink(**row) for row in rows]
+
+
+class _AlreadyRecorded(Exception):
+    """Rolls back a turn whose delivery was recorded by an earlier attempt."""
+
+
+async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: bool) -> int | None:
+    """Start or continue the conversation of `turn`, with a callback for its answer.
+
+    One transaction: the link, the callback and the job that starts the
+    conversation (or sends the follow-up) exist together or not at all. Returns the
+    callback id, or None when this delivery was recorded before (a retried job).
+    """
+    processor = turn.processor
+    if continuing:
+        processor = processor.model_copy(update={"turn_message": turn.text})
+    try:
+        async with store.transaction():
+            callback = await insert_callback(
+                store, ConversationCallback.for_processor(turn.conversation_id, processor)
+            )
+            assert callback.id is not None
+            if continuing:
+                job_id = await queue.enqueue(
+                    TURN_MESSAGE_JOB,
+                    {"callback_id": callback.id},
+                    key=turn.conversation_id,
+                    idempotency_key=f"mention:{turn.platform}:{turn.delivery_id}",
+                )
+            else:
+                job_id = await queue.enqueue(
+                    START_JOB,
+                    {
+                        "conversation_id": turn.conversation_id,
+                        "prompt": turn.text,
+                        "tags": turn.tags,
+                    },
+                    key=turn.conversation_id,
+                    idempotency_key=f"mention:{turn.platform}:{turn.delivery_id}",
+                )
+            if job_id is None:
+                raise _AlreadyRecorded
+            await _save_link(store, turn)
+    except _AlreadyRecorded:
+        return None
+    return callback.id
+
+
+async def _save_link(store: Store, turn: Turn) -> None:
+    stamp = now()
+    await store.execute(
+        "INSERT INTO conversation_links (platform, thread_key, conversation_id, cursor,"
+        " created_at, updated_at) VALUES (:platform, :thread_key, :conversation_id, :cursor,"
+        " :now, :now) ON CONFLICT (platform, thread_key) DO UPDATE SET"
+        " conversation_id = excluded.conversation_id,"
+        " cursor = COALESCE(excluded.cursor, conversation_links.cursor),"
+        " updated_at = excluded.updated_at",
+        {
+            "platform": turn.platform,
+            "thread_key": turn.thread_key,
+            "conversation_id": turn.conversation_id,
+            "cursor": turn.cursor,
+            "now": stamp,
+        },
+    )
+
+
+def infer_repository(text: str, default: str | None = None) -> str | None:
+    """The repository a request is about: a GitHub/GitLab URL, else an owner/name,
+    else `default`. The case is kept as written (GitLab paths are case-sensitive)."""
+    for match in _REPOSITORY_URL.finditer(text):
+        segments = []
+        for segment in match.group("path").split("/"):
+            if segment in _URL_STOP_SEGMENTS:
+                break
+            segments.append(segment)
+        if segments:
+            # A URL at the end of a sentence keeps its full stop in the match.
+            segments[-1] = segments[-1].rstrip(".").removesuffix(".git")
+        if len(segments) >= 2:
+            return "/".join(segments)
+    for match in _REPOSITORY_NAME.finditer(_without_urls(text)):
+        candidate = match.group("path")
+        owner, _, name = candidate.partition("/")
+        if (
+            candidate.lower() not in _NOT_REPOSITORIES
+            and re.search(r"[A-Za-z]", owner)
+            and re.search(r"[A-Za-z]", name)
+        ):
+            return candidate
+    return default
+
+
+def _without_urls(text: str) -> str:
+    return re.sub(r"<?https?://\S+", " ", text)
