@@ -16,12 +16,19 @@ from starlette.middleware import Middleware
 from agent.client import AgentClient, LLMSettings
 from agent.http import DEFAULT_TIMEOUT
 from agent.intake import AgentIntake
+from bots.slack_api import SlackTeams
+from bots.slack_app import build_slack_app, slack_routes
+from bots.slack_installations import DatabaseInstallationStore, DatabaseOAuthStateStore
+from bots.slack_mentions import SLACK_EVENT_JOB, SlackMentions
+from bots.slack_triggers import PLATFORM as SLACK
 from db.jobs import JobQueue
 from db.migrations import is_current, migrate
+from db.secrets import SecretBox
 from db.store import Store
 from processors import webhook  # noqa: F401  (registers the "webhook" processor kind)
 from processors.base import ProcessorContext
 from processors.runtime import job_handlers
+from processors.slack import SlackCallbackProcessor
 from relay.api import RelayApi
 from relay.health import Health
 from relay.limits import BodySizeLimit
@@ -45,6 +52,8 @@ class Relay:
     agent: AgentClient
     http: httpx.AsyncClient
     worker: Worker
+    secrets: SecretBox
+    slack_installations: DatabaseInstallationStore | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Relay:
@@ -62,6 +71,18 @@ class Relay:
             workspace_dir=settings.agent_workspace_dir,
         )
         http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+        secrets = SecretBox(_secret(settings.secret_key))
+        platforms: dict[str, object] = {}
+        slack_installations = None
+        slack_teams = None
+        if settings.slack_mode == "oauth":
+            slack_installations = DatabaseInstallationStore(store, secrets)
+        if settings.slack_mode is not None:
+            slack_teams = platforms[SLACK] = SlackTeams(
+                settings.slack_api_url,
+                bot_token=_secret(settings.slack_bot_token),
+                installation_store=slack_installations,
+            )
         context = ProcessorContext(
             store=store,
             queue=queue,
@@ -69,9 +90,20 @@ class Relay:
             http=http,
             summary_mode=settings.summary_mode,
             conversation_url_template=settings.agent_conversation_url,
+            platforms=platforms,
         )
-        worker = Worker(queue, job_handlers(context), concurrency=settings.worker_concurrency)
-        return cls(settings, store, queue, agent, http, worker)
+        handlers = job_handlers(context)
+        if slack_teams is not None:
+            handlers[SLACK_EVENT_JOB] = SlackMentions(
+                store,
+                queue,
+                slack_teams,
+                new_processor=SlackCallbackProcessor,
+                conversation_url=context.conversation_url,
+                default_repository=settings.default_repository,
+            ).handle
+        worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
+        return cls(settings, store, queue, agent, http, worker, secrets, slack_installations)
 
     async def start(self, *, migrate_sqlite: bool = True) -> None:
         await self.store.connect()
@@ -121,8 +153,27 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
         finally:
             await relay.close()
 
+    routes = [*health.routes(), *intake.routes(), *api.routes()]
+    if settings.slack_mode is not None:
+        assert settings.slack_signing_secret is not None
+        routes += slack_routes(
+            build_slack_app(
+                store=relay.store,
+                queue=relay.queue,
+                signing_secret=settings.slack_signing_secret.get_secret_value(),
+                api_url=settings.slack_api_url,
+                bot_token=_secret(settings.slack_bot_token),
+                client_id=settings.slack_client_id,
+                client_secret=_secret(settings.slack_client_secret),
+                installation_store=relay.slack_installations,
+                state_store=DatabaseOAuthStateStore(relay.store)
+                if relay.slack_installations is not None
+                else None,
+                public_url=settings.public_url,
+            )
+        )
     app = Starlette(
-        routes=[*health.routes(), *intake.routes(), *api.routes()],
+        routes=routes,
         middleware=[Middleware(BodySizeLimit)],
         lifespan=lifespan,
     )
