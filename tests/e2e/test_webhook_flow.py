@@ -11,13 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,15 +19,18 @@ import pytest
 from tests.support.agent_server import AgentServerProcess, free_port
 from tests.support.fake_llm import FakeLLM, fail, finish
 from tests.support.receiver import RecordedRequest, RecordingReceiver
+from tests.support.relay_process import (
+    CONVERSATION_URL,
+    RelayProcess,
+    database_for,
+    relay_environment,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.agent_server
 
-API_TOKEN = "e2e-api-token"
 RECEIVER_SECRET = "e2e-receiver-secret"
 SUMMARY = "SUMMARY: the flaky test is fixed on branch fix/flaky."
-CONVERSATION_URL = "https://agent.example.test/conversations/{conversation_id}"
-RELAY_BIN = Path(sys.executable).parent / "agent-relay"
 
 
 @pytest.fixture(scope="module")
@@ -69,29 +66,6 @@ def agent_server(
         yield server
 
 
-@dataclass
-class RelayProcess:
-    url: str
-    log_path: Path
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10
-        )
-
-    def idle(self) -> bool:
-        """No job queued or running (parsed from /metrics)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        busy = [
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(
-                ('agent_relay_jobs{status="queued"}', 'agent_relay_jobs{status="running"}')
-            )
-        ]
-        return len(busy) == 2 and sum(busy) == 0
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def relay(
     request: pytest.FixtureRequest,
@@ -101,60 +75,18 @@ def relay(
     fake_llm: FakeLLM,
 ) -> Iterator[RelayProcess]:
     workdir = tmp_path_factory.mktemp(f"relay-{request.param}")
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{workdir / 'relay.db'}"
-    else:
-        import asyncio
-
-        from tests.conftest import reset_postgres
-
-        database_url = request.getfixturevalue("postgres_url")
-        asyncio.run(reset_postgres(database_url))
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "API_TOKEN"))},
-        "DATABASE_URL": database_url,
-        "HOST": "127.0.0.1",
-        "PORT": str(relay_port),
-        "API_TOKEN": API_TOKEN,
-        "AGENT_SERVER_URL": agent_server.url,
-        "AGENT_SERVER_API_KEY": agent_server.api_key,
-        "AGENT_LLM_MODEL": "openai/fake-model",
-        "AGENT_LLM_API_KEY": "fake-llm-key",
-        "AGENT_LLM_BASE_URL": fake_llm.base_url,
-        "AGENT_LLM_EXTRA": json.dumps({"num_retries": 0, "api_mode": "chat"}),
-        "AGENT_WORKSPACE_DIR": str(workdir / "workspace"),
-        "AGENT_CONVERSATION_URL": CONVERSATION_URL,
-        "LOG_LEVEL": "DEBUG",
-    }
-    (workdir / "workspace").mkdir()
-    subprocess.run([RELAY_BIN, "migrate"], cwd=workdir, env=env, check=True, timeout=60)
-    log_path = workdir / "relay.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [RELAY_BIN, "serve"], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    relay = RelayProcess(f"http://127.0.0.1:{relay_port}", log_path)
+    env = relay_environment(
+        workdir=workdir,
+        database_url=database_for(request, request.param, workdir),
+        port=relay_port,
+        agent_server=agent_server,
+        fake_llm=fake_llm,
+    )
+    relay = RelayProcess(workdir, env).start()
     try:
-        wait_until(
-            lambda: _answers(f"{relay.url}/readyz"),
-            timeout=30,
-            message=lambda: f"agent-relay did not become ready:\n{log_path.read_text()[-3000:]}",
-        )
         yield relay
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        relay.stop()
 
 
 def _start(
@@ -196,7 +128,7 @@ def _settled(
         message=lambda: (
             f"callback {callback_id} not {final} with its reply delivered; receiver got"
             f" {[(r.status, r.body[:200]) for r in receiver.requests_to(hook)]}\n"
-            f"relay log:\n{relay.log_path.read_text()[-4000:]}"
+            f"relay log:\n{relay.log_tail()}"
         ),
     )
     return receiver.requests_to(hook)
