@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.agent_server import AgentServerProcess, free_port
-from tests.support.fake_llm import FakeLLM, finish
+from tests.support.fake_llm import FakeLLM, fail, finish
 from tests.support.fake_slack import (
     FakeSlack,
     app_mention,
@@ -56,7 +56,10 @@ SECOND = Workspace("T0SECOND", "xoxb-second-workspace-token", "U0BOTSECOND")
 @pytest.fixture(scope="module")
 def fake_llm() -> Iterator[FakeLLM]:
     # processors.summary.SUMMARY_INSTRUCTION starts with these words.
-    rules = [("Please write the reply to the person", finish(SUMMARY))]
+    rules = [
+        ("Please write the reply to the person", finish(SUMMARY)),
+        ("[e2e-fail]", fail(400, "scripted failure at http://10.0.0.7/internal token=sk-123")),
+    ]
     with FakeLLM(rules, default=finish("Done with the task.")) as llm:
         yield llm
 
@@ -421,3 +424,73 @@ def test_a_relay_killed_after_the_ack_still_answers_once_after_restart(
     answered(relay, slack, FIRST, m)
     assert len(acks(slack, FIRST, m)) == 1
     assert len(answers(slack, FIRST, m)) == 1
+
+
+def test_slack_rate_limits_and_outages_delay_the_answer_but_never_double_it(
+    relay: RelayProcess, slack: FakeSlack
+) -> None:
+    m = mention(slack, FIRST, "update the changelog")
+    assert post_event(relay, m.envelope).status_code == 200
+    wait_until(lambda: acks(slack, FIRST, m), timeout=30)
+    # The next posts are the answer's: Slack first rate-limits, then fails.
+    slack.fail_next("chat.postMessage", status=429, retry_after=1)
+    slack.fail_next("chat.postMessage", status=500)
+
+    answered(relay, slack, FIRST, m)
+
+    assert len(answers(slack, FIRST, m)) == 1
+    statuses = [
+        call.http_status
+        for call in slack.calls("chat.postMessage")
+        if call.params.get("channel") == m.channel
+    ]
+    assert statuses == [200, 429, 500, 200]
+
+
+def test_a_reply_slack_refuses_for_good_is_failed_with_slack_s_error_code(
+    relay: RelayProcess, slack: FakeSlack
+) -> None:
+    m = mention(slack, FIRST, "archive the old branches")
+    assert post_event(relay, m.envelope).status_code == 200
+    wait_until(lambda: acks(slack, FIRST, m), timeout=30)
+    slack.error_next("chat.postMessage", "channel_not_found")
+
+    def failed_callback() -> dict[str, Any] | None:
+        for callback in slack_callbacks(relay):
+            if callback["status"] == "ERROR" and "channel_not_found" in str(
+                callback["status_reason"]
+            ):
+                return callback
+        return None
+
+    wait_until(lambda: failed_callback() and relay.idle(), timeout=90, message=relay.log_tail)
+    callback = failed_callback()
+    assert callback is not None
+    assert callback["status_reason"] == (
+        "reply not delivered: slack chat.postMessage: channel_not_found"
+    )
+    # Failed at once: one refused attempt, no retries.
+    posts = [c for c in slack.calls("chat.postMessage") if c.params.get("channel") == m.channel]
+    assert [c.error for c in posts] == [None, "channel_not_found"]
+    assert answers(slack, FIRST, m) == []
+
+
+def test_a_failing_agent_gets_a_readable_failure_and_a_cross(
+    relay: RelayProcess, slack: FakeSlack
+) -> None:
+    m = mention(slack, FIRST, "do the impossible [e2e-fail]")
+    assert post_event(relay, m.envelope).status_code == 200
+
+    def failure() -> list[dict[str, Any]]:
+        return [
+            message
+            for message in bot_messages(slack, FIRST, m)
+            if "ran into an error" in str(message.get("text"))
+        ]
+
+    wait_until(lambda: failure() and relay.idle(), timeout=90, message=relay.log_tail)
+    [message] = failure()
+    for internal in ("Traceback", "litellm", "10.0.0.7", "sk-123", "127.0.0.1"):
+        assert internal not in message["text"]
+    assert slack.reactions(m.channel, m.ts, team_id=FIRST.team_id) == {"x"}
+    assert slack_callbacks(relay)[0]["status"] == "ERROR"
