@@ -90,6 +90,13 @@ async def links_of(store: Store, conversation_id: str) -> list[ConversationLink]
     return [ConversationLink(**row) for row in rows]
 
 
+async def forget_links(store: Store, conversation_id: str) -> None:
+    """Unlink the threads of a conversation that could not be started."""
+    await store.execute(
+        "DELETE FROM conversation_links WHERE conversation_id = :id", {"id": conversation_id}
+    )
+
+
 class _AlreadyRecorded(Exception):
     """Rolls back a turn whose delivery was recorded by an earlier attempt."""
 

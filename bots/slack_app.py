@@ -38,6 +38,7 @@ EVENTS_PATH = "/slack/events"
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 OAUTH_STATE_SECONDS = 600
+SLACK_EVENT_MAX_ATTEMPTS = 20
 
 
 def build_slack_app(
@@ -119,6 +120,9 @@ def _event_recorder(
                 },
                 key=f"{PLATFORM}:{trigger.thread_key}",
                 idempotency_key=f"{SLACK_EVENT_JOB}:{event_id}",
+                # As long as a reply: a Slack outage of hours delays a mention
+                # but does not lose it.
+                max_attempts=SLACK_EVENT_MAX_ATTEMPTS,
             )
         log.info("slack event %s queued (%s)", event_id, event.get("type"))
 

@@ -181,6 +181,9 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             await context.queue.enqueue(
                 REPLY_JOB,
                 reply.model_dump(mode="json"),
+                # Replies of one conversation arrive in turn order; their own key
+                # keeps a platform outage from holding up the conversation's jobs.
+                key=f"reply:{callback.conversation_id}",
                 idempotency_key=f"reply:{callback.id}",
                 max_attempts=REPLY_MAX_ATTEMPTS,
             )

@@ -23,6 +23,7 @@ from agent.events import (
     AgentStateChangedObservation,
     state_for_status,
 )
+from bots.mentions import forget_links
 from db.callbacks import (
     CallbackStatus,
     ConversationCallback,
@@ -39,6 +40,7 @@ from processors.base import (
     Reply,
     ReplyingProcessor,
     ReplyStatus,
+    queue_next_turn,
 )
 from processors.summary import send_user_message_once
 
@@ -139,7 +141,13 @@ async def load_processor(
         reason = _unloadable_reason(callback, exc)
         log.error("callback %s: %s", callback.id, reason)
         callback.status, callback.status_reason = CallbackStatus.ERROR, reason
-        await save_callback(context.store, callback)
+        async with context.store.transaction():
+            await save_callback(context.store, callback)
+            if callback.id is not None:
+                # A follow-up waiting behind this callback may go now.
+                await queue_next_turn(
+                    context, callback.conversation_id, closed_callback_id=callback.id
+                )
         return None
 
 
@@ -247,7 +255,11 @@ async def start_conversation(context: ProcessorContext, payload: dict[str, Any])
             payload["prompt"], conversation_id=conversation_id, tags=payload.get("tags") or {}
         )
     except PermanentJobError as exc:
-        await close_callbacks(context, conversation_id, START_FAILED_TEXT, reason=str(exc))
+        async with context.store.transaction():
+            await close_callbacks(context, conversation_id, START_FAILED_TEXT, reason=str(exc))
+            # The conversation never came to be: the next mention in the thread
+            # starts a new one instead of continuing this one.
+            await forget_links(context.store, conversation_id)
         raise
     log.info("conversation %s started", conversation_id)
 

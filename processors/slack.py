@@ -14,7 +14,7 @@ from bots.slack_api import SlackTeam, SlackTeams
 from bots.slack_format import markdown_to_mrkdwn, split_for_slack
 from bots.slack_triggers import PLATFORM
 from db.callbacks import register_processor_kind
-from db.jobs import PermanentJobError
+from db.jobs import PermanentJobError, RetryableJobError
 from processors.base import ProcessorContext, Reply, ReplyingProcessor, ReplyStatus
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,15 @@ class SlackCallbackProcessor(ReplyingProcessor):
         for index in range(self.delivered_parts, len(parts)):
             await team.post_in_thread(self.channel, self.thread_ts, parts[index])
             self.delivered_parts = index + 1
-            if self.delivered_parts < len(parts):
-                await self.remember_delivery(reply, context)
+            await self.remember_delivery(reply, context)
         done = DONE_REACTION if reply.status is ReplyStatus.COMPLETED else FAILED_REACTION
-        await team.react(self.channel, self.trigger_ts, WORKING_REACTION, remove=True)
-        await team.react(self.channel, self.trigger_ts, done)
+        try:
+            await team.react(self.channel, self.trigger_ts, WORKING_REACTION, remove=True)
+            await team.react(self.channel, self.trigger_ts, done)
+        except (RetryableJobError, PermanentJobError) as exc:
+            # The answer is in the thread; a missing check mark is not worth
+            # posting it again (a retry would) or calling it undelivered.
+            log.warning("callback %s: reactions not updated: %s", reply.callback_id, exc)
 
 
 def reply_messages(reply: Reply, user: str) -> list[str]:

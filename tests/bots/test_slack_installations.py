@@ -131,9 +131,11 @@ async def test_tokens_are_stored_encrypted_and_details_carry_none(
     row = await store.fetch_one("SELECT details, credentials FROM installations")
 
     assert row is not None
-    for secret in (BOT_TOKEN, USER_TOKEN, "xoxe-1-r", "xox"):
+    for secret in (BOT_TOKEN, USER_TOKEN, "xoxe-1-r"):
         assert secret not in row["credentials"]
-        assert secret not in row["details"]
+    # No token of any kind in the plain column (the ciphertext, being random
+    # base64, may contain "xox" by chance, so only the details are checked for it).
+    assert "xox" not in row["details"]
     details = json.loads(row["details"])
     assert details == {
         "team_id": "T1",

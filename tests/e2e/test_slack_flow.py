@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.agent_server import AgentServerProcess, free_port
+from tests.support.agent_server import AgentServerProcess
 from tests.support.fake_llm import FakeLLM, fail, finish
 from tests.support.fake_slack import (
     FakeSlack,
@@ -76,22 +76,6 @@ def slack() -> Iterator[FakeSlack]:
             )
         fake.add_user(ASKER, name="ada", display_name="Ada")
         yield fake
-
-
-@pytest.fixture(scope="module")
-def relay_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def agent_server(
-    tmp_path_factory: pytest.TempPathFactory, relay_port: int
-) -> Iterator[AgentServerProcess]:
-    with AgentServerProcess(
-        tmp_path_factory.mktemp("agent-server"),
-        webhook_base_url=f"http://127.0.0.1:{relay_port}/agent",
-    ) as server:
-        yield server
 
 
 @pytest.fixture(scope="module", params=["single-sqlite", "oauth-postgresql"])
@@ -494,3 +478,18 @@ def test_a_failing_agent_gets_a_readable_failure_and_a_cross(
         assert internal not in message["text"]
     assert slack.reactions(m.channel, m.ts, team_id=FIRST.team_id) == {"x"}
     assert slack_callbacks(relay)[0]["status"] == "ERROR"
+
+
+def test_no_token_or_secret_reaches_the_log(relay: RelayProcess) -> None:
+    # Runs last in the module, after installs, mentions and failures were logged
+    # (at LOG_LEVEL=DEBUG).
+    log = relay.log_path.read_text()
+    assert "slack event" in log  # the log is the relay's, and it logged the events
+    for secret in (
+        FIRST.bot_token,
+        SECOND.bot_token,
+        CLIENT_SECRET,
+        SIGNING_SECRET,
+        "e2e-secret-key-of-at-least-16-chars",
+    ):
+        assert secret not in log

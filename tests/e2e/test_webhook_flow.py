@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.agent_server import AgentServerProcess, free_port
+from tests.support.agent_server import AgentServerProcess
 from tests.support.fake_llm import FakeLLM, fail, finish
 from tests.support.receiver import RecordedRequest, RecordingReceiver
 from tests.support.relay_process import (
@@ -48,22 +48,6 @@ def fake_llm() -> Iterator[FakeLLM]:
 def receiver() -> Iterator[RecordingReceiver]:
     with RecordingReceiver() as recording:
         yield recording
-
-
-@pytest.fixture(scope="module")
-def relay_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def agent_server(
-    tmp_path_factory: pytest.TempPathFactory, relay_port: int
-) -> Iterator[AgentServerProcess]:
-    with AgentServerProcess(
-        tmp_path_factory.mktemp("agent-server"),
-        webhook_base_url=f"http://127.0.0.1:{relay_port}/agent",
-    ) as server:
-        yield server
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

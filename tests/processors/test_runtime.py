@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from agent.events import START_JOB, STATE_CHANGED_JOB, AgentState
+from bots.mentions import find_link
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.jobs import PermanentJobError, RetryableJobError
 from db.store import Store
@@ -501,6 +502,28 @@ async def test_start_refused_by_the_agent_closes_the_callbacks_with_an_error_rep
     assert reply_job["payload"]["status"] == "error"
     assert reply_job["payload"]["summary"] == START_FAILED_TEXT
     assert_readable(reply_job["payload"]["summary"], conversation_id)
+
+
+async def test_a_refused_start_unlinks_its_thread(
+    store: Store, context: ProcessorContext, agent_server: FakeAgentServer
+) -> None:
+    # The next mention in the thread must start afresh, not continue a conversation
+    # that does not exist.
+    conversation_id = uuid.uuid4().hex
+    await insert_webhook_callback(store, conversation_id)
+    await store.execute(
+        "INSERT INTO conversation_links (platform, thread_key, conversation_id, cursor,"
+        " created_at, updated_at) VALUES ('slack', 'T1:C1:1.0', :id, NULL, 0, 0)",
+        {"id": conversation_id},
+    )
+    agent_server.fail_next("POST", "/api/conversations", 422)
+    await queue_start(context, conversation_id)
+    job = await claim_job(context.queue, START_JOB)
+
+    with pytest.raises(PermanentJobError):
+        await job_handlers(context)[START_JOB](job)
+
+    assert await find_link(store, "slack", "T1:C1:1.0") is None
 
 
 async def test_start_during_an_agent_outage_is_retried(

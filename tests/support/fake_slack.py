@@ -826,15 +826,5 @@ def im_message(
     *, user: str, text: str, channel: str, ts: str, thread_ts: str | None = None
 ) -> dict[str, Any]:
     """A ``message`` event in a direct message with the bot (channel_type "im")."""
-    event: dict[str, Any] = {
-        "type": "message",
-        "channel_type": "im",
-        "user": user,
-        "text": text,
-        "ts": ts,
-        "channel": channel,
-        "event_ts": ts,
-    }
-    if thread_ts is not None:
-        event["thread_ts"] = thread_ts
-    return event
+    event = app_mention(user=user, text=text, channel=channel, ts=ts, thread_ts=thread_ts)
+    return {**event, "type": "message", "channel_type": "im"}
