@@ -12,6 +12,7 @@ import logging
 
 from bots.slack_api import SlackTeam, SlackTeams
 from bots.slack_format import markdown_to_mrkdwn, split_for_slack
+from bots.slack_mentions import WORKING_REACTION
 from bots.slack_triggers import PLATFORM
 from db.callbacks import register_processor_kind
 from db.jobs import PermanentJobError, RetryableJobError
@@ -19,7 +20,6 @@ from processors.base import ProcessorContext, Reply, ReplyingProcessor, ReplySta
 
 log = logging.getLogger(__name__)
 
-WORKING_REACTION = "eyes"
 DONE_REACTION = "white_check_mark"
 FAILED_REACTION = "x"
 
