@@ -190,3 +190,51 @@ def infer_repository(text: str, default: str | None = None) -> str | None:
 
 def _without_urls(text: str) -> str:
     return re.sub(r"<?https?://\S+", " ", text)
+
+
+# Markdown that quotes or shows code rather than speaking to the bot: fenced blocks
+# (``` or ~~~, closed or running to the end), inline code spans, and ">" quote lines.
+_FENCED_BLOCK = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^ {0,3}\1[ \t]*$|\Z)", re.M | re.S)
+_INLINE_CODE = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)", re.S)
+_QUOTE_LINE = re.compile(r"^ {0,3}>.*$", re.M)
+
+
+def spoken_text(markdown: str) -> str:
+    """The parts of a GitHub/GitLab comment its author wrote themselves: quotes
+    (replies quote earlier comments, mentions and all) and code removed."""
+    text = _FENCED_BLOCK.sub("\n", markdown)
+    text = _INLINE_CODE.sub(" ", text)
+    return _QUOTE_LINE.sub("", text)
+
+
+def _mention_pattern(mention: str) -> re.Pattern[str]:
+    # A whole word: "@openhands" but not "@openhands-bot", "@openhandsx" or an
+    # e-mail address such as "me@openhands.dev".
+    return re.compile(rf"(?<![\w@.-]){re.escape(mention)}(?![\w-]|\.\w)", re.I)
+
+
+def mentions_bot(markdown: str, mention: str) -> bool:
+    """True when `mention` (e.g. "@openhands") appears as a whole word, in any case,
+    outside quotes and code."""
+    return bool(_mention_pattern(mention).search(spoken_text(markdown)))
+
+
+def request_text(markdown: str, mention: str) -> str:
+    """What was asked: the comment without the bot's mention (quotes and code kept,
+    they are part of the request)."""
+    without = _mention_pattern(mention).sub(" ", markdown)
+    return re.sub(r"[ \t]{2,}", " ", without).strip()
+
+
+def acknowledgement(conversation_url: str | None, *, continuing: bool, where: str) -> str:
+    """The "on it" message of GitHub and GitLab (markdown), `where` e.g. "this thread"."""
+    text = "On it, continuing our conversation." if continuing else "On it!"
+    if conversation_url:
+        text += f" Follow along [here]({conversation_url});"
+    return f"{text} I'll answer in {where}."
+
+
+PERMISSION_REFUSAL = (
+    "Sorry, I can only take requests from people who can change this repository "
+    "(write access or above). A maintainer can ask me instead."
+)

@@ -106,6 +106,19 @@ EMPTY_ANSWER_TEXT = "The agent finished without writing an answer."
 ANSWER_STATES = frozenset({AgentState.AWAITING_USER_INPUT, AgentState.FINISHED})
 
 
+def trim_to_limit(text: str, limit: int, url: str | None) -> str:
+    """`text` cut to at most `limit` characters, saying so and where the rest is.
+
+    GitHub and GitLab take one comment of bounded size; an answer beyond it ends
+    with a note (and the conversation link) instead of being refused.
+    """
+    if len(text) <= limit:
+        return text
+    note = "\n\n*The answer was too long for one comment and has been shortened."
+    note += f" The full conversation: {url}*" if url else "*"
+    return text[: max(0, limit - len(note))].rstrip() + note
+
+
 def failure_text(state: AgentState, url: str | None) -> str:
     text = _FAILURE_TEXT.get(state, "The agent stopped before finishing.")
     return f"{text} Conversation: {url}" if url else text

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     github_webhook_secret: SecretStr | None = None
     github_api_url: str = "https://api.github.com"
     github_url: str = "https://github.com"
+    # Edit the "on it" comment into the answer instead of adding a second comment.
+    github_edit_ack_comment: bool = False
 
     gitlab_url: str = "https://gitlab.com"
     gitlab_token: SecretStr | None = None
