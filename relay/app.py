@@ -16,6 +16,11 @@ from starlette.middleware import Middleware
 from agent.client import AgentClient, LLMSettings
 from agent.http import DEFAULT_TIMEOUT
 from agent.intake import AgentIntake
+from bots.github_api import GithubClients
+from bots.github_app import AppCredentials, GithubAppSource
+from bots.github_events import GITHUB_EVENT_JOB, github_routes
+from bots.github_mentions import GithubMentions
+from bots.github_triggers import PLATFORM as GITHUB
 from bots.slack_api import SlackTeams
 from bots.slack_app import build_slack_app, slack_routes
 from bots.slack_installations import DatabaseInstallationStore, DatabaseOAuthStateStore
@@ -27,6 +32,7 @@ from db.secrets import SecretBox
 from db.store import Store
 from processors import webhook  # noqa: F401  (registers the "webhook" processor kind)
 from processors.base import ProcessorContext
+from processors.github import GithubCallbackProcessor
 from processors.runtime import job_handlers
 from processors.slack import SlackCallbackProcessor
 from relay.api import RelayApi
@@ -54,6 +60,7 @@ class Relay:
     worker: Worker
     secrets: SecretBox
     slack_installations: DatabaseInstallationStore | None = None
+    github_source: GithubAppSource | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Relay:
@@ -83,6 +90,12 @@ class Relay:
                 bot_token=_secret(settings.slack_bot_token),
                 installation_store=slack_installations,
             )
+        github_source = github_clients = None
+        if settings.github_mode is not None:
+            github_source = GithubAppSource(store, secrets, configured_github_app(settings))
+            github_clients = platforms[GITHUB] = GithubClients(
+                http, github_source, settings.github_api_url
+            )
         context = ProcessorContext(
             store=store,
             queue=queue,
@@ -102,8 +115,30 @@ class Relay:
                 conversation_url=context.conversation_url,
                 default_repository=settings.default_repository,
             ).handle
+        if github_clients is not None:
+            handlers[GITHUB_EVENT_JOB] = GithubMentions(
+                store,
+                queue,
+                secrets,
+                github_clients,
+                new_processor=GithubCallbackProcessor,
+                conversation_url=context.conversation_url,
+                mention=settings.bot_mention,
+                trigger_label=settings.trigger_label,
+                edit_ack_comment=settings.github_edit_ack_comment,
+            ).handle
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
-        return cls(settings, store, queue, agent, http, worker, secrets, slack_installations)
+        return cls(
+            settings,
+            store,
+            queue,
+            agent,
+            http,
+            worker,
+            secrets,
+            slack_installations,
+            github_source,
+        )
 
     async def start(self, *, migrate_sqlite: bool = True) -> None:
         await self.store.connect()
@@ -128,6 +163,21 @@ class Relay:
         finally:
             stop.set()
             await task
+
+
+def configured_github_app(settings: Settings) -> AppCredentials | None:
+    """The GitHub App of GITHUB_APP_ID and friends, when the settings name one."""
+    if settings.github_mode != "settings":
+        return None
+    assert settings.github_app_id and settings.github_webhook_secret
+    private_key = settings.github_private_key_text()
+    assert private_key is not None
+    return AppCredentials(
+        app_id=settings.github_app_id,
+        slug=None,
+        private_key=private_key,
+        webhook_secret=settings.github_webhook_secret.get_secret_value(),
+    )
 
 
 def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
@@ -171,6 +221,14 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
                 else None,
                 public_url=settings.public_url,
             )
+        )
+    if relay.github_source is not None:
+        routes += github_routes(
+            store=relay.store,
+            queue=relay.queue,
+            source=relay.github_source,
+            mention=settings.bot_mention,
+            trigger_label=settings.trigger_label,
         )
     app = Starlette(
         routes=routes,

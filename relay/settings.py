@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Literal
 
@@ -84,6 +85,13 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return url
 
+    @field_validator("github_private_key_path")
+    @classmethod
+    def _readable_key_file(cls, path: str | None) -> str | None:
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"no such file: {path}")
+        return path
+
     @field_validator("secret_key")
     @classmethod
     def _long_secret_key(cls, key: SecretStr | None) -> SecretStr | None:
@@ -116,6 +124,30 @@ class Settings(BaseSettings):
             return "single"
         return None
 
+    @property
+    def github_mode(self) -> Literal["settings", "setup"] | None:
+        """Where the GitHub App's credentials come from: the settings, or the one-click
+        setup page (which stores them encrypted, so it needs SECRET_KEY)."""
+        if (
+            self.github_app_id
+            and (self.github_private_key or self.github_private_key_path)
+            and self.github_webhook_secret
+        ):
+            return "settings"
+        if self.secret_key:
+            return "setup"
+        return None
+
+    def github_private_key_text(self) -> str | None:
+        """The app's PEM key from GITHUB_PRIVATE_KEY (escaped newlines allowed, as .env
+        files and CI secrets often hold it) or from the file GITHUB_PRIVATE_KEY_PATH."""
+        if self.github_private_key is not None:
+            return self.github_private_key.get_secret_value().replace("\\n", "\n")
+        if self.github_private_key_path:
+            with open(self.github_private_key_path, encoding="utf-8") as key_file:
+                return key_file.read()
+        return None
+
     def feature_report(self) -> list[str]:
         """One line per optional feature: on, or off and what would turn it on."""
 
@@ -133,11 +165,16 @@ class Settings(BaseSettings):
             slack_line = "slack: enabled (one workspace, SLACK_BOT_TOKEN)"
         elif self.slack_signing_secret and self.slack_client_id and not self.secret_key:
             slack_line = "slack: disabled (OAuth needs SECRET_KEY to encrypt bot tokens)"
-        github_ready = bool(
-            self.github_app_id
-            and (self.github_private_key or self.github_private_key_path)
-            and self.github_webhook_secret
+        github_line = line(
+            "github",
+            False,
+            "set GITHUB_APP_ID, GITHUB_PRIVATE_KEY(_PATH) and GITHUB_WEBHOOK_SECRET,"
+            " or SECRET_KEY for the setup page",
         )
+        if self.github_mode == "settings":
+            github_line = "github: enabled (app from GITHUB_APP_ID)"
+        elif self.github_mode == "setup":
+            github_line = "github: enabled (app from the setup page at /github/setup)"
         return [
             line(
                 "agent webhooks",
@@ -146,11 +183,7 @@ class Settings(BaseSettings):
             ),
             line("api", bool(self.api_token), "set API_TOKEN"),
             slack_line,
-            line(
-                "github",
-                github_ready,
-                "set GITHUB_APP_ID, GITHUB_PRIVATE_KEY(_PATH) and GITHUB_WEBHOOK_SECRET",
-            ),
+            github_line,
             line(
                 "gitlab",
                 bool(self.gitlab_token and self.gitlab_webhook_secret),

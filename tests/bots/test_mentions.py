@@ -12,11 +12,14 @@ from agent.events import START_JOB, TURN_MESSAGE_JOB
 from bots.mentions import (
     ConversationLink,
     Turn,
+    acknowledgement,
     find_link,
     infer_repository,
     links_of,
+    mentions_bot,
     new_conversation_id,
     record_turn,
+    request_text,
 )
 from db.callbacks import CallbackStatus, get_callback
 from db.jobs import JobQueue
@@ -292,3 +295,40 @@ async def test_links_of_lists_every_thread_of_a_conversation(store: Store) -> No
     assert [link.thread_key for link in links] == [THREAD, "T1:C2:1700000001.000100"]
     assert await find_link(store, PLATFORM, "T1:C9:nothing") is None
     assert await find_link(store, "github", THREAD) is None
+
+
+# -- mentions in GitHub/GitLab markdown -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("@openhands fix it", True),
+        ("@OpenHands fix it", True),
+        ("hey @openhands, fix it", True),
+        ("(@openhands) fix it", True),
+        ("fix it @openhands.", True),
+        ("> @openhands fix it\n\n@openhands yes please", True),
+        ("> @openhands fix it\n\nagreed", False),
+        ("the bot is `@openhands`", False),
+        ("```\n@openhands fix it\n```\nno mention", False),
+        ("~~~sh\n@openhands\n", False),
+        ("me@openhands.dev", False),
+        ("@openhands-bot fix", False),
+        ("@openhandsx fix", False),
+        ("openhands fix it", False),
+    ],
+)
+def test_mentions_bot_is_a_whole_word_outside_quotes_and_code(text: str, expected: bool) -> None:
+    assert mentions_bot(text, "@openhands") is expected
+
+
+def test_request_text_drops_the_mention_and_keeps_code() -> None:
+    assert request_text("@OpenHands  fix `test_x` please", "@openhands") == ("fix `test_x` please")
+
+
+def test_acknowledgement_links_the_conversation_when_it_can() -> None:
+    linked = acknowledgement("https://a.test/c/1", continuing=False, where="this thread")
+    assert linked == "On it! Follow along [here](https://a.test/c/1); I'll answer in this thread."
+    plain = acknowledgement(None, continuing=True, where="this thread")
+    assert plain == "On it, continuing our conversation. I'll answer in this thread."
