@@ -109,6 +109,7 @@ def test_feature_report_with_nothing_configured() -> None:
 def test_feature_report_with_everything_configured(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    (tmp_path / "key.pem").write_text("-----BEGIN RSA PRIVATE KEY-----\n")
     for variable, value in {
         "AGENT_WEBHOOK_SECRET": "s",
         "API_TOKEN": "t",
@@ -125,6 +126,33 @@ def test_feature_report_with_everything_configured(
     assert [line.split(":")[0] for line in report] == FEATURES
     assert all(line.split(": ", 1)[1].startswith("enabled") for line in report)
     assert "slack: enabled (one workspace, SLACK_BOT_TOKEN)" in report
+    assert "github: enabled (app from GITHUB_APP_ID)" in report
+
+
+def test_github_runs_from_the_setup_page_once_secret_key_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SECRET_KEY", "a-secret-key-of-16-chars-or-more")
+    settings = load_settings()
+    assert settings.github_mode == "setup"
+    assert "github: enabled (app from the setup page at /github/setup)" in (
+        settings.feature_report()
+    )
+
+
+def test_a_missing_github_key_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_PRIVATE_KEY_PATH", "/nonexistent/key.pem")
+    with pytest.raises(SettingsError, match=r"GITHUB_PRIVATE_KEY_PATH: .*no such file"):
+        load_settings()
+
+
+def test_a_github_key_with_escaped_newlines_is_read_as_pem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GITHUB_PRIVATE_KEY", "-----BEGIN KEY-----\\nabc\\n-----END KEY-----")
+    assert load_settings().github_private_key_text() == (
+        "-----BEGIN KEY-----\nabc\n-----END KEY-----"
+    )
 
 
 def test_half_configured_platform_is_still_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
