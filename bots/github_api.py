@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,8 +93,17 @@ def _retry_after(headers: Any) -> float | None:
 class GithubClients:
     """The app's GitHub clients: one per call, authorised as the app or an installation."""
 
-    def __init__(self, http: httpx.AsyncClient, source: GithubAppSource, api_url: str) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        source: GithubAppSource,
+        api_url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._http = http
+        # When cached tokens are due for renewal (tests move it forward).
+        self._clock = clock
         self._source = source
         self._api_url = api_url.rstrip("/")
         self._tokens: dict[int, _Token] = {}
@@ -134,7 +143,7 @@ class GithubClients:
         lock = self._locks.setdefault(installation_id, asyncio.Lock())
         async with lock:
             cached = self._tokens.get(installation_id)
-            if cached is not None and time.time() < cached.refresh_at:
+            if cached is not None and self._clock() < cached.refresh_at:
                 return cached.value
             app = await self.credentials()
             async with github_errors(f"installation {installation_id} token"):

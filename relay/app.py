@@ -20,6 +20,7 @@ from bots.github_api import GithubClients
 from bots.github_app import AppCredentials, GithubAppSource
 from bots.github_events import GITHUB_EVENT_JOB, github_routes
 from bots.github_mentions import GithubMentions
+from bots.github_setup import github_setup_routes
 from bots.github_triggers import PLATFORM as GITHUB
 from bots.slack_api import SlackTeams
 from bots.slack_app import build_slack_app, slack_routes
@@ -230,6 +231,16 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
             mention=settings.bot_mention,
             trigger_label=settings.trigger_label,
         )
+    # Always there: without SECRET_KEY the page says that it needs one.
+    routes += github_setup_routes(
+        source=relay.github_source or GithubAppSource(relay.store, relay.secrets, None),
+        store=relay.store,
+        http=relay.http,
+        github_url=settings.github_url,
+        api_url=settings.github_api_url,
+        public_url=settings.public_url,
+        secret_key_set=relay.secrets.available,
+    )
     app = Starlette(
         routes=routes,
         middleware=[Middleware(BodySizeLimit)],

@@ -135,6 +135,42 @@ def slack_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _github_manifest(settings: Settings, args: argparse.Namespace) -> int:
+    from bots.github_manifest import manifest_text
+
+    public_url = args.public_url or settings.public_url
+    if not public_url:
+        print("set PUBLIC_URL or pass --public-url", file=sys.stderr)
+        return 2
+    print(manifest_text(public_url), end="")
+    return 0
+
+
+def github_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.github_action == "manifest":
+        return _github_manifest(settings, args)
+    if args.github_action == "installations":
+        return asyncio.run(_with_store(settings, _github_installations))
+    raise AssertionError(f"unhandled github action {args.github_action!r}")
+
+
+async def _github_installations(store: Store) -> int:
+    from bots.github_triggers import PLATFORM
+    from db.installations import list_installations
+
+    rows = await list_installations(store, platform=PLATFORM)
+    if not rows:
+        print("no GitHub App installations recorded yet (they arrive as installation events)")
+    for row in rows:
+        repositories = row.details.get("repositories") or []
+        print(
+            f"{row.account_id:>10}  {row.status:<9}  {row.details.get('account') or '-':<20}"
+            f"  {row.details.get('repository_selection') or '-':<8}  {len(repositories)} repos"
+            f"  {_when(row.updated_at)}"
+        )
+    return 0
+
+
 def _conversation_id(raw: str) -> str:
     # Rows hold the 32-hex form; operators may paste the dashed UUID.
     try:
@@ -181,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
         "manifest", help="print the Slack app manifest for this deployment"
     ).add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
     slack.set_defaults(run=slack_command)
+
+    github = commands.add_parser("github", help="set up the GitHub App")
+    github_actions = github.add_subparsers(dest="github_action", required=True)
+    github_actions.add_parser(
+        "manifest", help="print the GitHub App manifest for this deployment"
+    ).add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
+    github_actions.add_parser("installations", help="list the app's installations and their status")
+    github.set_defaults(run=github_command)
     return parser
 
 
