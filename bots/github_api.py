@@ -259,9 +259,3 @@ class GithubThread:
             if marker in str(comment.get("body") or ""):
                 return comment
         return None
-
-
-def marker(kind: str, key: str) -> str:
-    """An invisible tag in a posted comment, so that a retried job finds the comment it
-    posted before (its answer may have been lost) instead of posting it twice."""
-    return f"<!-- agent-relay:{kind}:{key} -->"

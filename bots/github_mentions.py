@@ -21,14 +21,15 @@ from gidgethub.routing import Router
 from gidgethub.sansio import Event
 from pydantic import BaseModel
 
-from bots.github_api import GithubClients, GithubThread, marker
+from bots.github_api import GithubClients, GithubThread
 from bots.github_triggers import PLATFORM, GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.mentions import (
-    PERMISSION_REFUSAL,
     Turn,
     acknowledgement,
     find_link,
+    marker,
     new_conversation_id,
+    permission_refusal,
     record_turn,
 )
 from db.installations import (
@@ -47,6 +48,7 @@ HISTORY_COMMENTS = 20
 WORKING_REACTION = "eyes"
 # Permissions (or, for custom roles, role names) that may change the repository.
 WRITERS = frozenset({"admin", "maintain", "write"})
+NEEDED_ACCESS = "write access or above"
 STATUS_SUSPENDED = "suspended"
 STATUS_DELETED = "deleted"
 # A comment shown to the agent is cut here: context, not the whole discussion.
@@ -210,7 +212,9 @@ class GithubMentions:
     async def _refuse(self, thread: GithubThread, trigger: GithubTrigger, delivery_id: str) -> None:
         tag = marker("refusal", delivery_id)
         if await thread.find_marked(self.clients, tag) is None:
-            await thread.post(self.clients, f"@{trigger.sender} {PERMISSION_REFUSAL}\n\n{tag}")
+            await thread.post(
+                self.clients, f"@{trigger.sender} {permission_refusal(NEEDED_ACCESS)}\n\n{tag}"
+            )
         log.info(
             "github %s: %s may not trigger the agent (delivery %s)",
             trigger.thread_key,

@@ -234,7 +234,17 @@ def acknowledgement(conversation_url: str | None, *, continuing: bool, where: st
     return f"{text} I'll answer in {where}."
 
 
-PERMISSION_REFUSAL = (
-    "Sorry, I can only take requests from people who can change this repository "
-    "(write access or above). A maintainer can ask me instead."
-)
+def permission_refusal(needed: str) -> str:
+    """The one polite reply to someone who may not start the agent; `needed` names
+    the access the platform requires (e.g. "write access or above")."""
+    return (
+        "Sorry, I can only take requests from people who can change this repository "
+        f"({needed}). A maintainer can ask me instead."
+    )
+
+
+def marker(kind: str, key: str) -> str:
+    """An invisible tag (an HTML comment, which GitHub and GitLab do not render) in a
+    comment the bot posts, so that a retried job finds the comment it posted before
+    (its response may have been lost) instead of posting it twice."""
+    return f"<!-- agent-relay:{kind}:{key} -->"

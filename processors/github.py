@@ -7,8 +7,9 @@ taken from the cache when the reply is delivered.
 
 from __future__ import annotations
 
-from bots.github_api import GithubClients, GithubThread, marker
+from bots.github_api import GithubClients, GithubThread
 from bots.github_triggers import PLATFORM
+from bots.mentions import marker
 from db.callbacks import register_processor_kind
 from db.jobs import PermanentJobError
 from processors.base import ProcessorContext, Reply, ReplyingProcessor, trim_to_limit

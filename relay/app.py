@@ -22,6 +22,10 @@ from bots.github_events import GITHUB_EVENT_JOB, github_routes
 from bots.github_mentions import GithubMentions
 from bots.github_setup import github_setup_routes
 from bots.github_triggers import PLATFORM as GITHUB
+from bots.gitlab_api import GitlabApi
+from bots.gitlab_events import GITLAB_EVENT_JOB, GitlabEvents
+from bots.gitlab_mentions import GitlabMentions
+from bots.gitlab_triggers import PLATFORM as GITLAB
 from bots.slack_api import SlackTeams
 from bots.slack_app import build_slack_app, slack_routes
 from bots.slack_installations import DatabaseInstallationStore, DatabaseOAuthStateStore
@@ -34,6 +38,7 @@ from db.store import Store
 from processors import webhook  # noqa: F401  (registers the "webhook" processor kind)
 from processors.base import ProcessorContext
 from processors.github import GithubCallbackProcessor
+from processors.gitlab import GitlabCallbackProcessor
 from processors.runtime import job_handlers
 from processors.slack import SlackCallbackProcessor
 from relay.api import RelayApi
@@ -62,6 +67,7 @@ class Relay:
     secrets: SecretBox
     slack_installations: DatabaseInstallationStore | None = None
     github_source: GithubAppSource | None = None
+    gitlab: GitlabApi | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Relay:
@@ -97,6 +103,11 @@ class Relay:
             github_clients = platforms[GITHUB] = GithubClients(
                 http, github_source, settings.github_api_url
             )
+        gitlab = None
+        if settings.gitlab_token and settings.gitlab_webhook_secret:
+            gitlab = platforms[GITLAB] = GitlabApi(
+                http, settings.gitlab_url, settings.gitlab_token.get_secret_value()
+            )
         context = ProcessorContext(
             store=store,
             queue=queue,
@@ -128,6 +139,16 @@ class Relay:
                 trigger_label=settings.trigger_label,
                 edit_ack_comment=settings.github_edit_ack_comment,
             ).handle
+        if gitlab is not None:
+            handlers[GITLAB_EVENT_JOB] = GitlabMentions(
+                store,
+                queue,
+                gitlab,
+                new_processor=GitlabCallbackProcessor,
+                conversation_url=context.conversation_url,
+                mention=settings.bot_mention,
+                trigger_label=settings.trigger_label,
+            ).handle
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
         return cls(
             settings,
@@ -139,6 +160,7 @@ class Relay:
             secrets,
             slack_installations,
             github_source,
+            gitlab,
         )
 
     async def start(self, *, migrate_sqlite: bool = True) -> None:
@@ -241,6 +263,17 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
         public_url=settings.public_url,
         secret_key_set=relay.secrets.available,
     )
+    if relay.gitlab is not None:
+        assert settings.gitlab_webhook_secret is not None
+        gitlab = relay.gitlab
+        routes += GitlabEvents(
+            store=relay.store,
+            queue=relay.queue,
+            secret=settings.gitlab_webhook_secret.get_secret_value(),
+            mention=settings.bot_mention,
+            trigger_label=settings.trigger_label,
+            known_bot_user_id=lambda: gitlab.known_bot_user_id,
+        ).routes()
     app = Starlette(
         routes=routes,
         middleware=[Middleware(BodySizeLimit)],

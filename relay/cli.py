@@ -171,6 +171,42 @@ async def _github_installations(store: Store) -> int:
     return 0
 
 
+def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from bots.gitlab_api import GitlabApi
+    from bots.gitlab_webhook import HookChange, install_webhook
+    from db.jobs import PermanentJobError, RetryableJobError
+
+    public_url = args.public_url or settings.public_url
+    token, secret = settings.gitlab_token, settings.gitlab_webhook_secret
+    if not (public_url and token and secret):
+        print("set GITLAB_TOKEN, GITLAB_WEBHOOK_SECRET and PUBLIC_URL", file=sys.stderr)
+        return 2
+
+    async def install() -> int:
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            api = GitlabApi(http, settings.gitlab_url, token.get_secret_value())
+            try:
+                outcome = await install_webhook(
+                    api,
+                    args.project,
+                    public_url=public_url,
+                    secret=secret.get_secret_value(),
+                    resend_secret=args.resend_secret,
+                )
+            except (PermanentJobError, RetryableJobError) as exc:
+                print(f"could not install the webhook: {exc}", file=sys.stderr)
+                return 1
+        if outcome.change is HookChange.UNCHANGED:
+            print(f"{args.project}: hook {outcome.hook_id} to {outcome.url} is set up; unchanged")
+        else:
+            print(f"{args.project}: hook {outcome.hook_id} to {outcome.url} {outcome.change}")
+        return 0
+
+    return asyncio.run(install())
+
+
 def _conversation_id(raw: str) -> str:
     # Rows hold the 32-hex form; operators may paste the dashed UUID.
     try:
@@ -225,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     ).add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
     github_actions.add_parser("installations", help="list the app's installations and their status")
     github.set_defaults(run=github_command)
+
+    gitlab = commands.add_parser("gitlab", help="set up GitLab")
+    gitlab_actions = gitlab.add_subparsers(dest="gitlab_action", required=True)
+    install_hook = gitlab_actions.add_parser(
+        "install-webhook", help="create or update the project's webhook to this relay"
+    )
+    install_hook.add_argument("--project", required=True, help="group/name or the project id")
+    install_hook.add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
+    install_hook.add_argument(
+        "--resend-secret",
+        action="store_true",
+        help="send GITLAB_WEBHOOK_SECRET again (GitLab never shows it, so it is not compared)",
+    )
+    gitlab.set_defaults(run=gitlab_command)
     return parser
 
 

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from bots.github_api import GithubClients, GithubNotConfigured, GithubThread, marker
+from bots.github_api import GithubClients, GithubNotConfigured, GithubThread
 from bots.github_app import AppCredentials, GithubAppSource
+from bots.mentions import marker
 from db.jobs import PermanentJobError, RetryableJobError
 from db.secrets import SecretBox
 from db.store import Store

@@ -157,16 +157,6 @@ def github_callbacks(relay: RelayProcess) -> list[dict[str, Any]]:
     return relay.callbacks(processor_type="github")
 
 
-def user_messages(agent_server: AgentServerProcess, conversation_id: str) -> list[str]:
-    items = httpx.get(
-        f"{agent_server.url}/api/conversations/{conversation_id}/events/search",
-        params={"kind": "MessageEvent", "source": "user", "limit": 100},
-        headers=agent_server.headers,
-        timeout=10,
-    ).json()["items"]
-    return [part["text"] for item in items for part in item["llm_message"]["content"]]
-
-
 def test_a_mention_gets_eyes_an_ack_and_one_answer(
     relay: RelayProcess, github: FakeGitHub, agent_server: AgentServerProcess
 ) -> None:
@@ -186,7 +176,7 @@ def test_a_mention_gets_eyes_an_ack_and_one_answer(
     assert callbacks[0]["status"] == "COMPLETED"
     conversation_id = str(callbacks[0]["conversation_id"])
     assert f"https://agent.example.test/conversations/{conversation_id}" in ack
-    prompt = user_messages(agent_server, conversation_id)[0]
+    prompt = agent_server.user_messages(conversation_id)[0]
     assert f"@{WRITER} asked you on GitHub, in issue {REPO}#{number}" in prompt
     assert "please fix the flaky test" in prompt
     assert f"Repository: {REPO}" in prompt
@@ -203,7 +193,7 @@ def test_a_pull_request_mention_carries_its_branches(
     mention(relay, github, number, "@openhands review this please", pull=True)
     answered(relay, github, number)
     conversation_id = str(github_callbacks(relay)[0]["conversation_id"])
-    prompt = user_messages(agent_server, conversation_id)[0]
+    prompt = agent_server.user_messages(conversation_id)[0]
     assert f"pull request {REPO}#{number}" in prompt
     assert "branch feature/upload into main" in prompt
 
@@ -246,7 +236,7 @@ def test_the_trigger_label_makes_the_issue_the_task(
     answered(relay, github, number)
     assert github.reactions("issue", REPO, number) == {"eyes"}
     conversation_id = str(github_callbacks(relay)[0]["conversation_id"])
-    prompt = user_messages(agent_server, conversation_id)[0]
+    prompt = agent_server.user_messages(conversation_id)[0]
     assert f'added the label "openhands" to GitHub issue {REPO}#{number}' in prompt
     assert "That issue is your task." in prompt
 
@@ -295,7 +285,7 @@ def test_a_review_comment_is_answered_in_its_thread(
     replies = github.calls("POST", rf"/repos/{REPO}/pulls/{number}/comments/{top['id']}/replies")
     assert len(replies) == 2  # "on it" and the answer
     conversation_id = str(github_callbacks(relay)[0]["conversation_id"])
-    prompt = user_messages(agent_server, conversation_id)[0]
+    prompt = agent_server.user_messages(conversation_id)[0]
     assert "The review comment is on src/upload.py, line 42" in prompt
     assert "+while True:" in prompt
 
@@ -314,7 +304,7 @@ def test_a_follow_up_continues_the_conversation(
     assert second["status"] == "COMPLETED"
     assert len(answers(github, number)) == 2
     follow_up = [
-        m for m in user_messages(agent_server, str(second["conversation_id"])) if "followed up" in m
+        m for m in agent_server.user_messages(str(second["conversation_id"])) if "followed up" in m
     ]
     assert len(follow_up) == 1
     assert "any luck with the Tuesday theory?" in follow_up[0]

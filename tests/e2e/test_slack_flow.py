@@ -234,16 +234,6 @@ def answered(
     )
 
 
-def user_messages(agent_server: AgentServerProcess, conversation_id: str) -> list[str]:
-    items = httpx.get(
-        f"{agent_server.url}/api/conversations/{conversation_id}/events/search",
-        params={"kind": "MessageEvent", "source": "user", "limit": 100},
-        headers=agent_server.headers,
-        timeout=10,
-    ).json()["items"]
-    return [part["text"] for item in items for part in item["llm_message"]["content"]]
-
-
 def slack_callbacks(relay: RelayProcess) -> list[dict[str, Any]]:
     return relay.callbacks(processor_type="slack")
 
@@ -283,7 +273,7 @@ def test_mention_is_acknowledged_and_answered_once_in_its_thread(
         FIRST.bot_token,
         SECOND.bot_token,
     }
-    prompt = user_messages(agent_server, conversation_id)[0]
+    prompt = agent_server.user_messages(conversation_id)[0]
     assert "Ada asked you in Slack channel" in prompt
     assert "why does CI fail on acme/widgets?" in prompt
     assert "Repository: acme/widgets" in prompt
@@ -310,7 +300,7 @@ def test_follow_up_in_the_thread_continues_the_same_conversation(
     assert first_callback["status"] == follow_up_callback["status"] == "COMPLETED"
     assert first_callback["conversation_id"] == follow_up_callback["conversation_id"]
     conversation_id = str(first_callback["conversation_id"])
-    said = user_messages(agent_server, conversation_id)
+    said = agent_server.user_messages(conversation_id)
     # prompt, summary instruction, follow-up, summary instruction: one turn each.
     assert len(said) == 4
     assert "and now fix it please" in said[2]

@@ -88,6 +88,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import httpx
+
 AGENT_SERVER_REQUIREMENT = "openhands-agent-server==1.58.2"
 DEFAULT_VENV = Path("~/.cache/agent-relay/agent-server-venv")
 FAKE_MODEL = "openai/fake-model"
@@ -407,6 +409,16 @@ class AgentServerProcess:
             f"agent-server /health did not answer within {self.startup_timeout:.0f} s "
             f"({last_error}); log {self.log_path}:\n{_tail(self.log_path)}"
         )
+
+    def user_messages(self, conversation_id: str) -> list[str]:
+        """The texts of the user messages the conversation received, oldest first."""
+        items = httpx.get(
+            f"{self.url}/api/conversations/{conversation_id}/events/search",
+            params={"kind": "MessageEvent", "source": "user", "limit": 100},
+            headers=self.headers,
+            timeout=10,
+        ).json()["items"]
+        return [part["text"] for item in items for part in item["llm_message"]["content"]]
 
     def log_tail(self, lines: int = 60) -> str:
         return _tail(self.log_path, lines)
