@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from db.store import Store, now
+from db.wakeups import notifying
 
 
 class JobStatus(StrEnum):
@@ -116,8 +117,10 @@ class JobQueue:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        # Set on every enqueue so that in-process workers claim at once instead of
-        # at their next poll; workers in other processes rely on polling.
+        # Set once a job that may run now is committed, so that in-process workers
+        # claim it at once instead of at their next poll. On PostgreSQL the same
+        # statements also notify other processes (db.wakeups), whose listeners set
+        # their own queue's event.
         self.wakeup = asyncio.Event()
 
     async def enqueue(
@@ -136,11 +139,15 @@ class JobQueue:
         exactly when the caller's other writes do.
         """
         stamp = now()
+        runnable_now = delay <= 0
         row = await self.store.fetch_one(
-            "INSERT INTO jobs (kind, payload, job_key, idempotency_key, status, attempts,"
-            " max_attempts, run_after, created_at, updated_at) VALUES (:kind, :payload, :key,"
-            " :idempotency_key, :status, 0, :max_attempts, :run_after, :now, :now)"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            self._announced(
+                "INSERT INTO jobs (kind, payload, job_key, idempotency_key, status, attempts,"
+                " max_attempts, run_after, created_at, updated_at) VALUES (:kind, :payload,"
+                " :key, :idempotency_key, :status, 0, :max_attempts, :run_after, :now, :now)"
+                " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                runnable_now,
+            ),
             {
                 "kind": kind,
                 "payload": json.dumps(payload),
@@ -152,8 +159,24 @@ class JobQueue:
                 "now": stamp,
             },
         )
-        self.wakeup.set()
-        return None if row is None else int(row["id"])
+        if row is None:
+            return None
+        if runnable_now:
+            # A delayed job is found by polling when it falls due; waking workers
+            # for it now would only make them look for nothing.
+            self._wake_after_commit()
+        return int(row["id"])
+
+    def _announced(self, statement: str, runnable_now: bool = True) -> str:
+        """On PostgreSQL, `statement` made to notify other processes' workers of the
+        job it returns; PostgreSQL sends the notification when the caller commits."""
+        return notifying(statement) if runnable_now and not self.store.is_sqlite else statement
+
+    def _wake_after_commit(self) -> None:
+        # Inside the caller's transaction the job is not visible to the workers'
+        # connections yet: a worker woken now would find nothing and then sleep
+        # until its next poll.
+        self.store.after_commit(self.wakeup.set)
 
     async def claim(self) -> Job | None:
         """Take the next runnable job (or one whose lease ran out) and lease it to the caller."""
@@ -225,6 +248,8 @@ class JobQueue:
         )
 
     async def complete(self, job: Job) -> bool:
+        # No wakeup: the next job of this key (the one completing a job can unblock)
+        # is claimed by the same worker slot, which looks for work again at once.
         return await self._update_leased(
             job,
             "status = :done, lease_token = NULL, lease_until = NULL",
@@ -269,8 +294,10 @@ class JobQueue:
     async def retry(self, job_id: int) -> bool:
         """Put a failed job back in the queue with a fresh set of attempts."""
         row = await self.store.fetch_one(
-            "UPDATE jobs SET status = :queued, attempts = 0, run_after = :now, updated_at = :now"
-            " WHERE id = :id AND status = :failed RETURNING id",
+            self._announced(
+                "UPDATE jobs SET status = :queued, attempts = 0, run_after = :now,"
+                " updated_at = :now WHERE id = :id AND status = :failed RETURNING id"
+            ),
             {
                 "queued": JobStatus.QUEUED.value,
                 "failed": JobStatus.FAILED.value,
@@ -279,7 +306,7 @@ class JobQueue:
             },
         )
         if row is not None:
-            self.wakeup.set()
+            self._wake_after_commit()
         return row is not None
 
     async def get(self, job_id: int) -> Job | None:
@@ -296,6 +323,15 @@ class JobQueue:
             f"SELECT {_COLUMNS} FROM jobs{where} ORDER BY id DESC LIMIT :limit", values
         )
         return [Job.from_row(row) for row in rows]
+
+    async def due_count(self) -> int:
+        """Queued jobs whose time has come: the backlog workers should be eating now
+        (retries waiting out their back-off, and scheduled maintenance, are not)."""
+        row = await self.store.fetch_one(
+            "SELECT COUNT(*) AS n FROM jobs WHERE status = :queued AND run_after <= :now",
+            {"queued": JobStatus.QUEUED.value, "now": now()},
+        )
+        return int(row["n"]) if row else 0
 
     async def counts(self) -> dict[str, int]:
         rows = await self.store.fetch_all("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")

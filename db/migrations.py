@@ -108,6 +108,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        3,
+        "indexes for retention",
+        [
+            # What db/retention.py deletes or empties. Partial indexes: a job enters
+            # ix_jobs_done once, when it is done, not on each claim; and a callback
+            # leaves ix_callbacks_prunable once emptied, so each run walks only rows
+            # still to prune, not every closed callback ever. (status leads in
+            # ix_jobs_done although constant: SQLite's planner, without statistics,
+            # then prefers it to ix_jobs_ready.)
+            "CREATE INDEX ix_jobs_done ON jobs (status, updated_at) WHERE status = 'done'",
+            "CREATE INDEX ix_deliveries_received ON inbound_deliveries (received_at)",
+            "CREATE INDEX ix_callbacks_prunable ON conversation_callbacks (status, updated_at)"
+            " WHERE processor_json <> ''",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

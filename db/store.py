@@ -1,22 +1,29 @@
 """The database handle every repository in db/ works through.
 
-`databases` gives one async API over aiosqlite and asyncpg. Two things it leaves to
-us: SQLite needs a busy timeout and serialised write transactions (its deferred
-BEGIN lets a transaction fail when it upgrades to a write lock),
-and callers need to know the dialect for the few statements that differ.
+PostgreSQL goes through `databases` (asyncpg, a pool). SQLite, the embedded default,
+goes through db/sqlite.py: one long-lived connection in WAL mode, statements run
+where they are awaited (see that module for why). Callers get one async API either
+way, and the dialect for the few statements that differ.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from databases import Database
 
+from db.sqlite import SqliteDatabase
+
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def now() -> float:
@@ -32,29 +39,35 @@ class Store:
         self.dialect = "postgresql" if url.startswith(("postgres://", "postgresql")) else "sqlite"
         if self.dialect == "postgresql" and url.startswith("postgres://"):
             url = "postgresql://" + url.removeprefix("postgres://")
-        options: dict[str, Any] = {}
+        # The transaction frames waiting for a commit; one variable per Store, so
+        # two stores used by one task keep their after-commit hooks apart.
+        self._commit_frames: ContextVar[_CommitFrame | None] = ContextVar(
+            f"store_after_commit_{id(self)}", default=None
+        )
+        self._sqlite: SqliteDatabase | None = None
+        self._postgres: Database | None = None
         if self.is_sqlite:
-            options["timeout"] = SQLITE_BUSY_TIMEOUT_SECONDS
+            self._sqlite = SqliteDatabase(url, busy_timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
         else:
-            options["min_size"] = 1
-            options["max_size"] = 10
-        self.database = Database(url, **options)
-        self._sqlite_write_lock = asyncio.Lock()
-        self._sqlite_writer: asyncio.Task[Any] | None = None
+            self._postgres = Database(url, min_size=1, max_size=10)
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
     async def connect(self) -> None:
-        await self.database.connect()
-        if self.is_sqlite:
-            # WAL lets the web process read while a worker writes; it is a property
-            # of the database file, so setting it once per start is enough.
-            await self.database.execute("PRAGMA journal_mode=WAL")
+        if self._sqlite is not None:
+            await self._sqlite.connect()
+        else:
+            assert self._postgres is not None
+            await self._postgres.connect()
 
     async def disconnect(self) -> None:
-        await self.database.disconnect()
+        if self._sqlite is not None:
+            await self._sqlite.disconnect()
+        else:
+            assert self._postgres is not None
+            await self._postgres.disconnect()
 
     async def __aenter__(self) -> Store:
         await self.connect()
@@ -65,38 +78,92 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
+        """One atomic unit of work (nested: a savepoint); callbacks handed to
+        `after_commit` inside it run once the outermost one has committed."""
+        async with self._after_commit_scope(), self._transaction():
+            yield
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
         """One atomic unit of work (nested: a savepoint); on SQLite, one writer at a
         time in this process."""
-        if not self.is_sqlite or self._sqlite_writer is asyncio.current_task():
-            async with self.database.transaction():
+        if self._sqlite is not None:
+            async with self._sqlite.transaction():
                 yield
             return
-        async with self._sqlite_write_lock:
-            self._sqlite_writer = asyncio.current_task()
-            try:
-                async with self.database.transaction():
-                    # `databases` opens a deferred transaction; one that reads before
-                    # it writes fails with "database is locked" when another process
-                    # wrote in between (WAL snapshot). Taking the write lock first,
-                    # with a write that changes nothing, makes it wait its turn.
-                    await self.database.execute(
-                        "UPDATE schema_migrations SET version = version WHERE 1 = 0"
-                    )
-                    yield
-            finally:
-                self._sqlite_writer = None
+        assert self._postgres is not None
+        async with self._postgres.transaction():
+            yield
 
     async def execute(self, query: str, values: Mapping[str, Any] | None = None) -> Any:
-        return await self.database.execute(query, dict(values or {}))
+        if self._sqlite is not None:
+            return await self._sqlite.execute(query, values or {})
+        assert self._postgres is not None
+        return await self._postgres.execute(query, dict(values or {}))
 
     async def fetch_one(
         self, query: str, values: Mapping[str, Any] | None = None
     ) -> Mapping[str, Any] | None:
-        row = await self.database.fetch_one(query, dict(values or {}))
+        if self._sqlite is not None:
+            return await self._sqlite.fetch_one(query, values or {})
+        assert self._postgres is not None
+        row = await self._postgres.fetch_one(query, dict(values or {}))
         return None if row is None else dict(row._mapping)
 
     async def fetch_all(
         self, query: str, values: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        rows = await self.database.fetch_all(query, dict(values or {}))
+        if self._sqlite is not None:
+            return await self._sqlite.fetch_all(query, values or {})
+        assert self._postgres is not None
+        rows = await self._postgres.fetch_all(query, dict(values or {}))
         return [dict(row._mapping) for row in rows]
+
+    # -- after-commit hooks -------------------------------------------------------------
+    # Side effects that announce written data (waking workers for a job enqueued in a
+    # transaction) must wait until other connections can see that data, and must not
+    # happen at all when the transaction rolls back.
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this task's outermost transaction commits (never if it
+        rolls back); at once when this task is in no transaction."""
+        frame = self._commit_frames.get()
+        if frame is None or frame.task is not asyncio.current_task():
+            # No transaction of ours: a task started inside one inherits the context
+            # but not the transaction, so its writes are committed already.
+            _run_callbacks([callback])
+            return
+        frame.callbacks.append(callback)
+
+    @asynccontextmanager
+    async def _after_commit_scope(self) -> AsyncIterator[None]:
+        frames = self._commit_frames
+        outer = frames.get()
+        frame = _CommitFrame(asyncio.current_task())
+        token = frames.set(frame)
+        try:
+            yield
+        finally:
+            frames.reset(token)
+        # Reached only when the block committed; an exception skips the callbacks.
+        if outer is not None and outer.task is frame.task:
+            outer.callbacks.extend(frame.callbacks)  # a savepoint: the outer commit decides
+        else:
+            _run_callbacks(frame.callbacks)
+
+
+@dataclass
+class _CommitFrame:
+    """The callbacks waiting for the commit of one (possibly nested) transaction."""
+
+    task: asyncio.Task[Any] | None
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            # The transaction has committed: its caller must not see it as failed.
+            log.exception("an after-commit callback failed")

@@ -196,16 +196,17 @@ class RelayApi:
             return problem(422, f"conversation_id: {exc}")
         except ValidationError as exc:
             return _validation_problem(exc)
-        try:
-            info = await self.agent.get_conversation(conversation_id)
-        except (RetryableJobError, PermanentJobError):
-            return JSONResponse(
-                {"error": "the agent-server is unreachable; try again"},
-                status_code=503,
-                headers={"Retry-After": "5"},
-            )
-        if info is None:
-            return problem(404, f"the agent-server has no conversation {conversation_id}")
+        if not await self._known_conversation(conversation_id):
+            try:
+                info = await self.agent.get_conversation(conversation_id)
+            except (RetryableJobError, PermanentJobError):
+                return JSONResponse(
+                    {"error": "the agent-server is unreachable; try again"},
+                    status_code=503,
+                    headers={"Retry-After": "5"},
+                )
+            if info is None:
+                return problem(404, f"the agent-server has no conversation {conversation_id}")
         async with self.store.transaction():
             callback = await insert_callback(
                 self.store, ConversationCallback.for_processor(conversation_id, processor)
@@ -221,6 +222,18 @@ class RelayApi:
             )
         self.queue.wakeup.set()
         return JSONResponse({"callback_id": callback.id}, status_code=201)
+
+    async def _known_conversation(self, conversation_id: str) -> bool:
+        """The agent-server has shown us this conversation (its webhooks did, or a
+        callback was registered on it): no need to ask it again before registering.
+        The catch-up job looks at the agent either way."""
+        row = await self.store.fetch_one(
+            "SELECT 1 AS known FROM agent_conversations WHERE conversation_id = :id"
+            " UNION ALL SELECT 1 FROM conversation_callbacks WHERE conversation_id = :id"
+            " LIMIT 1",
+            {"id": conversation_id},
+        )
+        return row is not None
 
     async def show_callback(self, request: Request) -> JSONResponse:
         if not self._authorised(request):

@@ -33,6 +33,7 @@ from bots.slack_mentions import SLACK_EVENT_JOB, SlackMentions
 from bots.slack_triggers import PLATFORM as SLACK
 from db.jobs import JobQueue
 from db.migrations import is_current, migrate
+from db.retention import PRUNE_JOB, Retention
 from db.secrets import SecretBox
 from db.store import Store
 from processors import webhook  # noqa: F401  (registers the "webhook" processor kind)
@@ -68,6 +69,7 @@ class Relay:
     slack_installations: DatabaseInstallationStore | None = None
     github_source: GithubAppSource | None = None
     gitlab: GitlabApi | None = None
+    retention: Retention | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Relay:
@@ -149,6 +151,8 @@ class Relay:
                 mention=settings.bot_mention,
                 trigger_label=settings.trigger_label,
             ).handle
+        retention = Retention(store, queue, retention_days=settings.retention_days)
+        handlers[PRUNE_JOB] = retention.handle
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
         return cls(
             settings,
@@ -161,9 +165,12 @@ class Relay:
             slack_installations,
             github_source,
             gitlab,
+            retention,
         )
 
-    async def start(self, *, migrate_sqlite: bool = True) -> None:
+    async def start(
+        self, *, migrate_sqlite: bool = True, schedule_maintenance: bool = True
+    ) -> None:
         await self.store.connect()
         if self.store.is_sqlite and migrate_sqlite:
             await migrate(self.store)
@@ -171,6 +178,17 @@ class Relay:
             log.error("database schema is out of date: run `agent-relay migrate`")
         for line in self.settings.feature_report():
             log.info(line)
+        if schedule_maintenance and self.retention is not None:
+            await self._schedule_retention(self.retention)
+
+    async def _schedule_retention(self, retention: Retention) -> None:
+        # Processes that run workers start the periodic prune; one more start while
+        # it is queued changes nothing.
+        try:
+            await retention.schedule()
+        except Exception as exc:
+            # e.g. a schema not migrated yet: serve anyway, as readiness reports it.
+            log.warning("could not schedule the retention job: %s: %s", type(exc).__name__, exc)
 
     async def close(self) -> None:
         await self.agent.aclose()
@@ -216,7 +234,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await relay.start()
+        await relay.start(schedule_maintenance=run_worker)
         try:
             if run_worker:
                 async with relay.running_worker():

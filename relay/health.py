@@ -29,6 +29,11 @@ class Health:
 
     def __post_init__(self) -> None:
         self.jobs = Gauge("agent_relay_jobs", "Jobs by status", ["status"], registry=self.registry)
+        self.jobs_due = Gauge(
+            "agent_relay_jobs_due",
+            "Queued jobs that are due now (not waiting for a retry or a schedule)",
+            registry=self.registry,
+        )
         self.callbacks = Gauge(
             "agent_relay_callbacks",
             "Conversation callbacks by status",
@@ -67,6 +72,7 @@ class Health:
     async def metrics(self, request: Request) -> Response:
         for status, count in (await self.queue.counts()).items():
             self.jobs.labels(status=status).set(count)
+        self.jobs_due.set(await self.queue.due_count())
         rows = await self.store.fetch_all(
             "SELECT status, COUNT(*) AS n FROM conversation_callbacks GROUP BY status"
         )

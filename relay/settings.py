@@ -62,6 +62,9 @@ class Settings(BaseSettings):
 
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     job_lease_seconds: float = Field(default=60.0, ge=5.0)
+    # Done jobs, delivery-ledger rows and closed callbacks' processor settings older
+    # than this are pruned (db/retention.py); 0 keeps everything.
+    retention_days: float = Field(default=7.0, ge=0.0)
 
     @field_validator("database_url")
     @classmethod

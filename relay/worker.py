@@ -1,4 +1,9 @@
-"""Workers: claim jobs, run their handler under a kept-alive lease, record the outcome."""
+"""Workers: claim jobs, run their handler under a kept-alive lease, record the outcome.
+
+An idle slot waits for the queue's wakeup event (set on enqueue in this process and,
+on PostgreSQL, by db.wakeups for every other process) or for its poll interval,
+which stays as the fallback when a wakeup is missed.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import socket
 from collections.abc import Mapping
 
 from db.jobs import Job, JobHandler, JobQueue, JobStatus, PermanentJobError, RetryableJobError
+from db.wakeups import JobWakeupListener, job_wakeups
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +29,7 @@ class Worker:
         concurrency: int = 4,
         poll_interval: float = 1.0,
         name: str | None = None,
+        listen: bool = True,
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
@@ -30,11 +37,21 @@ class Worker:
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.outcomes: dict[str, int] = {}
+        # listen=False leaves cross-process wakeups out (tests of the other paths).
+        self.listen = listen
+        self.wakeups: JobWakeupListener | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; a job under way is finished first."""
         log.info("worker %s started with %d slots", self.name, self.concurrency)
-        await asyncio.gather(*(self._slot(stop) for _ in range(self.concurrency)))
+        wakeups = (
+            job_wakeups(self.queue.store, self.queue.wakeup)
+            if self.listen
+            else contextlib.nullcontext()
+        )
+        async with wakeups as self.wakeups:
+            await asyncio.gather(*(self._slot(stop) for _ in range(self.concurrency)))
+        self.wakeups = None
         log.info("worker %s stopped", self.name)
 
     async def _slot(self, stop: asyncio.Event) -> None:

@@ -190,15 +190,6 @@ def gitlab_callbacks(relay: RelayProcess) -> list[dict[str, Any]]:
     return relay.callbacks(processor_type="gitlab")
 
 
-def job_total(relay: RelayProcess) -> float:
-    text = httpx.get(f"{relay.url}/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("agent_relay_jobs{")
-    )
-
-
 @pytest.mark.parametrize("relay", ["sqlite", "postgresql"], indirect=True)
 def test_a_mention_gets_eyes_one_answer_in_its_discussion_and_completes(
     relay: RelayProcess, gitlab: FakeGitlab, agent_server: AgentServerProcess
@@ -265,14 +256,14 @@ def test_a_reporter_gets_one_polite_reply_and_starts_nothing(
 
 def test_a_bad_token_is_refused_and_stores_nothing(relay: RelayProcess, gitlab: FakeGitlab) -> None:
     wait_until(relay.idle, timeout=30)
-    jobs, callbacks, calls = job_total(relay), len(gitlab_callbacks(relay)), len(gitlab.calls())
+    jobs, callbacks, calls = relay.job_total(), len(gitlab_callbacks(relay)), len(gitlab.calls())
     asked = mention(gitlab, "do something")
 
     wrong = deliver(relay, asked, secret="not-the-webhook-secret")
     missing = deliver(relay, asked, secret=None)
 
     assert wrong.status_code == missing.status_code == 401
-    assert job_total(relay) == jobs
+    assert relay.job_total() == jobs
     assert len(gitlab_callbacks(relay)) == callbacks
     assert len(gitlab.calls()) == calls
 

@@ -238,15 +238,6 @@ def slack_callbacks(relay: RelayProcess) -> list[dict[str, Any]]:
     return relay.callbacks(processor_type="slack")
 
 
-def job_total(relay: RelayProcess) -> float:
-    text = httpx.get(f"{relay.url}/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("agent_relay_jobs{")
-    )
-
-
 def test_mention_is_acknowledged_and_answered_once_in_its_thread(
     relay: RelayProcess, slack: FakeSlack, agent_server: AgentServerProcess
 ) -> None:
@@ -355,13 +346,13 @@ def test_an_unverified_request_is_refused_and_stores_nothing(
     relay: RelayProcess, slack: FakeSlack, secret: str, age: int
 ) -> None:
     wait_until(relay.idle, timeout=30)
-    jobs, callbacks, calls = job_total(relay), len(slack_callbacks(relay)), len(slack.calls())
+    jobs, callbacks, calls = relay.job_total(), len(slack_callbacks(relay)), len(slack.calls())
     m = mention(slack, FIRST, "do something")
 
     response = post_event(relay, m.envelope, secret=secret, timestamp=int(time.time()) - age)
 
     assert response.status_code == 401
-    assert job_total(relay) == jobs
+    assert relay.job_total() == jobs
     assert len(slack_callbacks(relay)) == callbacks
     assert len(slack.calls()) == calls
 

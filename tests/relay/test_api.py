@@ -252,6 +252,25 @@ async def test_callback_on_unknown_conversation_is_404(
     await assert_nothing_stored(api.store)
 
 
+async def test_a_conversation_the_agent_has_shown_us_is_not_looked_up_again(
+    api: RunningApi, agent_server: FakeAgentServer
+) -> None:
+    """The agent-server's webhooks announced it: registering needs no round trip."""
+    conversation_id = agent_server.add_conversation(execution_status="running")
+    await api.store.execute(
+        "INSERT INTO agent_conversations (conversation_id, updated_at) VALUES (:id, 0)",
+        {"id": conversation_id},
+    )
+    for _ in range(2):
+        response = await api.client.post(
+            "/api/callbacks",
+            json={"conversation_id": conversation_id, "processor": HOOK},
+            headers=AUTH,
+        )
+        assert response.status_code == 201
+    assert agent_server.calls_to("GET", f"/api/conversations/{conversation_id}") == []
+
+
 @pytest.mark.parametrize("execution_status", ["running", "finished"])
 async def test_callback_registration_queues_a_catch_up_behind_the_conversation(
     api: RunningApi, agent_server: FakeAgentServer, execution_status: str

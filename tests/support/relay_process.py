@@ -130,15 +130,23 @@ class RelayProcess:
         response.raise_for_status()
         return list(response.json()["callbacks"])
 
+    def job_total(self) -> float:
+        """Jobs of every status (from /metrics): unchanged means nothing was queued."""
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("agent_relay_jobs{")
+        )
+
     def idle(self) -> bool:
-        """No job queued or running (parsed from /metrics)."""
+        """No job due or running (parsed from /metrics); the hourly maintenance job
+        waiting for its hour does not count."""
         text = httpx.get(f"{self.url}/metrics", timeout=5).text
         busy = [
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
-            if line.startswith(
-                ('agent_relay_jobs{status="queued"}', 'agent_relay_jobs{status="running"}')
-            )
+            if line.startswith(("agent_relay_jobs_due ", 'agent_relay_jobs{status="running"}'))
         ]
         return len(busy) == 2 and sum(busy) == 0
 

@@ -1,0 +1,197 @@
+"""Retention: what the relay keeps only for a while, and the job that prunes it.
+
+After RETENTION_DAYS, the periodic `maintenance.prune` job removes:
+- done jobs. Their idempotency keys go with them; each key that guards against a
+  repeat is either guarded as long by the delivery ledger (event jobs) or by a
+  state that never goes back (a reply is queued only while its callback is ACTIVE);
+- rows of the delivery ledger (platform deliveries and agent-server event ids). A
+  delivery re-sent after that is taken as new, so the setting must stay longer than
+  any sender's redelivery window: Slack retries within the hour, GitHub and GitLab
+  redeliver recent deliveries by hand, the agent-server retries a batch a few
+  seconds apart and re-queues it for its next flush;
+- the processor settings (`processor_json`, secrets included) of closed callbacks
+  whose reply is delivered. The row keeps its status, type, reason and times, so
+  `GET /api/callbacks/{id}` still answers.
+
+Kept for good: queued, running and failed jobs (failed ones stay for operators to
+read and retry), ACTIVE callbacks and closed ones whose reply job is not done (it
+needs the processor to deliver), `conversation_links` (a follow-up weeks later must
+reach its conversation) and `agent_conversations`. The latter is the memory behind
+the agent-server's repeated state: a batch often ends with a `full_state` event that
+repeats the execution status, which counts only when it differs from the stored
+one. Without the row, a repeated `finished` (after an agent-server restart, say)
+would read as a new state change and could answer a follow-up's callback with the
+previous turn's answer. It is one short row per conversation.
+
+Deletes go in small batches, each its own short transaction with a pause after it,
+so SQLite's single write lock is never held for long and webhooks keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from db.callbacks import CallbackStatus
+from db.jobs import Job, JobQueue, JobStatus
+from db.store import Store, now
+
+log = logging.getLogger(__name__)
+
+PRUNE_JOB = "maintenance.prune"
+PRUNE_PERIOD_SECONDS = 3600.0
+BATCH_SIZE = 500
+BATCH_PAUSE_SECONDS = 0.02
+DAY_SECONDS = 86400.0
+# What a pruned callback's processor_json holds; the index of prunable callbacks
+# (migration 3) leaves such rows out.
+PRUNED_PROCESSOR_JSON = ""
+
+_DONE = f"'{JobStatus.DONE.value}'"
+_CLOSED = f"'{CallbackStatus.COMPLETED.value}', '{CallbackStatus.ERROR.value}'"
+
+# Each statement takes at most :batch rows older than :cutoff and returns one row per
+# row it changed. The literals match the partial indexes' predicates (migration 3),
+# which SQLite's planner needs to see verbatim to use them.
+_PRUNE_STATEMENTS = {
+    "jobs": (
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+        f" WHERE status = {_DONE} AND updated_at < :cutoff LIMIT :batch) RETURNING id"
+    ),
+    "deliveries": (
+        "DELETE FROM inbound_deliveries WHERE (source, delivery_id) IN"
+        " (SELECT source, delivery_id FROM inbound_deliveries WHERE received_at < :cutoff"
+        " LIMIT :batch) RETURNING source"
+    ),
+    # A reply job's idempotency key is `reply:<callback id>` (processors.base, which db
+    # may not import); while that job is not done, the processor is still needed.
+    "callbacks": (
+        f"UPDATE conversation_callbacks SET processor_json = '{PRUNED_PROCESSOR_JSON}'"
+        " WHERE id IN (SELECT cb.id FROM conversation_callbacks cb"
+        f" WHERE cb.processor_json <> '{PRUNED_PROCESSOR_JSON}'"
+        f" AND cb.status IN ({_CLOSED}) AND cb.updated_at < :cutoff"
+        " AND NOT EXISTS (SELECT 1 FROM jobs j"
+        "  WHERE j.idempotency_key = 'reply:' || CAST(cb.id AS TEXT)"
+        f"  AND j.status <> {_DONE}) LIMIT :batch) RETURNING id"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    jobs: int
+    deliveries: int
+    callbacks: int
+    statements: int
+
+
+async def prune(
+    store: Store,
+    *,
+    older_than: float,
+    batch_size: int = BATCH_SIZE,
+    pause: float = BATCH_PAUSE_SECONDS,
+) -> PruneResult:
+    """Remove (or empty) what is older than the epoch time `older_than`, in batches."""
+    counts: dict[str, int] = {}
+    statements = 0
+    for table, statement in _PRUNE_STATEMENTS.items():
+        counts[table] = 0
+        while True:
+            async with store.transaction():
+                rows = await store.fetch_all(statement, {"cutoff": older_than, "batch": batch_size})
+            statements += 1
+            counts[table] += len(rows)
+            if len(rows) < batch_size:
+                break
+            # Let other writers in between batches.
+            await asyncio.sleep(pause)
+    return PruneResult(statements=statements, **counts)
+
+
+class Retention:
+    """The `maintenance.prune` job: one run per period across all processes.
+
+    Each run is keyed by its period's number (an idempotency key), queues the next
+    period's run first, then prunes. Start-up queues the current period's run when
+    no run is queued or under way, which starts the series and revives it if it was
+    ever cut.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        queue: JobQueue,
+        *,
+        retention_days: float,
+        period: float = PRUNE_PERIOD_SECONDS,
+        batch_size: int = BATCH_SIZE,
+        pause: float = BATCH_PAUSE_SECONDS,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.retention_days = retention_days
+        self.period = period
+        self.batch_size = batch_size
+        self.pause = pause
+
+    @property
+    def enabled(self) -> bool:
+        return self.retention_days > 0
+
+    def _current_period(self) -> int:
+        return math.floor(now() / self.period)
+
+    async def schedule(self) -> int | None:
+        """At start-up: queue this period's run unless the series is alive; returns
+        the job id when one was queued."""
+        if not self.enabled:
+            return None
+        alive = await self.store.fetch_one(
+            "SELECT id FROM jobs WHERE kind = :kind AND status IN (:queued, :running) LIMIT 1",
+            {
+                "kind": PRUNE_JOB,
+                "queued": JobStatus.QUEUED.value,
+                "running": JobStatus.RUNNING.value,
+            },
+        )
+        if alive is not None:
+            return None
+        return await self._queue_run(self._current_period())
+
+    async def _queue_run(self, period_number: int) -> int | None:
+        return await self.queue.enqueue(
+            PRUNE_JOB,
+            {"period": period_number},
+            idempotency_key=f"{PRUNE_JOB}:{period_number}",
+            delay=max(0.0, period_number * self.period - now()),
+        )
+
+    async def handle(self, job: Job) -> None:
+        if not self.enabled:
+            log.info("retention: RETENTION_DAYS=0, nothing pruned and no next run")
+            return
+        # The next run first, so that a run that keeps failing does not end the
+        # series; after a stop of several periods, the next run is the next period's,
+        # not each missed one in turn.
+        await self._queue_run(max(int(job.payload["period"]), self._current_period()) + 1)
+        started = time.monotonic()
+        result = await prune(
+            self.store,
+            older_than=now() - self.retention_days * DAY_SECONDS,
+            batch_size=self.batch_size,
+            pause=self.pause,
+        )
+        log.info(
+            "retention: pruned %d done jobs, %d deliveries and the processor settings of"
+            " %d closed callbacks older than %g days (%d statements, %.2f s)",
+            result.jobs,
+            result.deliveries,
+            result.callbacks,
+            self.retention_days,
+            result.statements,
+            time.monotonic() - started,
+        )
