@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
-
-from databases import Database
+from typing import TYPE_CHECKING, Any
 
 from db.sqlite import SqliteDatabase
+
+if TYPE_CHECKING:
+    from databases import Database
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -49,6 +50,10 @@ class Store:
         if self.is_sqlite:
             self._sqlite = SqliteDatabase(url, busy_timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
         else:
+            # Imported here: `databases` and SQLAlchemy cost ~13 MB of memory, which a
+            # process on the embedded SQLite default never needs.
+            from databases import Database
+
             self._postgres = Database(url, min_size=1, max_size=10)
 
     @property

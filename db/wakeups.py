@@ -18,11 +18,12 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from db.store import Store
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class JobWakeupListener:
 
     async def _listen_once(self) -> None:
         """One listening session; returns when its connection is lost."""
+        import asyncpg  # only PostgreSQL listens; SQLite processes never load it
+
         connection = await asyncpg.connect(
             self.url,
             timeout=self.connect_timeout,
