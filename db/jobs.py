@@ -82,15 +82,30 @@ _MAX_ERROR_CHARS = 2000
 # A job may be claimed when it is due (or its lease ran out) and its key is free:
 # no other job of the key is running (for a reclaim: running under a live lease),
 # and no job of the key queued before it is still waiting. So jobs of one key run
-# one at a time and in queue order. Parameters: :queued, :running, :now.
-_CLAIMABLE = (
-    "((j.status = :queued AND j.run_after <= :now)"
-    " OR (j.status = :running AND j.lease_until < :now))"
+# one at a time and in queue order. Parameter: :now.
+#
+# Queued jobs and lost leases are looked for apart, each through a partial index
+# (ix_jobs_queued, ix_jobs_leases): with both in one OR, the databases sort every
+# due job (checking each one's key) to take the first; apart, they walk the index in
+# order and stop at the first free key. The statuses are literals, not parameters,
+# because a planner uses a partial index only when the query visibly implies its
+# WHERE.
+_QUEUED_CLAIMABLE = (
+    "j.status = 'queued' AND j.run_after <= :now"
     " AND (j.job_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs other"
     "  WHERE other.job_key = j.job_key AND other.id <> j.id AND ("
-    "   (other.status = :running AND (j.status = :queued OR other.lease_until >= :now))"
-    "   OR (j.status = :queued AND other.status = :queued AND other.id < j.id))))"
+    "   other.status = 'running' OR (other.status = 'queued' AND other.id < j.id))))"
 )
+_LEASE_LOST = (
+    "j.status = 'running' AND j.lease_until < :now"
+    " AND (j.job_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs other"
+    "  WHERE other.job_key = j.job_key AND other.id <> j.id"
+    "   AND other.status = 'running' AND other.lease_until >= :now))"
+)
+_CLAIMABLE = f"(({_QUEUED_CLAIMABLE}) OR ({_LEASE_LOST}))"
+# How often a worker looks for jobs whose worker died (their leases ran out). Leases
+# last a minute; looking on every claim would cost a query per job.
+LOST_LEASE_CHECK_SECONDS = 1.0
 
 
 def backoff_delay(attempts: int, *, base: float, cap: float) -> float:
@@ -117,6 +132,7 @@ class JobQueue:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self._next_lost_lease_check = 0.0
         # Set once a job that may run now is committed, so that in-process workers
         # claim it at once instead of at their next poll. On PostgreSQL the same
         # statements also notify other processes (db.wakeups), whose listeners set
@@ -180,22 +196,26 @@ class JobQueue:
 
     async def claim(self) -> Job | None:
         """Take the next runnable job (or one whose lease ran out) and lease it to the caller."""
-        values = {
-            "running": JobStatus.RUNNING.value,
-            "queued": JobStatus.QUEUED.value,
-            "now": now(),
-        }
+        stamp = now()
+        if stamp >= self._next_lost_lease_check:
+            self._next_lost_lease_check = stamp + LOST_LEASE_CHECK_SECONDS
+            job = await self._claim_where(_LEASE_LOST, "j.lease_until, j.id", stamp)
+            if job is not None:
+                return job
+        return await self._claim_where(_QUEUED_CLAIMABLE, "j.run_after, j.id", stamp)
+
+    async def _claim_where(self, claimable: str, order: str, stamp: float) -> Job | None:
+        values = {"now": stamp}
         if self.store.is_sqlite:
             # One UPDATE statement holds SQLite's single write lock from its read to
             # its write, so concurrent claims are already serialised.
             return await self._lease(
-                f"(SELECT j.id FROM jobs j WHERE {_CLAIMABLE} ORDER BY j.run_after, j.id LIMIT 1)",
-                values,
+                f"(SELECT j.id FROM jobs j WHERE {claimable} ORDER BY {order} LIMIT 1)", values
             )
         async with self.store.transaction():
             candidates = await self.store.fetch_all(
-                f"SELECT j.id, j.job_key FROM jobs j WHERE {_CLAIMABLE}"
-                " ORDER BY j.run_after, j.id LIMIT 5 FOR UPDATE SKIP LOCKED",
+                f"SELECT j.id, j.job_key FROM jobs j WHERE {claimable}"
+                f" ORDER BY {order} LIMIT 5 FOR UPDATE SKIP LOCKED",
                 values,
             )
             for candidate in candidates:

@@ -124,6 +124,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             " WHERE processor_json <> ''",
         ],
     ),
+    (
+        4,
+        "partial indexes for claiming jobs",
+        [
+            # db/jobs.py walks these in claim order and stops at the first job whose
+            # key is free, instead of sorting every due job. They hold only queued
+            # (or running) rows, so they stay small however many jobs are done.
+            "CREATE INDEX ix_jobs_queued ON jobs (run_after, id) WHERE status = 'queued'",
+            "CREATE INDEX ix_jobs_leases ON jobs (lease_until, id) WHERE status = 'running'",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
