@@ -33,7 +33,7 @@ from agent.events import (
     validate_batch,
 )
 from agent.http import bearer_token_matches, problem
-from db.deliveries import record_delivery
+from db.deliveries import record_deliveries, record_delivery
 from db.jobs import JobQueue
 from db.store import Store, now
 
@@ -96,11 +96,16 @@ class AgentIntake:
             )
             assert known is not None
             status, last_agent_kind = known["execution_status"], known["last_agent_event_kind"]
+            fresh = await record_deliveries(
+                self.store,
+                DELIVERY_SOURCE,
+                [f"{conversation_id}:{event['id']}" for event in events],
+            )
             for event in events:
-                if not await record_delivery(
-                    self.store, DELIVERY_SOURCE, f"{conversation_id}:{event['id']}"
-                ):
+                delivery_id = f"{conversation_id}:{event['id']}"
+                if delivery_id not in fresh:
                     continue
+                fresh.discard(delivery_id)  # an id twice in one batch counts once
                 accepted += 1
                 observation: AgentStateChangedObservation | None = None
                 if event.get("observation") == "agent_state_changed":

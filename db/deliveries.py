@@ -14,3 +14,22 @@ async def record_delivery(store: Store, source: str, delivery_id: str) -> bool:
         {"source": source, "delivery_id": delivery_id, "now": now()},
     )
     return row is not None
+
+
+async def record_deliveries(store: Store, source: str, delivery_ids: list[str]) -> set[str]:
+    """The ids of `delivery_ids` seen for the first time (one statement for a batch)."""
+    if not delivery_ids:
+        return set()
+    stamp = now()
+    values: dict[str, object] = {"source": source, "now": stamp}
+    rows = []
+    for index, delivery_id in enumerate(delivery_ids):
+        values[f"id{index}"] = delivery_id
+        rows.append(f"(:source, :id{index}, :now)")
+    fresh = await store.fetch_all(
+        "INSERT INTO inbound_deliveries (source, delivery_id, received_at) VALUES "
+        + ", ".join(rows)
+        + " ON CONFLICT (source, delivery_id) DO NOTHING RETURNING delivery_id",
+        values,
+    )
+    return {str(row["delivery_id"]) for row in fresh}

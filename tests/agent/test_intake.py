@@ -405,3 +405,15 @@ async def test_idle_conversation_info_queues_nothing(
     assert response.status_code == 200
     assert response.json() == {"accepted": True, "jobs": 0}
     assert await state_jobs(store) == []
+
+
+async def test_an_event_twice_in_one_batch_counts_once(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    await post_batch(client, 2)
+    body = corpus_batch(3)["body"]
+    response = await client.post(
+        f"/agent/events/{CONVERSATION_HEX}", json=body + body, headers=KEY_HEADERS
+    )
+    assert response.json() == {"accepted": 5, "duplicates": 5, "jobs": 1}
+    assert len(await state_jobs(store)) == 1

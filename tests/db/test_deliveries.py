@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from db.deliveries import record_delivery
+from db.deliveries import record_deliveries, record_delivery
 from db.store import Store
 
 
@@ -32,3 +32,10 @@ async def test_different_deliveries_of_one_source_are_each_recorded(store: Store
         {"source": "slack", "delivery_id": "event-1"},
         {"source": "slack", "delivery_id": "event-2"},
     ]
+
+
+async def test_a_batch_is_recorded_in_one_go_and_only_fresh_ids_come_back(store: Store) -> None:
+    assert await record_deliveries(store, "agent", []) == set()
+    assert await record_deliveries(store, "agent", ["a", "b"]) == {"a", "b"}
+    assert await record_deliveries(store, "agent", ["b", "c", "c"]) == {"c"}
+    assert await record_deliveries(store, "other", ["a"]) == {"a"}
