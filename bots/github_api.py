@@ -109,6 +109,7 @@ class GithubClients:
         self._tokens: dict[int, _Token] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._slug: str | None = None
+        self._jwt: tuple[str, str, float] | None = None
 
     def _api(self, token: str | None = None) -> GitHubAPI:
         return GitHubAPI(self._http, REQUESTER, oauth_token=token, base_url=self._api_url)
@@ -134,10 +135,20 @@ class GithubClients:
 
     async def app_info(self) -> dict[str, Any]:
         app = await self.credentials()
-        jwt = get_jwt(app_id=app.app_id, private_key=app.private_key)
+        jwt = self._app_jwt(app)
         async with github_errors("GET /app"):
             info: dict[str, Any] = await self._api().getitem("/app", jwt=jwt)
         return info
+
+    def _app_jwt(self, app: AppCredentials) -> str:
+        """The app's JWT, signed again only every few minutes: signing parses the RSA
+        key, which costs milliseconds of CPU, and a retried job would pay it each time."""
+        cached = self._jwt
+        if cached is None or cached[0] != app.app_id or self._clock() >= cached[2]:
+            token = get_jwt(app_id=app.app_id, private_key=app.private_key)
+            # gidgethub's JWTs last 10 minutes; use one for 8.
+            cached = self._jwt = (app.app_id, token, self._clock() + 480.0)
+        return cached[1]
 
     async def installation_token(self, installation_id: int) -> str:
         lock = self._locks.setdefault(installation_id, asyncio.Lock())

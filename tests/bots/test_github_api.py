@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
+import bots.github_api
 from bots.github_api import GithubClients, GithubNotConfigured, GithubThread
 from bots.github_app import AppCredentials, GithubAppSource
 from bots.mentions import marker
@@ -195,3 +197,25 @@ async def test_a_review_thread_replies_under_its_top_comment(
     ids = [c["id"] for c in await thread.comments(clients)]
     assert ids == [top["id"], reply["id"]]
     assert other["id"] not in ids
+
+
+async def test_the_app_jwt_is_signed_again_only_every_few_minutes(
+    clients: GithubClients, github: FakeGitHub, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signed = []
+    real_get_jwt = bots.github_api.get_jwt
+
+    def counting_get_jwt(**kwargs: Any) -> str:
+        signed.append(kwargs["app_id"])
+        return real_get_jwt(**kwargs)
+
+    monkeypatch.setattr(bots.github_api, "get_jwt", counting_get_jwt)
+    github.fail_next("GET", "/app", 502, count=2)
+    for _ in range(2):
+        with pytest.raises(RetryableJobError):
+            await clients.app_info()
+    assert (await clients.app_info())["slug"] == "relay-test"
+    assert len(signed) == 1
+    clock.now += 9 * 60
+    await clients.app_info()
+    assert len(signed) == 2
