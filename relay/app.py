@@ -151,7 +151,12 @@ class Relay:
                 mention=settings.bot_mention,
                 trigger_label=settings.trigger_label,
             ).handle
-        retention = Retention(store, queue, retention_days=settings.retention_days)
+        retention = Retention(
+            store,
+            queue,
+            retention_days=settings.retention_days,
+            period=settings.retention_interval_seconds,
+        )
         handlers[PRUNE_JOB] = retention.handle
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
         return cls(

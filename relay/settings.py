@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     # Done jobs, delivery-ledger rows and closed callbacks' processor settings older
     # than this are pruned (db/retention.py); 0 keeps everything.
     retention_days: float = Field(default=7.0, ge=0.0)
+    # How often the pruning job runs (a short interval lets a soak test show it).
+    retention_interval_seconds: float = Field(default=3600.0, ge=1.0)
 
     @field_validator("database_url")
     @classmethod

@@ -88,3 +88,12 @@ async def test_serve_on_sqlite_queues_the_first_run(tmp_path: Path) -> None:
     await relay.start()  # migrates SQLite first, as `serve` does
     await relay.close()
     assert len(await prune_jobs(url)) == 1
+
+
+def test_the_pruning_interval_comes_from_the_settings(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'relay.db'}"
+    assert Relay.build(settings_for(url)).retention is not None
+    relay = Relay.build(settings_for(url, retention_interval_seconds=5))
+    assert relay.retention is not None and relay.retention.period == 5
+    with pytest.raises(ValueError):
+        settings_for(url, retention_interval_seconds=0)
