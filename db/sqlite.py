@@ -39,6 +39,7 @@ T = TypeVar("T")
 # because it blocks the event loop while it waits; the async retry does the rest.
 _BUSY_TIMEOUT_MS = 20
 CHECKPOINT_INTERVAL_SECONDS = 1.0
+_WAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
 
 
 def sqlite_path(url: str) -> str:
@@ -79,6 +80,9 @@ class SqliteDatabase:
         connection.execute("PRAGMA synchronous = NORMAL")
         # Checkpoints run in a thread (below), never inside a commit on the loop.
         connection.execute("PRAGMA wal_autocheckpoint = 0")
+        # Once checkpointed, the WAL is cut back to this size: a burst (a retention
+        # run's deletes) must not leave a WAL of its size on disk for ever.
+        connection.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
         self._connection = connection
         if self.path != ":memory:":
             self._checkpointer = asyncio.create_task(self._checkpoint_now_and_then())
@@ -212,6 +216,7 @@ def _checkpoint(path: str) -> None:
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        connection.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
         connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
     finally:
         connection.close()
