@@ -35,6 +35,7 @@ from harness import (
     closed_loop,
     markdown_table,
     open_connections,
+    parse_setting,
     record,
     relay_env,
     running,
@@ -97,6 +98,7 @@ async def main(args: argparse.Namespace) -> tuple[Latency, Latency, list[str]]:
             AGENT_SERVER_API_KEY=AGENT_SESSION_KEY,
             API_TOKEN=API_TOKEN,
             SUMMARY_MODE="final_response",
+            **dict(args.setting or []),
         )
         relay = await start_relay(workdir, env)
         async with running(peers.service, relay.service):
@@ -138,6 +140,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sequential", type=int, default=50, help="conversations, one at a time")
     parser.add_argument("--concurrent", type=int, default=20, help="conversations at once")
     parser.add_argument("--rounds", type=int, default=10, help="of --concurrent conversations")
+    parser.add_argument(
+        "--setting", type=parse_setting, action="append", help="a relay setting, NAME=VALUE"
+    )
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     parser.add_argument("--label", help="added to the recorded heading")
     return parser.parse_args()

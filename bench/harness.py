@@ -23,6 +23,7 @@ The request bytes of each route are in bench/payloads.py.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime
@@ -341,6 +342,14 @@ def _product_setting_names() -> set[str]:
 def has_setting(name: str) -> bool:
     """Whether this build of agent-relay reads the environment variable `name`."""
     return name.upper() in _product_setting_names()
+
+
+def parse_setting(text: str) -> tuple[str, str]:
+    """A `--setting NAME=VALUE` option of a benchmark script."""
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError("expected NAME=VALUE")
+    return name.upper(), value
 
 
 def relay_env(database_url: str, **settings: str) -> dict[str, str]:

@@ -45,6 +45,7 @@ from harness import (
     markdown_table,
     ms,
     open_loop,
+    parse_setting,
     record,
     relay_env,
     running,
@@ -232,13 +233,6 @@ async def main(args: argparse.Namespace) -> Outcome:
     outcome = Outcome(samples, load, unknown, receiver.problems(answered))
     outcome.flat = flatness(samples)
     return outcome
-
-
-def parse_setting(text: str) -> tuple[str, str]:
-    name, separator, value = text.partition("=")
-    if not separator or not name:
-        raise argparse.ArgumentTypeError("expected NAME=VALUE")
-    return name.upper(), value
 
 
 def parse_args() -> argparse.Namespace:
