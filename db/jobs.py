@@ -219,32 +219,29 @@ class JobQueue:
                 values,
             )
             for candidate in candidates:
-                if candidate["job_key"] is not None and not await self._key_is_ours(
-                    candidate, values
-                ):
+                if candidate["job_key"] is None:
+                    return await self._lease(":id", {"id": candidate["id"], "now": stamp})
+                if not await self._lock_key(candidate["job_key"]):
                     continue
-                return await self._lease(":id", {"id": candidate["id"], "now": values["now"]})
+                # The candidates were chosen on a snapshot in which another worker's
+                # claim of the same key may not be visible yet. This UPDATE is a new
+                # statement, so its snapshot, taken after the key's lock, sees every
+                # committed claim: it checks the key again as it leases.
+                job = await self._lease(
+                    f":id AND id IN (SELECT j.id FROM jobs j WHERE j.id = :id AND {_CLAIMABLE})",
+                    {"id": candidate["id"], "now": stamp},
+                )
+                if job is not None:
+                    return job
         return None
 
-    async def _key_is_ours(self, candidate: Mapping[str, Any], values: dict[str, Any]) -> bool:
-        """PostgreSQL: serialise claims of one key, then check the key again.
-
-        The candidates were chosen on a snapshot in which another worker's claim of
-        the same key may not be visible yet. Claims of a key take its advisory lock
-        (held to the end of the claiming transaction), and the fresh check after
-        taking it sees every committed claim.
-        """
+    async def _lock_key(self, key: str) -> bool:
+        """PostgreSQL: claims of one key take turns (the lock lasts to the end of the
+        claiming transaction); False when another claim of the key holds it now."""
         locked = await self.store.fetch_one(
-            "SELECT pg_try_advisory_xact_lock(hashtext(:key)) AS locked",
-            {"key": candidate["job_key"]},
+            "SELECT pg_try_advisory_xact_lock(hashtext(:key)) AS locked", {"key": key}
         )
-        if locked is None or not locked["locked"]:
-            return False
-        still_claimable = await self.store.fetch_one(
-            f"SELECT j.id FROM jobs j WHERE j.id = :id AND {_CLAIMABLE}",
-            {**values, "id": candidate["id"]},
-        )
-        return still_claimable is not None
+        return locked is not None and bool(locked["locked"])
 
     async def _lease(self, job_id: str, values: dict[str, Any]) -> Job | None:
         """Lease the job `job_id` (an SQL expression over `values`, which has :now)."""
