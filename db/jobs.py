@@ -7,7 +7,7 @@ the key is the conversation id, and a conversation's state changes must be handl
 in order.
 
 Hand-written rather than a library: the queue must enqueue inside the caller's
-transaction on both SQLite and PostgreSQL through `databases`, which none of the
+transaction on both SQLite and PostgreSQL through the Store, which none of the
 maintained Python job queues supports (they bring their own broker or driver).
 """
 

@@ -1,9 +1,10 @@
 """Schema migrations that run on SQLite and PostgreSQL alike.
 
 Alembic needs a synchronous driver and engine; the project talks to both databases
-only through `databases`' async drivers, so the migrations are a short ordered list
-of SQL statements, written once with the two dialect differences (auto-increment
-keys and floating-point columns) filled in per database.
+only through its async Store (asyncpg, and sqlite3 on the event loop), so the
+migrations are a short ordered list of SQL statements, written once with the two
+dialect differences (auto-increment keys and floating-point columns) filled in per
+database.
 """
 
 from __future__ import annotations

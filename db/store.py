@@ -1,9 +1,10 @@
 """The database handle every repository in db/ works through.
 
-PostgreSQL goes through `databases` (asyncpg, a pool). SQLite, the embedded default,
-goes through db/sqlite.py: one long-lived connection in WAL mode, statements run
-where they are awaited (see that module for why). Callers get one async API either
-way, and the dialect for the few statements that differ.
+PostgreSQL goes through db/postgres.py (an asyncpg pool, used directly). SQLite, the
+embedded default, goes through db/sqlite.py: one long-lived connection in WAL mode,
+statements run where they are awaited. Each module says why it is not `databases`.
+Callers get one async API either way, and the dialect for the few statements that
+differ.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from db.postgres import PostgresDatabase
 from db.sqlite import SqliteDatabase
-
-if TYPE_CHECKING:
-    from databases import Database
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -46,15 +45,11 @@ class Store:
             f"store_after_commit_{id(self)}", default=None
         )
         self._sqlite: SqliteDatabase | None = None
-        self._postgres: Database | None = None
+        self._postgres: PostgresDatabase | None = None
         if self.is_sqlite:
             self._sqlite = SqliteDatabase(url, busy_timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
         else:
-            # Imported here: `databases` and SQLAlchemy cost ~13 MB of memory, which a
-            # process on the embedded SQLite default never needs.
-            from databases import Database
-
-            self._postgres = Database(url, min_size=1, max_size=10)
+            self._postgres = PostgresDatabase(url, min_size=1, max_size=10)
 
     @property
     def is_sqlite(self) -> bool:
@@ -104,7 +99,7 @@ class Store:
         if self._sqlite is not None:
             return await self._sqlite.execute(query, values or {})
         assert self._postgres is not None
-        return await self._postgres.execute(query, dict(values or {}))
+        return await self._postgres.execute(query, values or {})
 
     async def fetch_one(
         self, query: str, values: Mapping[str, Any] | None = None
@@ -112,8 +107,7 @@ class Store:
         if self._sqlite is not None:
             return await self._sqlite.fetch_one(query, values or {})
         assert self._postgres is not None
-        row = await self._postgres.fetch_one(query, dict(values or {}))
-        return None if row is None else dict(row._mapping)
+        return await self._postgres.fetch_one(query, values or {})
 
     async def fetch_all(
         self, query: str, values: Mapping[str, Any] | None = None
@@ -121,8 +115,7 @@ class Store:
         if self._sqlite is not None:
             return await self._sqlite.fetch_all(query, values or {})
         assert self._postgres is not None
-        rows = await self._postgres.fetch_all(query, dict(values or {}))
-        return [dict(row._mapping) for row in rows]
+        return await self._postgres.fetch_all(query, values or {})
 
     # -- after-commit hooks -------------------------------------------------------------
     # Side effects that announce written data (waking workers for a job enqueued in a

@@ -31,9 +31,9 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level)
     # httpx logs every request URL at INFO; a receiver URL may carry a token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("databases").setLevel(logging.WARNING)
     # Their DEBUG output carries secrets: slack_sdk logs Web API response bodies (an
-    # OAuth install's bot token among them), aiosqlite every statement's parameters
-    # (stored processor settings). Even LOG_LEVEL=DEBUG keeps them at INFO or above.
-    for noisy in ("slack_sdk", "slack_bolt", "aiosqlite"):
+    # OAuth install's bot token among them). asyncpg is held with them in case a
+    # version logs statement parameters (stored processor settings). Even
+    # LOG_LEVEL=DEBUG keeps them at INFO or above.
+    for noisy in ("slack_sdk", "slack_bolt", "asyncpg"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
