@@ -72,7 +72,6 @@ class AgentIntake:
         except MalformedEvents as exc:
             return problem(422 if not isinstance(exc, _NotJson) else 400, str(exc))
         accepted, jobs = await self._record_events(conversation_id, events)
-        self.queue.wakeup.set()
         return JSONResponse(
             {"accepted": accepted, "duplicates": len(events) - accepted, "jobs": jobs}
         )
@@ -192,7 +191,6 @@ class AgentIntake:
                         timestamp=info.get("updated_at"),
                     )
                 )
-        self.queue.wakeup.set()
         return JSONResponse({"accepted": True, "jobs": int(queued)})
 
 

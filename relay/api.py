@@ -149,7 +149,6 @@ class RelayApi:
                 key=conversation_id,
                 idempotency_key=f"start:{conversation_id}",
             )
-        self.queue.wakeup.set()
         return JSONResponse(
             {"conversation_id": conversation_id, "callback_id": callback.id}, status_code=201
         )
@@ -220,7 +219,6 @@ class RelayApi:
                 key=conversation_id,
                 idempotency_key=f"catch-up:{callback.id}",
             )
-        self.queue.wakeup.set()
         return JSONResponse({"callback_id": callback.id}, status_code=201)
 
     async def _known_conversation(self, conversation_id: str) -> bool:
