@@ -15,6 +15,14 @@ from pydantic import BaseModel, Field
 
 from db.store import Store, now
 
+# The idempotency key of a callback's one reply job: processors.base queues it, and
+# db.retention keeps a callback's processor until that job is done.
+REPLY_KEY_PREFIX = "reply:"
+
+
+def reply_idempotency_key(callback_id: int) -> str:
+    return f"{REPLY_KEY_PREFIX}{callback_id}"
+
 
 class CallbackStatus(StrEnum):
     ACTIVE = "ACTIVE"

@@ -35,7 +35,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from db.callbacks import CallbackStatus
+from db.callbacks import REPLY_KEY_PREFIX, CallbackStatus
 from db.jobs import Job, JobQueue, JobStatus
 from db.store import Store, now
 
@@ -66,15 +66,14 @@ _PRUNE_STATEMENTS = {
         " (SELECT source, delivery_id FROM inbound_deliveries WHERE received_at < :cutoff"
         " LIMIT :batch) RETURNING source"
     ),
-    # A reply job's idempotency key is `reply:<callback id>` (processors.base, which db
-    # may not import); while that job is not done, the processor is still needed.
+    # While a callback's reply job is not done, its processor is still needed.
     "callbacks": (
         f"UPDATE conversation_callbacks SET processor_json = '{PRUNED_PROCESSOR_JSON}'"
         " WHERE id IN (SELECT cb.id FROM conversation_callbacks cb"
         f" WHERE cb.processor_json <> '{PRUNED_PROCESSOR_JSON}'"
         f" AND cb.status IN ({_CLOSED}) AND cb.updated_at < :cutoff"
         " AND NOT EXISTS (SELECT 1 FROM jobs j"
-        "  WHERE j.idempotency_key = 'reply:' || CAST(cb.id AS TEXT)"
+        f"  WHERE j.idempotency_key = '{REPLY_KEY_PREFIX}' || CAST(cb.id AS TEXT)"
         f"  AND j.status <> {_DONE}) LIMIT :batch) RETURNING id"
     ),
 }

@@ -28,6 +28,7 @@ from db.callbacks import (
     UnknownProcessorKind,
     active_callbacks,
     get_callback,
+    reply_idempotency_key,
     save_callback,
 )
 from db.jobs import JobQueue
@@ -197,7 +198,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
                 # Replies of one conversation arrive in turn order; their own key
                 # keeps a platform outage from holding up the conversation's jobs.
                 key=f"reply:{callback.conversation_id}",
-                idempotency_key=f"reply:{callback.id}",
+                idempotency_key=reply_idempotency_key(callback.id),
                 max_attempts=REPLY_MAX_ATTEMPTS,
             )
             current.set_processor(self)
