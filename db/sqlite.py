@@ -179,10 +179,6 @@ class SqliteDatabase:
         finally:
             self._depth -= 1
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._owner is not None and self._owner is asyncio.current_task()
-
     # -- helpers --------------------------------------------------------------------------
 
     async def _retry_busy(self, run: Callable[[], T]) -> T:
