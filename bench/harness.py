@@ -452,34 +452,26 @@ async def run_command(argv: Sequence[str], *, env: Mapping[str, str], workdir: P
     return output.decode(errors="replace")
 
 
-async def start_bare_app(workdir: Path) -> Server:
-    """The bare Starlette app (bench/bare_app.py) under the same Python and uvicorn."""
+async def _start_script(workdir: Path, name: str, script: str, ready_path: str) -> Server:
+    """A bench/ script run as an HTTP server on a free port, once `ready_path` answers."""
     port = free_port()
     service = Service(
-        "bare-app",
-        [PYTHON, str(BENCH / "bare_app.py"), "--port", str(port)],
-        env=os.environ,
-        workdir=workdir,
+        name, [PYTHON, str(BENCH / script), "--port", str(port)], env=os.environ, workdir=workdir
     )
     await service.start()
-    app = Server(service, f"http://{HOST}:{port}", port)
-    await service.wait_http(f"{app.url}/ready")
-    return app
+    server = Server(service, f"http://{HOST}:{port}", port)
+    await service.wait_http(f"{server.url}{ready_path}")
+    return server
+
+
+async def start_bare_app(workdir: Path) -> Server:
+    """The bare Starlette app (bench/bare_app.py) under the same Python and uvicorn."""
+    return await _start_script(workdir, "bare-app", "bare_app.py", "/ready")
 
 
 async def start_fake_peers(workdir: Path) -> Server:
     """bench/fake_peers.py: the agent-server's REST API and Slack's auth.test."""
-    port = free_port()
-    service = Service(
-        "fake-peers",
-        [PYTHON, str(BENCH / "fake_peers.py"), "--port", str(port)],
-        env=os.environ,
-        workdir=workdir,
-    )
-    await service.start()
-    peers = Server(service, f"http://{HOST}:{port}", port)
-    await service.wait_http(f"{peers.url}/_stats")
-    return peers
+    return await _start_script(workdir, "fake-peers", "fake_peers.py", "/_stats")
 
 
 def _sqlite_busy_jobs(path: Path) -> int:
