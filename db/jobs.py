@@ -196,67 +196,91 @@ class JobQueue:
 
     async def claim(self) -> Job | None:
         """Take the next runnable job (or one whose lease ran out) and lease it to the caller."""
+        jobs = await self.claim_batch(1)
+        return jobs[0] if jobs else None
+
+    async def claim_batch(self, limit: int) -> list[Job]:
+        """Lease up to `limit` runnable jobs to the caller, in claim order.
+
+        A worker with several free slots takes their jobs in one transaction rather
+        than one each: on PostgreSQL every claim transaction costs a WAL flush at
+        commit, which is most of what a short job costs. Only the oldest queued job
+        of a key is ever claimable, so a batch never holds two jobs of one key.
+        """
         stamp = now()
+        jobs: list[Job] = []
         if stamp >= self._next_lost_lease_check:
             self._next_lost_lease_check = stamp + LOST_LEASE_CHECK_SECONDS
-            job = await self._claim_where(_LEASE_LOST, "j.lease_until, j.id", stamp)
-            if job is not None:
-                return job
-        return await self._claim_where(_QUEUED_CLAIMABLE, "j.run_after, j.id", stamp)
+            jobs += await self._claim_where(_LEASE_LOST, "j.lease_until, j.id", stamp, 1)
+        if len(jobs) < limit:
+            jobs += await self._claim_where(
+                _QUEUED_CLAIMABLE, "j.run_after, j.id", stamp, limit - len(jobs)
+            )
+        return jobs
 
-    async def _claim_where(self, claimable: str, order: str, stamp: float) -> Job | None:
-        values = {"now": stamp}
+    async def _claim_where(self, claimable: str, order: str, stamp: float, limit: int) -> list[Job]:
+        values: dict[str, Any] = {"now": stamp, "limit": limit}
         if self.store.is_sqlite:
             # One UPDATE statement holds SQLite's single write lock from its read to
             # its write, so concurrent claims are already serialised.
             return await self._lease(
-                f"(SELECT j.id FROM jobs j WHERE {claimable} ORDER BY {order} LIMIT 1)", values
-            )
-        async with self.store.transaction():
-            candidates = await self.store.fetch_all(
-                f"SELECT j.id, j.job_key FROM jobs j WHERE {claimable}"
-                f" ORDER BY {order} LIMIT 5 FOR UPDATE SKIP LOCKED",
+                f"IN (SELECT j.id FROM jobs j WHERE {claimable} ORDER BY {order} LIMIT :limit)",
                 values,
             )
-            for candidate in candidates:
-                if candidate["job_key"] is None:
-                    return await self._lease(":id", {"id": candidate["id"], "now": stamp})
-                if not await self._lock_key(candidate["job_key"]):
-                    continue
-                # The candidates were chosen on a snapshot in which another worker's
-                # claim of the same key may not be visible yet. This UPDATE is a new
-                # statement, so its snapshot, taken after the key's lock, sees every
-                # committed claim: it checks the key again as it leases.
-                job = await self._lease(
-                    f":id AND id IN (SELECT j.id FROM jobs j WHERE j.id = :id AND {_CLAIMABLE})",
-                    {"id": candidate["id"], "now": stamp},
-                )
-                if job is not None:
-                    return job
-        return None
+        async with self.store.transaction():
+            # A few spare candidates: some of their keys may be taken by another
+            # worker's claim in flight.
+            candidates = await self.store.fetch_all(
+                f"SELECT j.id, j.job_key FROM jobs j WHERE {claimable}"
+                f" ORDER BY {order} LIMIT :scan FOR UPDATE SKIP LOCKED",
+                {"now": stamp, "scan": limit + 4},
+            )
+            keys = sorted({row["job_key"] for row in candidates if row["job_key"] is not None})
+            locked = set(await self._lock_keys(keys)) if keys else set()
+            chosen = [
+                row["id"]
+                for row in candidates
+                if row["job_key"] is None or row["job_key"] in locked
+            ][:limit]
+            if not chosen:
+                return []
+            # The candidates were chosen on a snapshot in which another worker's
+            # claim of the same key may not be visible yet. This UPDATE is a new
+            # statement, so its snapshot, taken after the keys' locks, sees every
+            # committed claim: it checks the keys again as it leases.
+            return await self._lease(
+                "= ANY(:ids) AND (job_key IS NULL OR id IN (SELECT j.id FROM jobs j"
+                f" WHERE j.id = ANY(:ids) AND {_CLAIMABLE}))",
+                {"now": stamp, "ids": chosen},
+            )
 
-    async def _lock_key(self, key: str) -> bool:
-        """PostgreSQL: claims of one key take turns (the lock lasts to the end of the
-        claiming transaction); False when another claim of the key holds it now."""
-        locked = await self.store.fetch_one(
-            "SELECT pg_try_advisory_xact_lock(hashtext(:key)) AS locked", {"key": key}
+    async def _lock_keys(self, keys: list[str]) -> list[str]:
+        """PostgreSQL: claims of one key take turns (each lock lasts to the end of the
+        claiming transaction); returns the keys no other claim holds now."""
+        rows = await self.store.fetch_all(
+            "SELECT key FROM unnest(CAST(:keys AS text[])) AS key"
+            " WHERE pg_try_advisory_xact_lock(hashtext(key))",
+            {"keys": keys},
         )
-        return locked is not None and bool(locked["locked"])
+        return [row["key"] for row in rows]
 
-    async def _lease(self, job_id: str, values: dict[str, Any]) -> Job | None:
-        """Lease the job `job_id` (an SQL expression over `values`, which has :now)."""
-        row = await self.store.fetch_one(
+    async def _lease(self, which: str, values: dict[str, Any]) -> list[Job]:
+        """Lease the jobs whose id is `which` (an SQL condition on id over `values`,
+        which has :now), in claim order."""
+        rows = await self.store.fetch_all(
             "UPDATE jobs SET status = :running, attempts = attempts + 1, lease_token = :token,"
-            f" lease_until = :lease_until, updated_at = :now WHERE id = {job_id}"
+            f" lease_until = :lease_until, updated_at = :now WHERE id {which}"
             f" RETURNING {_COLUMNS}",
             {
                 **values,
                 "running": JobStatus.RUNNING.value,
+                # One token for the batch: the fence is the pair (id, token).
                 "token": uuid.uuid4().hex,
                 "lease_until": values["now"] + self.lease_seconds,
             },
         )
-        return None if row is None else Job.from_row(row)
+        # RETURNING follows no ORDER BY.
+        return sorted(map(Job.from_row, rows), key=lambda job: (job.run_after, job.id))
 
     async def extend_lease(self, job: Job) -> bool:
         """Keep a long job's lease; False means the lease was lost to another worker."""

@@ -42,7 +42,7 @@ class Worker:
         self.wakeups: JobWakeupListener | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set; a job under way is finished first."""
+        """Run until `stop` is set; jobs under way are finished first."""
         log.info("worker %s started with %d slots", self.name, self.concurrency)
         wakeups = (
             job_wakeups(self.queue.store, self.queue.wakeup)
@@ -50,30 +50,51 @@ class Worker:
             else contextlib.nullcontext()
         )
         async with wakeups as self.wakeups:
-            await asyncio.gather(*(self._slot(stop) for _ in range(self.concurrency)))
+            await self._dispatch(stop)
         self.wakeups = None
         log.info("worker %s stopped", self.name)
 
-    async def _slot(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.queue.wakeup.clear()
-            try:
-                job = await self.queue.claim()
-            except Exception:
-                log.exception("claiming a job failed; trying again shortly")
-                job = None
-            if job is not None:
-                await self.run_job(job)
-                continue
-            waiters = [
-                asyncio.ensure_future(stop.wait()),
-                asyncio.ensure_future(self.queue.wakeup.wait()),
-            ]
-            await asyncio.wait(
-                waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waiters:
-                waiter.cancel()
+    async def _dispatch(self, stop: asyncio.Event) -> None:
+        # One loop claims for every free slot at once (JobQueue.claim_batch: one
+        # transaction for them all) and runs each job as a task of its own. It looks
+        # for work again when a job ends (which may free its key), when the queue
+        # is woken, and every poll interval.
+        running: set[asyncio.Task[None]] = set()
+        job_ended = asyncio.Event()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            job_ended.set()
+
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(running)
+                if free == 0:
+                    await _first_of(stop, job_ended, within=self.poll_interval)
+                    continue
+                # Cleared before the claim: a job that ends or is queued while the
+                # claim runs sets them again, and is looked for at once.
+                job_ended.clear()
+                self.queue.wakeup.clear()
+                try:
+                    claimed = await self.queue.claim_batch(free)
+                except Exception:
+                    log.exception("claiming jobs failed; trying again shortly")
+                    await _first_of(stop, within=self.poll_interval)
+                    continue
+                for job in claimed:
+                    task = asyncio.create_task(self.run_job(job))
+                    running.add(task)
+                    task.add_done_callback(ended)
+                if len(claimed) < free:
+                    await _first_of(stop, self.queue.wakeup, job_ended, within=self.poll_interval)
+        except BaseException:
+            for task in running:
+                task.cancel()
+            raise
+        finally:
+            if running:
+                await asyncio.wait(list(running))
 
     async def run_job(self, job: Job) -> None:
         handler = self.handlers.get(job.kind)
@@ -148,3 +169,13 @@ class Worker:
     def _count(self, job: Job, outcome: str) -> None:
         key = f"{job.kind}:{outcome}"
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+async def _first_of(*events: asyncio.Event, within: float) -> None:
+    """Wait until one of `events` is set, or `within` seconds have passed."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

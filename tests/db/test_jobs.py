@@ -178,6 +178,43 @@ async def test_jobs_sharing_a_key_run_one_at_a_time_in_enqueue_order(queue: JobQ
     assert (await claim_one(queue)).id == second_of_k
 
 
+async def test_claim_batch_takes_one_job_per_key_in_claim_order(queue: JobQueue) -> None:
+    first_of_k = await queue.enqueue("notify", {}, key="K")
+    second_of_k = await queue.enqueue("notify", {}, key="K")
+    other_key = await queue.enqueue("notify", {}, key="L")
+    keyless = [await queue.enqueue("notify", {}) for _ in range(3)]
+
+    batch = await queue.claim_batch(10)
+
+    assert [job.id for job in batch] == [first_of_k, other_key, *keyless]
+    assert all(job.status is JobStatus.RUNNING and job.attempts == 1 for job in batch)
+    assert await queue.claim_batch(10) == []
+    assert await queue.complete(batch[0])
+    assert [job.id for job in await queue.claim_batch(10)] == [second_of_k]
+
+
+async def test_claim_batch_takes_no_more_than_its_limit(queue: JobQueue) -> None:
+    ids = [await queue.enqueue("notify", {}) for _ in range(5)]
+
+    first = await queue.claim_batch(2)
+    rest = await queue.claim_batch(10)
+
+    assert [job.id for job in first] == ids[:2]
+    assert [job.id for job in rest] == ids[2:]
+
+
+async def test_concurrent_batch_claims_never_share_a_job_or_a_key(store: Store) -> None:
+    queue = JobQueue(store)
+    for n in range(40):
+        await queue.enqueue("notify", {"n": n}, key=f"key-{n % 8}")
+
+    batches = await asyncio.gather(*(JobQueue(store).claim_batch(6) for _ in range(4)))
+
+    claimed = [job for batch in batches for job in batch]
+    assert len({job.id for job in claimed}) == len(claimed)
+    assert len({job.job_key for job in claimed}) == len(claimed)
+
+
 async def test_a_keyed_job_waits_while_an_earlier_job_of_its_key_is_queued(
     queue: JobQueue,
 ) -> None:
