@@ -354,10 +354,18 @@ def parse_setting(text: str) -> tuple[str, str]:
 
 def relay_env(database_url: str, **settings: str) -> dict[str, str]:
     """The environment of a relay process: this one's, minus every agent-relay setting
-    that might leak in, plus the database and `settings` (NAME=value)."""
+    that might leak in, plus the database and `settings` (NAME=value).
+
+    Webhook receivers are allowed on private networks: every benchmark's receiver
+    listens on loopback."""
     product = _product_setting_names()
     inherited = {key: value for key, value in os.environ.items() if key.upper() not in product}
-    return {**inherited, "DATABASE_URL": database_url, **settings}
+    loopback_receivers = (
+        {"WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
+        if "WEBHOOK_ALLOW_PRIVATE_NETWORKS" in product
+        else {}
+    )
+    return {**inherited, **loopback_receivers, "DATABASE_URL": database_url, **settings}
 
 
 def github_private_key() -> str:

@@ -56,6 +56,13 @@ class ProcessorContext:
     # The platforms' API clients by platform name ("slack": bots.slack_api.SlackTeams),
     # for the processors that deliver there; absent when the platform is disabled.
     platforms: Mapping[str, Any] = field(default_factory=dict)
+    # The client for URLs API users choose (webhook receivers): guarded against
+    # private networks unless WEBHOOK_ALLOW_PRIVATE_NETWORKS (processors/receiver_guard.py).
+    # None: `http`.
+    receiver_http: httpx.AsyncClient | None = None
+
+    def receiver_client(self) -> httpx.AsyncClient:
+        return self.http if self.receiver_http is None else self.receiver_http
 
     def conversation_url(self, conversation_id: str) -> str | None:
         if not self.conversation_url_template:

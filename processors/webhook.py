@@ -16,6 +16,7 @@ from pydantic import SecretStr, field_serializer, field_validator
 from agent.http import send
 from db.callbacks import register_processor_kind
 from processors.base import ProcessorContext, Reply, ReplyingProcessor
+from processors.receiver_guard import RefusedReceiverAddress
 
 SIGNATURE_HEADER = "X-Relay-Signature-256"
 DELIVERY_HEADER = "X-Relay-Delivery"
@@ -60,15 +61,20 @@ class WebhookProcessor(ReplyingProcessor):
                 "url": reply.url,
             }
         ).encode()
-        await send(
-            context.http,
-            "POST",
-            self.url,
-            f"webhook receiver of callback {reply.callback_id}",
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(self.secret.get_secret_value(), body),
-                DELIVERY_HEADER: reply.delivery_id,
-            },
-        )
+        what = f"webhook receiver of callback {reply.callback_id}"
+        try:
+            await send(
+                # Guarded against private networks unless WEBHOOK_ALLOW_PRIVATE_NETWORKS.
+                context.receiver_client(),
+                "POST",
+                self.url,
+                what,
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    SIGNATURE_HEADER: sign(self.secret.get_secret_value(), body),
+                    DELIVERY_HEADER: reply.delivery_id,
+                },
+            )
+        except RefusedReceiverAddress as exc:
+            raise RefusedReceiverAddress(f"{what}: {exc}") from None

@@ -24,6 +24,7 @@ from db.callbacks import (
 )
 from db.jobs import JobQueue, PermanentJobError, RetryableJobError
 from db.store import Store
+from processors.receiver_guard import literal_refusal
 from processors.runtime import CATCH_UP_JOB
 from processors.webhook import WebhookProcessor
 
@@ -101,6 +102,10 @@ class RelayApi:
     queue: JobQueue
     agent: AgentClient
     api_token: str | None
+    # WEBHOOK_ALLOW_PRIVATE_NETWORKS: when off, a receiver URL that names a
+    # non-public address outright is refused here; host names are checked when
+    # sending, on the addresses they resolve to (processors/receiver_guard.py).
+    allow_private_receivers: bool = False
 
     def routes(self) -> list[Route]:
         return [
@@ -112,6 +117,12 @@ class RelayApi:
 
     def _authorised(self, request: Request) -> bool:
         return bearer_token_matches(request, self.api_token)
+
+    def _refused_receiver(self, processor: WebhookProcessor, where: str) -> JSONResponse | None:
+        if self.allow_private_receivers:
+            return None
+        refusal = literal_refusal(processor.url)
+        return None if refusal is None else problem(422, f"{where}: {refusal}")
 
     async def _body(self, request: Request, model: type[BaseModel]) -> Any:
         try:
@@ -131,6 +142,8 @@ class RelayApi:
             processor = body.callback.processor()
         except ValidationError as exc:
             return _validation_problem(exc)
+        if refused := self._refused_receiver(processor, "callback.url"):
+            return refused
         conversation_id = uuid.uuid4().hex
         prompt = body.prompt
         tags = {"source": "api"}
@@ -195,6 +208,8 @@ class RelayApi:
             return problem(422, f"conversation_id: {exc}")
         except ValidationError as exc:
             return _validation_problem(exc)
+        if refused := self._refused_receiver(processor, "processor.url"):
+            return refused
         if not await self._known_conversation(conversation_id):
             try:
                 info = await self.agent.get_conversation(conversation_id)

@@ -40,6 +40,7 @@ from processors import webhook  # noqa: F401  (registers the "webhook" processor
 from processors.base import ProcessorContext
 from processors.github import GithubCallbackProcessor
 from processors.gitlab import GitlabCallbackProcessor
+from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
 from processors.slack import SlackCallbackProcessor
 from relay.api import RelayApi
@@ -70,6 +71,8 @@ class Relay:
     github_source: GithubAppSource | None = None
     gitlab: GitlabApi | None = None
     retention: Retention | None = None
+    # Webhook receivers' client (ProcessorContext.receiver_http); None: `http`.
+    receiver_http: httpx.AsyncClient | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Relay:
@@ -118,6 +121,10 @@ class Relay:
             summary_mode=settings.summary_mode,
             conversation_url_template=settings.agent_conversation_url,
             platforms=platforms,
+            # Receivers are URLs API users choose; off private networks unless allowed.
+            receiver_http=None
+            if settings.webhook_allow_private_networks
+            else guarded_receiver_client(),
         )
         handlers = job_handlers(context)
         if slack_teams is not None:
@@ -171,6 +178,7 @@ class Relay:
             github_source,
             gitlab,
             retention,
+            receiver_http=context.receiver_http,
         )
 
     async def start(
@@ -198,6 +206,8 @@ class Relay:
     async def close(self) -> None:
         await self.agent.aclose()
         await self.http.aclose()
+        if self.receiver_http is not None:
+            await self.receiver_http.aclose()
         await self.store.disconnect()
 
     @contextlib.asynccontextmanager
@@ -234,7 +244,13 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
         session_api_key=_secret(settings.agent_server_api_key),
         webhook_secret=_secret(settings.agent_webhook_secret),
     )
-    api = RelayApi(relay.store, relay.queue, relay.agent, _secret(settings.api_token))
+    api = RelayApi(
+        relay.store,
+        relay.queue,
+        relay.agent,
+        _secret(settings.api_token),
+        allow_private_receivers=settings.webhook_allow_private_networks,
+    )
     health = Health(relay.store, relay.queue, relay.worker if run_worker else None)
 
     @contextlib.asynccontextmanager

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     default_repository: str | None = None
     api_token: SecretStr | None = None
     secret_key: SecretStr | None = None
+    # Webhook receivers are URLs API users choose: unless this is true, they may not
+    # be on loopback, private, link-local (cloud metadata) or other non-public
+    # addresses (processors/receiver_guard.py).
+    webhook_allow_private_networks: bool = False
 
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     job_lease_seconds: float = Field(default=60.0, ge=5.0)

@@ -6,7 +6,12 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
+import httpcore
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -14,6 +19,7 @@ from db.callbacks import ConversationCallback, get_callback, insert_callback
 from db.jobs import PermanentJobError, RetryableJobError
 from db.store import Store
 from processors.base import ProcessorContext, Reply, ReplyStatus
+from processors.receiver_guard import guarded_receiver_client
 from processors.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, WebhookProcessor
 from tests.support.fake_agent_api import (
     WEBHOOK_SECRET,
@@ -22,6 +28,8 @@ from tests.support.fake_agent_api import (
     FakeWebhookReceiver,
     processor_context,
 )
+from tests.support.loopback import LoopbackServer
+from tests.support.receiver import RecordingReceiver
 
 CONVERSATION_ID = "35d77258005d458983a8431e1722da40"
 
@@ -186,3 +194,93 @@ def test_http_and_https_urls_are_accepted(url: str) -> None:
 def test_short_secret_is_rejected(secret: str) -> None:
     with pytest.raises(ValidationError, match="secret"):
         WebhookProcessor.model_validate({"url": WEBHOOK_URL, "secret": secret})
+
+
+# -- outbound safety: the guarded receiver client (processors/receiver_guard.py) -----------
+
+
+class Redirector(LoopbackServer):
+    """Answers every request with a 307 to `location`."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__()
+        self.location = location
+        self.hits = 0
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        redirector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                redirector.hits += 1
+                self.send_response(307)
+                self.send_header("Location", redirector.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+class ToLoopback(httpcore.AsyncNetworkBackend):
+    """Connects a checked public address's connection to a loopback port instead."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def connect_tcp(
+        self, host: str, port: int, **options: Any
+    ) -> httpcore.AsyncNetworkStream:
+        return await httpcore.AnyIOBackend().connect_tcp("127.0.0.1", self.port)
+
+
+async def public_resolver(host: str, port: int) -> list[str]:
+    return ["93.184.216.34"]
+
+
+async def test_a_loopback_receiver_is_refused_for_good_naming_the_setting(
+    context: ProcessorContext, receiver: FakeWebhookReceiver
+) -> None:
+    with RecordingReceiver() as loopback:
+        processor = WebhookProcessor.model_validate(
+            {"url": f"{loopback.url}/hook?token=query-secret", "secret": WEBHOOK_SECRET}
+        )
+        async with guarded_receiver_client() as guarded:
+            with pytest.raises(PermanentJobError) as refused:
+                await processor.deliver(a_reply(), replace(context, receiver_http=guarded))
+        assert loopback.requests == []
+    message = str(refused.value)
+    assert message.startswith("webhook receiver of callback 7: refused to connect: 127.0.0.1")
+    assert "WEBHOOK_ALLOW_PRIVATE_NETWORKS=true" in message
+    assert WEBHOOK_SECRET not in message and "query-secret" not in message
+    assert receiver.received == []  # nor did it go through the shared client
+
+
+async def test_delivery_goes_through_the_receiver_client(
+    context: ProcessorContext, receiver: FakeWebhookReceiver
+) -> None:
+    other = FakeWebhookReceiver()
+    async with httpx.AsyncClient(transport=other.transport()) as receiver_http:
+        await webhook_processor().deliver(a_reply(), replace(context, receiver_http=receiver_http))
+    assert len(other.received) == 1
+    assert receiver.received == []
+
+
+async def test_a_redirect_from_a_receiver_is_refused_and_not_followed(
+    context: ProcessorContext,
+) -> None:
+    with RecordingReceiver() as target, Redirector(f"{target.url}/elsewhere") as redirector:
+        guarded = guarded_receiver_client(public_resolver, inner=ToLoopback(redirector.port))
+        async with guarded:
+            processor = WebhookProcessor.model_validate(
+                {"url": "http://receiver.example.test/hook", "secret": WEBHOOK_SECRET}
+            )
+            with pytest.raises(PermanentJobError, match=r"307 \(redirects are refused\)"):
+                await processor.deliver(a_reply(), replace(context, receiver_http=guarded))
+        assert redirector.hits == 1
+        assert target.requests == []

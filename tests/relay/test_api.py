@@ -331,6 +331,64 @@ async def test_callback_while_the_agent_is_down_is_503(
     await assert_nothing_stored(api.store)
 
 
+# -- receiver addresses (WEBHOOK_ALLOW_PRIVATE_NETWORKS) -----------------------------------
+
+PRIVATE_RECEIVERS = [
+    "http://127.0.0.1:9000/hook",
+    "http://localhost:9000/hook",
+    "http://[::1]/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "https://10.0.0.5/hook",
+    "http://2130706433/hook",
+]
+
+
+async def test_a_receiver_on_a_private_address_is_refused_at_creation(
+    api: RunningApi, agent_server: FakeAgentServer
+) -> None:
+    conversation_id = agent_server.add_conversation()
+    for url in PRIVATE_RECEIVERS:
+        hook = {**HOOK, "url": url}
+        started = await api.client.post(
+            "/api/conversations", json={"prompt": "hi", "callback": hook}, headers=AUTH
+        )
+        registered = await api.client.post(
+            "/api/callbacks",
+            json={"conversation_id": conversation_id, "processor": hook},
+            headers=AUTH,
+        )
+        for response, field in ((started, "callback.url"), (registered, "processor.url")):
+            assert response.status_code == 422, (url, response.text)
+            error = response.json()["error"]
+            assert error.startswith(f"{field}: "), error
+            assert "not a public address" in error
+            assert "WEBHOOK_ALLOW_PRIVATE_NETWORKS=true" in error
+            assert HOOK_SECRET not in response.text
+    # Refused before the agent-server was asked about the conversation.
+    assert agent_server.calls_to("GET", f"/api/conversations/{conversation_id}") == []
+    await assert_nothing_stored(api.store)
+
+
+async def test_private_receivers_are_accepted_when_the_setting_allows_them(
+    migrated_database_url: str, agent_url: str, agent_server: FakeAgentServer
+) -> None:
+    conversation_id = agent_server.add_conversation()
+    hook = {**HOOK, "url": "http://127.0.0.1:9000/hook"}
+    settings = settings_for(migrated_database_url, agent_url, webhook_allow_private_networks=True)
+    async with running(settings) as api:
+        started = await api.client.post(
+            "/api/conversations", json={"prompt": "hi", "callback": hook}, headers=AUTH
+        )
+        registered = await api.client.post(
+            "/api/callbacks",
+            json={"conversation_id": conversation_id, "processor": hook},
+            headers=AUTH,
+        )
+    assert started.status_code == 201, started.text
+    assert registered.status_code == 201, registered.text
+
+
 # -- GET /api/callbacks --------------------------------------------------------------------
 
 CONVERSATION_A = uuid.uuid4().hex

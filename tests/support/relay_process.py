@@ -67,6 +67,8 @@ def relay_environment(
         "AGENT_WORKSPACE_DIR": str(workdir / "workspace"),
         "AGENT_CONVERSATION_URL": CONVERSATION_URL,
         "LOG_LEVEL": "DEBUG",
+        # The e2e webhook receivers listen on 127.0.0.1.
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
         **(extra or {}),
     }
 

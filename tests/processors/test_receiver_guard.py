@@ -1,0 +1,342 @@
+"""The outbound guard of webhook receivers: which addresses are refused, and that the
+guarded client resolves once, checks every address and connects only to a checked one.
+
+No internet here: a "public" host is a name that an injected resolver answers with a
+public address, and a backend that records that address connects to a loopback
+receiver in its place. Loopback itself is reached through the system resolver.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import ssl
+from collections.abc import Iterable, Iterator, Sequence
+
+import httpcore
+import httpx
+import pytest
+
+from processors.receiver_guard import (
+    ALLOW_SETTING,
+    RefusedReceiverAddress,
+    Resolver,
+    guarded_receiver_client,
+    literal_refusal,
+    refusal_reason,
+)
+from tests.support.receiver import RecordingReceiver
+
+PUBLIC_HOST = "receiver.example.test"
+PUBLIC_ADDRESS = "93.184.216.34"
+
+
+@pytest.fixture
+def receiver() -> Iterator[RecordingReceiver]:
+    with RecordingReceiver() as recording:
+        yield recording
+
+
+class Resolutions:
+    """A resolver answering each lookup with the next of `answers` (the last one
+    again once they run out), recording the hosts it was asked for."""
+
+    def __init__(self, *answers: Sequence[str]) -> None:
+        self._answers = list(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> Sequence[str]:
+        self.asked.append(host)
+        return self._answers.pop(0) if len(self._answers) > 1 else self._answers[0]
+
+
+class ForwardingBackend(httpcore.AsyncNetworkBackend):
+    """Records the address each connection is opened to, and opens it to a loopback
+    port instead (the stand-in for that public address)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connected: list[tuple[str, int]] = []
+        self._real = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        self.connected.append((host, port))
+        return await self._real.connect_tcp("127.0.0.1", self.port, timeout=timeout)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._real.sleep(seconds)
+
+
+def guarded_to(
+    receiver: RecordingReceiver, resolver: Resolver
+) -> tuple[httpx.AsyncClient, ForwardingBackend]:
+    backend = ForwardingBackend(receiver.port)
+    return guarded_receiver_client(resolver, inner=backend), backend
+
+
+# -- which addresses --------------------------------------------------------------------
+
+REFUSED = {
+    "127.0.0.1": "loopback",
+    "127.255.0.9": "loopback",
+    "::1": "loopback",
+    "10.1.2.3": "private",
+    "172.16.0.1": "private",
+    "192.168.1.1": "private",
+    "fd12:3456::1": "unique local",
+    "169.254.169.254": "link-local",  # AWS, GCP, Azure, OpenStack metadata
+    "fd00:ec2::254": "unique local",  # AWS metadata over IPv6
+    "100.100.100.200": "shared",  # Alibaba metadata
+    "100.64.0.1": "shared",
+    "fe80::1": "link-local",
+    "fe80::1%1": "link-local",
+    "0.0.0.0": "unspecified",
+    "::": "unspecified",
+    "224.0.0.251": "multicast",
+    "ff02::1": "multicast",
+    "255.255.255.255": "broadcast",
+    "240.0.0.1": "reserved",
+    "192.0.2.10": "documentation",
+    "2001:db8::1": "documentation",
+    "::ffff:127.0.0.1": "IPv4-mapped form of loopback",
+    "::ffff:169.254.169.254": "IPv4-mapped form of link-local",
+    "::ffff:10.0.0.1": "IPv4-mapped form of private",
+    "64:ff9b::7f00:1": "NAT64 form of loopback",
+    "64:ff9b::a9fe:a9fe": "NAT64 form of link-local",
+    "2002:a00:1::1": "6to4 form of private",
+    "2001:0:4136:e378::1": "Teredo",
+    "fec0::1": "site-local",
+}
+ALLOWED = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+
+
+@pytest.mark.parametrize(("address", "kind"), REFUSED.items())
+def test_non_public_addresses_are_refused_and_named(address: str, kind: str) -> None:
+    reason = refusal_reason(ipaddress.ip_address(address))
+    assert reason is not None
+    assert kind in reason
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert refusal_reason(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://127.1/hook",  # the resolver's short form
+        "http://2130706433/hook",  # and its decimal form
+        "http://0x7f.0.0.1/hook",
+        "http://localhost/hook",
+        "http://LOCALHOST./hook",
+        "http://hooks.localhost/hook",
+        "http://[::1]:9000/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.5/hook",
+        "http://[fd00:ec2::254]/",
+        "http://0.0.0.0:8000/",
+    ],
+)
+def test_literal_non_public_urls_are_refused_naming_the_setting(url: str) -> None:
+    refusal = literal_refusal(url)
+    assert refusal is not None
+    assert f"{ALLOW_SETTING}=true" in refusal
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/x",
+        "http://internal-name/x",
+        "https://8.8.8.8/x",
+        "http://[2606:4700::1]/",
+    ],
+)
+def test_names_and_public_literals_pass_the_creation_check(url: str) -> None:
+    # A name is judged when sending, on the addresses it resolves to then.
+    assert literal_refusal(url) is None
+
+
+def test_a_refusal_never_repeats_the_urls_path_or_query() -> None:
+    refusal = literal_refusal("http://127.0.0.1/hook?token=s3cret-token")
+    assert refusal is not None
+    assert "s3cret-token" not in refusal and "/hook" not in refusal
+
+
+# -- the guarded client ---------------------------------------------------------------
+
+
+async def test_loopback_literal_is_refused_before_any_connection(
+    receiver: RecordingReceiver,
+) -> None:
+    async with guarded_receiver_client() as client:
+        with pytest.raises(RefusedReceiverAddress) as refused:
+            await client.post(f"{receiver.url}/hook", content=b"{}")
+    assert "127.0.0.1 is not a public address (loopback)" in str(refused.value)
+    assert f"{ALLOW_SETTING}=true" in str(refused.value)
+    assert receiver.requests == []
+
+
+async def test_ipv4_mapped_loopback_literal_is_refused(receiver: RecordingReceiver) -> None:
+    async with guarded_receiver_client() as client:
+        with pytest.raises(RefusedReceiverAddress, match="IPv4-mapped form of loopback"):
+            await client.post(f"http://[::ffff:127.0.0.1]:{receiver.port}/hook", content=b"{}")
+    assert receiver.requests == []
+
+
+async def test_a_name_resolving_to_loopback_is_refused(receiver: RecordingReceiver) -> None:
+    # "localhost" goes through the system resolver, like any host name.
+    async with guarded_receiver_client() as client:
+        with pytest.raises(RefusedReceiverAddress) as refused:
+            await client.post(f"http://localhost:{receiver.port}/hook", content=b"{}")
+    assert str(refused.value).startswith("refused to connect: localhost resolves to ")
+    assert "(loopback)" in str(refused.value)
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [["10.0.0.7"], ["169.254.169.254"], ["::ffff:127.0.0.1"], [PUBLIC_ADDRESS, "127.0.0.1"]],
+)
+async def test_a_name_with_any_non_public_address_is_refused_whole(
+    receiver: RecordingReceiver, answer: list[str]
+) -> None:
+    client, backend = guarded_to(receiver, Resolutions(answer))
+    async with client:
+        with pytest.raises(RefusedReceiverAddress, match=f"{PUBLIC_HOST} resolves to"):
+            await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
+    assert backend.connected == []
+    assert receiver.requests == []
+
+
+async def test_a_public_address_is_connected_to_with_the_names_host_header(
+    receiver: RecordingReceiver,
+) -> None:
+    resolver = Resolutions([PUBLIC_ADDRESS])
+    client, backend = guarded_to(receiver, resolver)
+    async with client:
+        response = await client.post(f"http://{PUBLIC_HOST}:8080/hook", content=b'{"a": 1}')
+    assert response.status_code == 200
+    assert resolver.asked == [PUBLIC_HOST]
+    assert backend.connected == [(PUBLIC_ADDRESS, 8080)]
+    [request] = receiver.requests
+    assert request.headers["host"] == f"{PUBLIC_HOST}:8080"
+    assert request.body == b'{"a": 1}'
+
+
+async def test_rebinding_cannot_move_a_connection_to_an_unchecked_address(
+    receiver: RecordingReceiver,
+) -> None:
+    """The name answers public, then private: each connection resolves once and goes
+    to the address it checked, so the private answer is refused, never connected to."""
+    resolver = Resolutions([PUBLIC_ADDRESS], ["127.0.0.1"])
+    client, backend = guarded_to(receiver, resolver)
+    async with client:
+        # "Connection: close": the next request needs a new connection, so a new lookup.
+        first = await client.post(
+            f"http://{PUBLIC_HOST}/hook", content=b"{}", headers={"Connection": "close"}
+        )
+        with pytest.raises(RefusedReceiverAddress, match=re.escape("resolves to 127.0.0.1")):
+            await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
+    assert first.status_code == 200
+    assert resolver.asked == [PUBLIC_HOST, PUBLIC_HOST]  # once per connection
+    assert backend.connected == [(PUBLIC_ADDRESS, 80)]
+    assert len(receiver.requests) == 1
+
+
+async def test_the_next_address_is_tried_when_one_does_not_answer(
+    receiver: RecordingReceiver,
+) -> None:
+    class FirstRefuses(ForwardingBackend):
+        async def connect_tcp(
+            self, host: str, port: int, **options: object
+        ) -> httpcore.AsyncNetworkStream:
+            if not self.connected:
+                self.connected.append((host, port))
+                raise httpcore.ConnectError("connection refused")
+            return await super().connect_tcp(host, port)
+
+    backend = FirstRefuses(receiver.port)
+    async with guarded_receiver_client(
+        Resolutions(["2606:4700:4700::1111", PUBLIC_ADDRESS]), inner=backend
+    ) as client:
+        response = await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
+    assert response.status_code == 200
+    assert backend.connected == [("2606:4700:4700::1111", 80), (PUBLIC_ADDRESS, 80)]
+
+
+async def test_a_failed_lookup_is_a_connect_error(receiver: RecordingReceiver) -> None:
+    async def no_such_name(host: str, port: int) -> Sequence[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    client, backend = guarded_to(receiver, no_such_name)
+    async with client:
+        with pytest.raises(httpx.ConnectError, match=f"could not resolve {PUBLIC_HOST}"):
+            await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
+    assert backend.connected == []
+
+
+class TlsRecordingStream(httpcore.AsyncMockStream):
+    """Records what TLS is started with, then stops the request."""
+
+    started_with: tuple[ssl.SSLContext, str | None] | None = None
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+    ) -> httpcore.AsyncNetworkStream:
+        self.started_with = (ssl_context, server_hostname)
+        raise httpcore.ConnectError("the test stops before the handshake")
+
+
+async def test_tls_names_and_verifies_the_host_while_connecting_to_the_checked_address() -> None:
+    stream = TlsRecordingStream([])
+    connected: list[str] = []
+
+    class StreamBackend(httpcore.AsyncNetworkBackend):
+        async def connect_tcp(
+            self, host: str, port: int, **options: object
+        ) -> httpcore.AsyncNetworkStream:
+            connected.append(host)
+            return stream
+
+    async with guarded_receiver_client(
+        Resolutions([PUBLIC_ADDRESS]), inner=StreamBackend()
+    ) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(f"https://{PUBLIC_HOST}/hook", content=b"{}")
+    assert connected == [PUBLIC_ADDRESS]
+    assert stream.started_with is not None
+    context, server_hostname = stream.started_with
+    assert server_hostname == PUBLIC_HOST  # SNI, and the name the certificate must carry
+    assert context.check_hostname is True
+    assert context.verify_mode is ssl.CERT_REQUIRED
+
+
+async def test_redirects_are_not_followed_and_proxies_from_the_environment_are_not_used(
+    receiver: RecordingReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RecordingReceiver() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("ALL_PROXY", proxy.url)
+        receiver.fail_next(302)
+        client, backend = guarded_to(receiver, Resolutions([PUBLIC_ADDRESS]))
+        async with client:
+            assert client.follow_redirects is False
+            response = await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
+        assert response.status_code == 302
+        assert proxy.requests == []
+    assert backend.connected == [(PUBLIC_ADDRESS, 80)]
