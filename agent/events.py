@@ -35,7 +35,8 @@ class AgentState(StrEnum):
 # The job that runs a conversation's processors for one observation; payload
 # {"observation": ..., "callback_id": optional, to run only that callback}.
 STATE_CHANGED_JOB = "agent.state_changed"
-# Start a conversation with its prompt: {"conversation_id", "prompt", "tags"}.
+# Start a conversation with its prompt: {"conversation_id", "prompt", "tags"}; a
+# mention's also carries "platform", "delivery_id", "callback_id" and "received_at".
 START_JOB = "conversation.start"
 # Send a follow-up turn's message once earlier turns have answered: {"callback_id"}.
 TURN_MESSAGE_JOB = "conversation.message"
@@ -80,6 +81,9 @@ class AgentStateChangedObservation(BaseModel):
     event_id: str = Field(description="id of the agent-server event that reported the change")
     timestamp: str | None = Field(
         default=None, description="that event's timestamp, as the agent-server wrote it"
+    )
+    received_at: float | None = Field(
+        default=None, description="when agent-relay received that event (epoch seconds)"
     )
 
 

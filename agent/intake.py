@@ -35,6 +35,7 @@ from agent.events import (
 from agent.http import bearer_token_matches, problem
 from db.deliveries import record_deliveries, record_delivery
 from db.jobs import JobQueue
+from db.logcontext import log_context
 from db.store import Store, now
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class AgentIntake:
             events = validate_batch(await _json_body(request))
         except MalformedEvents as exc:
             return problem(422 if not isinstance(exc, _NotJson) else 400, str(exc))
-        accepted, jobs = await self._record_events(conversation_id, events)
+        with log_context(conversation=conversation_id):
+            accepted, jobs = await self._record_events(conversation_id, events)
         return JSONResponse(
             {"accepted": accepted, "duplicates": len(events) - accepted, "jobs": jobs}
         )
@@ -155,7 +157,8 @@ class AgentIntake:
         )
         job_id = await self.queue.enqueue(
             STATE_CHANGED_JOB,
-            {"observation": observation.model_dump(mode="json")},
+            # received_at is the job's created_at; the handler fills it in.
+            {"observation": observation.model_dump(mode="json", exclude={"received_at"})},
             key=observation.conversation_id,
             idempotency_key=f"agent-event:{observation.conversation_id}:{observation.event_id}",
         )

@@ -23,6 +23,8 @@ from bots.github_app import GithubAppSource
 from bots.github_triggers import PLATFORM, trigger_of
 from db.deliveries import record_delivery
 from db.jobs import JobQueue
+from db.logcontext import log_context
+from db.metrics import EVENTS_RECEIVED
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -78,12 +80,15 @@ def github_routes(
             return JSONResponse({"error": "the payload is not a JSON object"}, status_code=400)
         key = job_key(event, mention=mention, trigger_label=trigger_label)
         if key is None:
+            EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="ignored").inc()
             return JSONResponse({"ok": True, "queued": False})
         async with store.transaction():
             if not await record_delivery(store, PLATFORM, event.delivery_id):
-                log.info("github delivery %s received again; ignored", event.delivery_id)
+                EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="duplicate").inc()
+                with log_context(delivery=event.delivery_id):
+                    log.info("github delivery %s received again; ignored", event.delivery_id)
                 return JSONResponse({"ok": True, "queued": False, "duplicate": True})
-            await queue.enqueue(
+            job_id = await queue.enqueue(
                 GITHUB_EVENT_JOB,
                 {
                     "delivery_id": event.delivery_id,
@@ -94,12 +99,14 @@ def github_routes(
                 idempotency_key=f"{GITHUB_EVENT_JOB}:{event.delivery_id}",
                 max_attempts=GITHUB_EVENT_MAX_ATTEMPTS,
             )
-        log.info(
-            "github delivery %s queued (%s.%s)",
-            event.delivery_id,
-            event.event,
-            event.data.get("action"),
-        )
+        EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="queued").inc()
+        with log_context(delivery=event.delivery_id, job=job_id):
+            log.info(
+                "github delivery %s queued (%s.%s)",
+                event.delivery_id,
+                event.event,
+                event.data.get("action"),
+            )
         return JSONResponse({"ok": True, "queued": True}, status_code=202)
 
     return [Route(EVENTS_PATH, receive, methods=["POST"])]

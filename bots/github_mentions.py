@@ -39,6 +39,8 @@ from db.installations import (
     set_installation_status,
 )
 from db.jobs import Job, JobQueue, PermanentJobError
+from db.logcontext import bind
+from db.metrics import MENTION_ACCEPTED, MENTIONS
 from db.secrets import SecretBox
 from db.store import Store
 
@@ -76,7 +78,10 @@ class GithubMentions:
         event = Event(
             payload["payload"], event=payload["event"], delivery_id=payload["delivery_id"]
         )
-        await router.dispatch(event, self)
+        # The worker runs each job in a task of its own: what is bound here stays in it.
+        bind(delivery=event.delivery_id)
+        # Its handlers get the delivery's arrival time: the job was queued then.
+        await router.dispatch(event, self, job.created_at)
 
     # -- installations ------------------------------------------------------------------
 
@@ -114,7 +119,7 @@ class GithubMentions:
 
     # -- triggers -------------------------------------------------------------------------
 
-    async def on_trigger(self, event: Event) -> None:
+    async def on_trigger(self, event: Event, received_at: float | None = None) -> None:
         slug = await self.clients.app_slug()
         trigger = trigger_of(
             event.event,
@@ -124,11 +129,14 @@ class GithubMentions:
             app_slug=slug,
         )
         if trigger is None:
+            MENTIONS.labels(platform=PLATFORM, outcome="not_a_trigger").inc()
             return
         if trigger.installation_id is None:
+            MENTIONS.labels(platform=PLATFORM, outcome="no_installation").inc()
             log.warning("github delivery %s has no installation; ignored", event.delivery_id)
             return
         if not await self.is_active(trigger.installation_id):
+            MENTIONS.labels(platform=PLATFORM, outcome="inactive_installation").inc()
             log.info(
                 "github delivery %s: installation %s is not active; ignored",
                 event.delivery_id,
@@ -140,6 +148,7 @@ class GithubMentions:
         )
         if not await self._may_write(trigger):
             await self._refuse(thread, trigger, event.delivery_id)
+            MENTIONS.labels(platform=PLATFORM, outcome="no_permission").inc()
             return
         link = await find_link(self.store, PLATFORM, trigger.thread_key)
         await self._react(trigger)
@@ -148,6 +157,7 @@ class GithubMentions:
         conversation_id = (
             link.conversation_id if link else new_conversation_id(PLATFORM, event.delivery_id)
         )
+        bind(conversation=conversation_id)
         ack = await self._acknowledge(
             thread, comments, conversation_id, event.delivery_id, continuing=link is not None
         )
@@ -180,8 +190,12 @@ class GithubMentions:
             ),
             tags=_tags(trigger),
             cursor=str(max(seen)),
+            received_at=received_at,
         )
         callback_id = await record_turn(self.store, self.queue, turn, continuing=link is not None)
+        if callback_id is not None:
+            MENTIONS.labels(platform=PLATFORM, outcome=MENTION_ACCEPTED).inc()
+            bind(callback=callback_id)
         log.info(
             "github %s: %s conversation %s (delivery %s, callback %s)",
             trigger.thread_key,
@@ -274,7 +288,7 @@ class GithubMentions:
 
 
 @router.register("installation")
-async def installation_changed(event: Event, mentions: GithubMentions) -> None:
+async def installation_changed(event: Event, mentions: GithubMentions, *_: object) -> None:
     status = {
         "created": STATUS_ACTIVE,
         "new_permissions_accepted": STATUS_ACTIVE,
@@ -297,7 +311,7 @@ async def installation_changed(event: Event, mentions: GithubMentions) -> None:
 
 
 @router.register("installation_repositories")
-async def repositories_changed(event: Event, mentions: GithubMentions) -> None:
+async def repositories_changed(event: Event, mentions: GithubMentions, *_: object) -> None:
     installation_id = str((event.data.get("installation") or {}).get("id"))
     row = await get_installation(mentions.store, mentions.box, PLATFORM, installation_id)
     await mentions.save_installation(event.data, row.status if row else STATUS_ACTIVE)
@@ -308,8 +322,8 @@ async def repositories_changed(event: Event, mentions: GithubMentions) -> None:
 @router.register("pull_request_review", action="submitted")
 @router.register("issues", action="labeled")
 @router.register("pull_request", action="labeled")
-async def triggered(event: Event, mentions: GithubMentions) -> None:
-    await mentions.on_trigger(event)
+async def triggered(event: Event, mentions: GithubMentions, received_at: float) -> None:
+    await mentions.on_trigger(event, received_at)
 
 
 def _comment_line(comment: dict[str, Any]) -> str:

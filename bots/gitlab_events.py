@@ -29,6 +29,8 @@ from starlette.routing import Route
 from bots.gitlab_triggers import PLATFORM, TRIGGER_EVENTS, trigger_of
 from db.deliveries import record_delivery
 from db.jobs import JobQueue
+from db.logcontext import log_context
+from db.metrics import EVENTS_RECEIVED
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,10 @@ class GitlabEvents:
         outcome = _Outcome()
         delivery_id = delivery_id_of(request.headers, event.event, body)
         await self._router.dispatch(event, delivery_id, outcome)
+        EVENTS_RECEIVED.labels(
+            platform=PLATFORM,
+            outcome="queued" if outcome.queued else "duplicate" if outcome.duplicate else "ignored",
+        ).inc()
         if outcome.queued:
             return JSONResponse({"ok": True, "queued": True}, status_code=202)
         return JSONResponse({"ok": True, "queued": False, "duplicate": outcome.duplicate})
@@ -120,10 +126,11 @@ class GitlabEvents:
             return
         async with self._store.transaction():
             if not await record_delivery(self._store, PLATFORM, delivery_id):
-                log.info("gitlab delivery %s received again; ignored", delivery_id)
+                with log_context(delivery=delivery_id):
+                    log.info("gitlab delivery %s received again; ignored", delivery_id)
                 outcome.duplicate = True
                 return
-            await self._queue.enqueue(
+            job_id = await self._queue.enqueue(
                 GITLAB_EVENT_JOB,
                 {"delivery_id": delivery_id, "event": event.event, "payload": event.data},
                 key=f"{PLATFORM}:{trigger.thread_key}",
@@ -131,4 +138,7 @@ class GitlabEvents:
                 max_attempts=GITLAB_EVENT_MAX_ATTEMPTS,
             )
         outcome.queued = True
-        log.info("gitlab delivery %s queued (%s, %s)", delivery_id, event.event, trigger.thread_key)
+        with log_context(delivery=delivery_id, job=job_id):
+            log.info(
+                "gitlab delivery %s queued (%s, %s)", delivery_id, event.event, trigger.thread_key
+            )

@@ -32,6 +32,8 @@ from bots.mentions import (
     record_turn,
 )
 from db.jobs import Job, JobQueue
+from db.logcontext import bind
+from db.metrics import MENTION_ACCEPTED, MENTIONS
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class GitlabMentions:
 
     async def handle(self, job: Job) -> None:
         delivery_id = str(job.payload["delivery_id"])
+        # The worker runs each job in a task of its own: what is bound here stays in it.
+        bind(delivery=delivery_id)
         bot = await self.api.bot_user()
         trigger = trigger_of(
             job.payload["event"],
@@ -71,6 +75,7 @@ class GitlabMentions:
             bot_user_id=bot.id,
         )
         if trigger is None:
+            MENTIONS.labels(platform=PLATFORM, outcome="not_a_trigger").inc()
             log.info("gitlab delivery %s: not a trigger after all (the bot's own?)", delivery_id)
             return
         place = Place(trigger.project_id, trigger.noteable, trigger.iid, trigger.discussion_id)
@@ -83,6 +88,7 @@ class GitlabMentions:
                 f"@{trigger.username} {permission_refusal(NEEDED_ACCESS)}",
                 marker("refusal", source),
             )
+            MENTIONS.labels(platform=PLATFORM, outcome="no_permission").inc()
             log.info(
                 "gitlab %s: %s (access level %s) may not trigger the agent",
                 trigger.thread_key,
@@ -95,6 +101,7 @@ class GitlabMentions:
         conversation_id = (
             link.conversation_id if link else new_conversation_id(PLATFORM, delivery_id)
         )
+        bind(conversation=conversation_id)
         where = "this thread" if trigger.discussion_id else f"this {trigger.noteable.noun}"
         ack = acknowledgement(
             self.conversation_url(conversation_id), continuing=link is not None, where=where
@@ -125,8 +132,12 @@ class GitlabMentions:
             ),
             tags=_tags(trigger),
             cursor=_newest_note_id(notes, trigger),
+            received_at=job.created_at,
         )
         callback_id = await record_turn(self.store, self.queue, turn, continuing=link is not None)
+        if callback_id is not None:
+            MENTIONS.labels(platform=PLATFORM, outcome=MENTION_ACCEPTED).inc()
+            bind(callback=callback_id)
         log.info(
             "gitlab %s: %s conversation %s (callback %s)",
             trigger.thread_key,

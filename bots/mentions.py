@@ -64,6 +64,9 @@ class Turn:
     tags: dict[str, str] = field(default_factory=dict)
     # Platform marker of the newest message the agent has now seen (see find_link).
     cursor: str | None = None
+    # When the platform's delivery arrived (epoch seconds; its event job's created_at),
+    # for the mention -> agent latency.
+    received_at: float | None = None
 
 
 def new_conversation_id(platform: str, delivery_id: str) -> str:
@@ -108,9 +111,13 @@ async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: 
     conversation (or sends the follow-up) exist together or not at all. Returns the
     callback id, or None when this delivery was recorded before (a retried job).
     """
-    processor = turn.processor
-    if continuing:
-        processor = processor.model_copy(update={"turn_message": turn.text})
+    # The processor (a ReplyingProcessor) keeps where its turn came from: its log
+    # lines and its reply's carry the delivery id, and a follow-up's message times
+    # the mention -> agent latency.
+    origin = {"origin_delivery_id": turn.delivery_id, "origin_received_at": turn.received_at}
+    processor = turn.processor.model_copy(
+        update={**origin, "turn_message": turn.text} if continuing else origin
+    )
     try:
         async with store.transaction():
             callback = await insert_callback(
@@ -131,6 +138,10 @@ async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: 
                         "conversation_id": turn.conversation_id,
                         "prompt": turn.text,
                         "tags": turn.tags,
+                        "platform": turn.platform,
+                        "delivery_id": turn.delivery_id,
+                        "callback_id": callback.id,
+                        "received_at": turn.received_at,
                     },
                     key=turn.conversation_id,
                     idempotency_key=f"mention:{turn.platform}:{turn.delivery_id}",

@@ -30,6 +30,8 @@ from bots.slack_mentions import SLACK_EVENT_JOB
 from bots.slack_triggers import PLATFORM, trigger_of
 from db.deliveries import record_delivery
 from db.jobs import JobQueue
+from db.logcontext import log_context
+from db.metrics import EVENTS_RECEIVED
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -104,12 +106,15 @@ def _event_recorder(
         trigger = trigger_of(event, team_id, context.bot_user_id)
         event_id = body.get("event_id")
         if trigger is None or not isinstance(event_id, str):
+            EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="ignored").inc()
             return
         async with store.transaction():
             if not await record_delivery(store, PLATFORM, event_id):
-                log.info("slack event %s delivered again; ignored", event_id)
+                EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="duplicate").inc()
+                with log_context(delivery=event_id):
+                    log.info("slack event %s delivered again; ignored", event_id)
                 return
-            await queue.enqueue(
+            job_id = await queue.enqueue(
                 SLACK_EVENT_JOB,
                 {
                     "event_id": event_id,
@@ -124,7 +129,9 @@ def _event_recorder(
                 # but does not lose it.
                 max_attempts=SLACK_EVENT_MAX_ATTEMPTS,
             )
-        log.info("slack event %s queued (%s)", event_id, event.get("type"))
+        EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="queued").inc()
+        with log_context(delivery=event_id, job=job_id):
+            log.info("slack event %s queued (%s)", event_id, event.get("type"))
 
     return record
 

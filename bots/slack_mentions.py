@@ -21,6 +21,8 @@ from bots.mentions import Turn, find_link, infer_repository, new_conversation_id
 from bots.slack_api import SlackTeam, SlackTeams
 from bots.slack_triggers import PLATFORM, SlackTrigger, mentioned_users, trigger_of
 from db.jobs import Job, JobQueue
+from db.logcontext import bind
+from db.metrics import MENTION_ACCEPTED, MENTIONS
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,16 @@ class SlackMentions:
 
     async def handle(self, job: Job) -> None:
         payload = job.payload
+        # The worker runs each job in a task of its own: what is bound here stays in it.
+        bind(delivery=payload["event_id"])
         trigger = trigger_of(payload["event"], payload["team_id"], payload.get("bot_user_id"))
         if trigger is None:
             return
         team = await self.teams.team(trigger.team_id, payload.get("enterprise_id"))
         if not trigger.text:
             await team.post_in_thread(trigger.channel, trigger.thread_ts, USAGE_HINT)
+            MENTIONS.labels(platform=PLATFORM, outcome="no_request").inc()
+            log.info("slack %s: a mention without a request; usage hint posted", trigger.thread_key)
             return
         link = await find_link(self.store, PLATFORM, trigger.thread_key)
         await team.react(trigger.channel, trigger.ts, WORKING_REACTION)
@@ -64,6 +70,7 @@ class SlackMentions:
         conversation_id = (
             link.conversation_id if link else new_conversation_id(PLATFORM, payload["event_id"])
         )
+        bind(conversation=conversation_id)
         ack_ts = await self._acknowledge(team, trigger, thread, conversation_id, bool(link))
         bot_user_id = payload.get("bot_user_id")
         people = [m for m in thread if _is_person(m, bot_user_id) and m.get("ts") != trigger.ts]
@@ -95,8 +102,12 @@ class SlackMentions:
             ),
             tags=_tags(trigger, repository),
             cursor=trigger.ts,
+            received_at=job.created_at,
         )
         callback_id = await record_turn(self.store, self.queue, turn, continuing=link is not None)
+        if callback_id is not None:
+            MENTIONS.labels(platform=PLATFORM, outcome=MENTION_ACCEPTED).inc()
+            bind(callback=callback_id)
         log.info(
             "slack %s: %s conversation %s (callback %s)",
             trigger.thread_key,

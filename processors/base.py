@@ -86,6 +86,10 @@ class Reply(BaseModel):
     # Fixed when the reply is queued, so every retry carries the same id and the
     # receiving side can drop duplicates.
     delivery_id: str
+    # The platform delivery that asked (for the logs), and when the agent event that
+    # produced this reply arrived (for the stop -> reply latency); None when unknown.
+    origin_delivery_id: str | None = None
+    stopped_at: float | None = None
 
 
 class ConversationCallbackProcessor(BaseModel, ABC):
@@ -147,6 +151,10 @@ class ReplyingProcessor(ConversationCallbackProcessor):
     turn_message: str | None = None
     turn_message_pending: bool = False
     turn_message_after: str | None = None
+    # Where the turn came from (set by bots.mentions.record_turn): the platform's
+    # delivery id, which every log line of the turn carries, and when it arrived.
+    origin_delivery_id: str | None = None
+    origin_received_at: float | None = None
 
     @abstractmethod
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
@@ -168,13 +176,20 @@ class ReplyingProcessor(ConversationCallbackProcessor):
                 ReplyStatus.ERROR,
                 failure_text(observation.agent_state, url),
                 reason=f"agent state {observation.agent_state.value}",
+                stopped_at=observation.received_at,
             )
             return
         if observation.agent_state not in ANSWER_STATES:
             return
         summary = await collect_summary(self, callback, context)
         if summary is not None:
-            await self.close(callback, context, ReplyStatus.COMPLETED, summary or EMPTY_ANSWER_TEXT)
+            await self.close(
+                callback,
+                context,
+                ReplyStatus.COMPLETED,
+                summary or EMPTY_ANSWER_TEXT,
+                stopped_at=observation.received_at,
+            )
 
     async def close(
         self,
@@ -184,8 +199,10 @@ class ReplyingProcessor(ConversationCallbackProcessor):
         text: str,
         *,
         reason: str | None = None,
+        stopped_at: float | None = None,
     ) -> None:
-        """Queue the one reply and close the callback, atomically."""
+        """Queue the one reply and close the callback, atomically; `stopped_at` is when
+        the agent event that led to it arrived."""
         assert callback.id is not None
         async with context.store.transaction():
             current = await get_callback(context.store, callback.id)
@@ -198,6 +215,8 @@ class ReplyingProcessor(ConversationCallbackProcessor):
                 summary=text,
                 url=context.conversation_url(callback.conversation_id),
                 delivery_id=uuid.uuid4().hex,
+                origin_delivery_id=self.origin_delivery_id,
+                stopped_at=stopped_at,
             )
             await context.queue.enqueue(
                 REPLY_JOB,

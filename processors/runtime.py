@@ -33,6 +33,9 @@ from db.callbacks import (
     save_callback,
 )
 from db.jobs import Job, JobHandler, PermanentJobError
+from db.logcontext import bind, log_context
+from db.metrics import MENTION_TO_AGENT_SECONDS, REPLIES, REPLY_SECONDS
+from db.store import now
 from processors.base import (
     REPLY_JOB,
     ConversationCallbackProcessor,
@@ -58,6 +61,10 @@ GAVE_UP_TEXT = "agent-relay could not reach the agent for too long and stopped w
 def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
     async def on_state_changed(job: Job) -> None:
         observation = AgentStateChangedObservation.model_validate(job.payload["observation"])
+        if observation.received_at is None:
+            # The job was queued when the event arrived.
+            observation = observation.model_copy(update={"received_at": job.created_at})
+        bind(conversation=observation.conversation_id)
         only = job.payload.get("callback_id")
         await _closing_on_last_attempt(
             context,
@@ -71,12 +78,18 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
         callback = await get_callback(context.store, job.payload["callback_id"])
         if callback is None or callback.status is not CallbackStatus.ACTIVE:
             return
+        bind(conversation=callback.conversation_id, callback=callback.id)
         await _closing_on_last_attempt(
             context, job, callback.conversation_id, callback.id, catch_up(context, callback)
         )
 
     async def on_start(job: Job) -> None:
         conversation_id = job.payload["conversation_id"]
+        bind(
+            delivery=job.payload.get("delivery_id"),
+            conversation=conversation_id,
+            callback=job.payload.get("callback_id"),
+        )
         await _closing_on_last_attempt(
             context, job, conversation_id, None, start_conversation(context, job.payload)
         )
@@ -85,12 +98,18 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
         callback = await get_callback(context.store, job.payload["callback_id"])
         if callback is None or callback.status is not CallbackStatus.ACTIVE:
             return
+        bind(conversation=callback.conversation_id, callback=callback.id)
         await _closing_on_last_attempt(
             context, job, callback.conversation_id, callback.id, send_turn(context, callback)
         )
 
     async def on_reply(job: Job) -> None:
         reply = Reply.model_validate(job.payload)
+        bind(
+            delivery=reply.origin_delivery_id,
+            conversation=reply.conversation_id,
+            callback=reply.callback_id,
+        )
         try:
             await deliver_reply(context, reply)
         except Exception as exc:
@@ -194,16 +213,22 @@ async def run_processors(
         processor = await load_processor(context, callback)
         if processor is None:
             continue
-        try:
-            await processor(callback, observation, context)
-        except PermanentJobError as exc:
-            # Retrying will not help this callback; tell its thread instead of
-            # leaving it waiting, and let the other callbacks run.
-            log.error("callback %s failed for good: %s", callback.id, exc)
-            if isinstance(processor, ReplyingProcessor):
-                await processor.close(
-                    callback, context, ReplyStatus.ERROR, COLLECT_FAILED_TEXT, reason=str(exc)
-                )
+        with log_context(callback=callback.id, delivery=_origin(processor)):
+            try:
+                await processor(callback, observation, context)
+            except PermanentJobError as exc:
+                # Retrying will not help this callback; tell its thread instead of
+                # leaving it waiting, and let the other callbacks run.
+                log.error("callback %s failed for good: %s", callback.id, exc)
+                if isinstance(processor, ReplyingProcessor):
+                    await processor.close(
+                        callback, context, ReplyStatus.ERROR, COLLECT_FAILED_TEXT, reason=str(exc)
+                    )
+
+
+def _origin(processor: ConversationCallbackProcessor) -> str | None:
+    """The platform delivery a callback's turn came from, when it came from one."""
+    return processor.origin_delivery_id if isinstance(processor, ReplyingProcessor) else None
 
 
 async def catch_up(context: ProcessorContext, callback: ConversationCallback) -> None:
@@ -245,6 +270,9 @@ async def deliver_reply(context: ProcessorContext, reply: Reply) -> None:
     if not isinstance(processor, ReplyingProcessor):
         raise PermanentJobError(f"processor kind {callback.processor_type!r} cannot reply")
     await processor.deliver(reply, context)
+    REPLIES.labels(platform=callback.processor_type, outcome="delivered").inc()
+    if reply.stopped_at is not None:
+        REPLY_SECONDS.labels(platform=callback.processor_type).observe(now() - reply.stopped_at)
     log.info("reply of callback %s delivered (%s)", reply.callback_id, reply.status.value)
 
 
@@ -261,6 +289,11 @@ async def start_conversation(context: ProcessorContext, payload: dict[str, Any])
             # starts a new one instead of continuing this one.
             await forget_links(context.store, conversation_id)
         raise
+    received_at = payload.get("received_at")
+    if received_at is not None:
+        MENTION_TO_AGENT_SECONDS.labels(platform=payload.get("platform")).observe(
+            now() - received_at
+        )
     log.info("conversation %s started", conversation_id)
 
 
@@ -269,6 +302,7 @@ async def send_turn(context: ProcessorContext, callback: ConversationCallback) -
     processor = await load_processor(context, callback)
     if not isinstance(processor, ReplyingProcessor) or processor.turn_message is None:
         return
+    bind(delivery=processor.origin_delivery_id)
     earlier = [
         other
         for other in await active_callbacks(context.store, callback.conversation_id)
@@ -306,6 +340,10 @@ async def send_turn(context: ProcessorContext, callback: ConversationCallback) -
     processor.turn_message_pending = False
     processor.turn_message_after = None
     await processor.remember(callback, context)
+    if processor.origin_received_at is not None:
+        MENTION_TO_AGENT_SECONDS.labels(platform=callback.processor_type).observe(
+            now() - processor.origin_received_at
+        )
     log.info("callback %s sent its message to %s", callback.id, callback.conversation_id)
 
 
@@ -318,3 +356,5 @@ async def record_undelivered(context: ProcessorContext, reply: Reply, exc: Excep
     callback.status = CallbackStatus.ERROR
     callback.status_reason = f"reply not delivered: {exc}"
     await save_callback(context.store, callback)
+    REPLIES.labels(platform=callback.processor_type, outcome="failed").inc()
+    log.warning("reply of callback %s not delivered, for good: %s", reply.callback_id, exc)

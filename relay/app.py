@@ -47,6 +47,7 @@ from relay.api import RelayApi
 from relay.health import Health
 from relay.limits import BodySizeLimit
 from relay.settings import Settings
+from relay.webhook_timing import WebhookTiming
 from relay.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -315,7 +316,8 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
         ).routes()
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(BodySizeLimit)],
+        # Outermost, so that refused bodies are timed too.
+        middleware=[Middleware(WebhookTiming), Middleware(BodySizeLimit)],
         lifespan=lifespan,
     )
     app.state.relay = relay

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from db.callbacks import CallbackStatus
 from db.jobs import JobQueue
+from db.metrics import REGISTRY as FLOW_METRICS
 from db.migrations import is_current
 from db.store import Store
 from relay.worker import Worker
@@ -83,4 +84,7 @@ class Health:
             for key, count in self.worker.outcomes.items():
                 kind, _, outcome = key.rpartition(":")
                 self.outcomes.labels(kind=kind, outcome=outcome).set(count)
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        # The mention -> reply counters and latencies (db.metrics) are this process's
+        # own and live in their own registry; the two texts join into one exposition.
+        body = generate_latest(self.registry) + generate_latest(FLOW_METRICS)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)

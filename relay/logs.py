@@ -1,10 +1,40 @@
-"""Logging set-up: plain text for people, JSON lines for log pipelines."""
+"""Logging set-up: plain text for people, JSON lines for log pipelines.
+
+Both formats carry the ids bound in db.logcontext (delivery, job, kind,
+conversation, callback): text appends them as ` delivery=… job=…`, JSON gives each
+its own key. One `grep <delivery id>` then follows a mention from its webhook to its
+reply.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+
+from db.logcontext import FIELDS, log_ids
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _text_value(value: str) -> str:
+    # Ids never hold spaces; anything else that does is quoted, so a line stays one
+    # `key=value` list that tools can split.
+    return value if value and value.isprintable() and " " not in value else json.dumps(value)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        ids = log_ids()
+        if not ids:
+            return line
+        suffix = " ".join(f"{name}={_text_value(ids[name])}" for name in FIELDS if name in ids)
+        # Before a traceback, which logging appends after the message.
+        return f"{line} {suffix}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -15,6 +45,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        entry.update(log_ids())
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -22,10 +53,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

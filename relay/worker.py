@@ -15,6 +15,7 @@ import socket
 from collections.abc import Mapping
 
 from db.jobs import Job, JobHandler, JobQueue, JobStatus, PermanentJobError, RetryableJobError
+from db.logcontext import log_context
 from db.wakeups import JobWakeupListener, job_wakeups
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,11 @@ class Worker:
                 await asyncio.wait(list(running))
 
     async def run_job(self, job: Job) -> None:
+        # Every line of the job, its handler's task and its outcome carry its id and kind.
+        with log_context(job=job.id, kind=job.kind):
+            await self._run_job(job)
+
+    async def _run_job(self, job: Job) -> None:
         handler = self.handlers.get(job.kind)
         if handler is None:
             await self._record(job, PermanentJobError(f"no handler for job kind {job.kind!r}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -166,6 +167,7 @@ async def jobs(store: Store) -> list[dict[str, Any]]:
 
 async def test_new_turn_records_link_callback_and_start_job(store: Store) -> None:
     first = turn("Ev1", "Fix the build", cursor="1700000000.000100", tags={"repo": "acme/api"})
+    first = dataclasses.replace(first, received_at=1700000000.5)
 
     callback_id = await record_turn(store, JobQueue(store), first, continuing=False)
 
@@ -177,6 +179,8 @@ async def test_new_turn_records_link_callback_and_start_job(store: Store) -> Non
     processor = callback.get_processor()
     assert isinstance(processor, WebhookProcessor)
     assert processor.turn_message is None
+    # Where the turn came from, for its log lines and its latency.
+    assert (processor.origin_delivery_id, processor.origin_received_at) == ("Ev1", 1700000000.5)
     [job] = await jobs(store)
     assert job["kind"] == START_JOB
     assert job["job_key"] == first.conversation_id
@@ -184,6 +188,10 @@ async def test_new_turn_records_link_callback_and_start_job(store: Store) -> Non
         "conversation_id": first.conversation_id,
         "prompt": "Fix the build",
         "tags": {"repo": "acme/api"},
+        "platform": PLATFORM,
+        "delivery_id": "Ev1",
+        "callback_id": callback_id,
+        "received_at": 1700000000.5,
     }
     assert await find_link(store, PLATFORM, THREAD) == ConversationLink(
         PLATFORM, THREAD, first.conversation_id, "1700000000.000100"

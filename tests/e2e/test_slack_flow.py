@@ -103,6 +103,8 @@ def relay(
             "SLACK_CLIENT_SECRET": CLIENT_SECRET,
             "SECRET_KEY": "e2e-secret-key-of-at-least-16-chars",
             "PUBLIC_URL": f"http://127.0.0.1:{relay_port}",
+            # The log checks below read JSON lines here, text lines in the other set-up.
+            "LOG_FORMAT": "json",
         }
     env = relay_environment(
         workdir=workdir,
@@ -459,6 +461,71 @@ def test_a_failing_agent_gets_a_readable_failure_and_a_cross(
         assert internal not in message["text"]
     assert slack.reactions(m.channel, m.ts, team_id=FIRST.team_id) == {"x"}
     assert slack_callbacks(relay)[0]["status"] == "ERROR"
+
+
+@dataclass(frozen=True)
+class LogLine:
+    level: str
+    message: str
+    ids: dict[str, str]
+
+
+def log_lines(relay: RelayProcess) -> list[LogLine]:
+    """The relay's log lines with the ids they carry, read from either LOG_FORMAT."""
+    lines = []
+    for raw in relay.log_path.read_text().splitlines():
+        if relay.env.get("LOG_FORMAT") == "json":
+            if not raw.startswith("{"):
+                continue  # a traceback's continuation is inside its line's JSON
+            entry = json.loads(raw)
+            ids = {k: str(v) for k, v in entry.items() if k in LOG_IDS}
+            lines.append(LogLine(str(entry["level"]), str(entry["message"]), ids))
+        else:
+            # "<date> <time> LEVEL logger: message key=value key=value"
+            fields = raw.split(" ", 3)
+            if len(fields) < 4:
+                continue  # a traceback's line
+            pairs = dict(re.findall(r" (\w+)=(\S+)", raw))
+            ids = {k: v for k, v in pairs.items() if k in LOG_IDS}
+            lines.append(LogLine(fields[2], raw, ids))
+    return lines
+
+
+LOG_IDS = ("delivery", "job", "kind", "conversation", "callback")
+
+
+def test_one_delivery_id_follows_a_mention_from_webhook_to_reply(
+    relay: RelayProcess, slack: FakeSlack
+) -> None:
+    m = mention(slack, FIRST, "explain the release process")
+    event_id = str(m.envelope["event_id"])
+
+    assert post_event(relay, m.envelope).status_code == 200
+    answered(relay, slack, FIRST, m)
+
+    followed = [
+        line
+        for line in log_lines(relay)
+        if line.ids.get("delivery") == event_id and line.level != "DEBUG"
+    ]
+    callback = slack_callbacks(relay)[0]
+    assert callback["status"] == "COMPLETED"
+    conversation_id = str(callback["conversation_id"])
+    steps = {
+        "webhook": rf"slack event {event_id} queued",
+        "mention job": rf"started conversation {conversation_id}",
+        "agent start": rf"conversation {conversation_id} started",
+        "reply": r"reply of callback \d+ delivered",
+    }
+    for step, pattern in steps.items():
+        assert any(re.search(pattern, line.message) for line in followed), (
+            f"no {step} line carries delivery={event_id}:\n"
+            + "\n".join(line.message for line in followed)
+        )
+    kinds = {line.ids.get("kind") for line in followed}
+    assert {"slack.event", "conversation.start", "callback.reply"} <= kinds
+    # After the webhook, every line of the chain names the conversation as well.
+    assert all(line.ids.get("conversation") == conversation_id for line in followed[1:])
 
 
 def test_no_token_or_secret_reaches_the_log(relay: RelayProcess) -> None:
