@@ -210,6 +210,45 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(install())
 
 
+def doctor_command(args: argparse.Namespace) -> int:
+    """One line per check (relay/checks.py); 1 when any failed. Settings that do not
+    load are failed checks too, not a stop, so this runs before load_settings."""
+    from relay.app import Relay
+    from relay.checks import CheckResult, Checks, settings_failures, skip
+    from relay.settings import SettingsError
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        results = [
+            *settings_failures(exc),
+            skip("other checks", "they need settings that load"),
+        ]
+    else:
+        # Only trouble is worth a log line here: the checks' lines are the report.
+        configure_logging(
+            "DEBUG" if settings.log_level == "DEBUG" else "WARNING", settings.log_format
+        )
+
+        async def run() -> list[CheckResult]:
+            relay = Relay.build(settings)
+            checks = Checks(
+                relay,
+                timeout=args.timeout,
+                gitlab_project=args.gitlab_project,
+                connect_database=True,
+            )
+            try:
+                return await checks.run_all()
+            finally:
+                await relay.close()
+
+        results = asyncio.run(run())
+    for result in results:
+        print(result.line())
+    return 1 if any(result.failed for result in results) else 0
+
+
 def _conversation_id(raw: str) -> str:
     # Rows hold the 32-hex form; operators may paste the dashed UUID.
     try:
@@ -278,11 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="send GITLAB_WEBHOOK_SECRET again (GitLab never shows it, so it is not compared)",
     )
     gitlab.set_defaults(run=gitlab_command)
+
+    doctor = commands.add_parser(
+        "doctor", help="check settings, database, agent-server, platforms and PUBLIC_URL"
+    )
+    doctor.add_argument(
+        "--gitlab-project", help="group/name: also check that project's hook to this relay"
+    )
+    doctor.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds each check may take (default 5)"
+    )
+    doctor.set_defaults(run=doctor_command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.run is doctor_command:
+        return doctor_command(args)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     return int(args.run(settings, args))
