@@ -14,6 +14,10 @@ set, so a code cannot be slipped to the relay from another browser. Once an app 
 install link and offers no second one; the callback refuses with 409.
 
 Nothing secret is rendered or logged: pages show the app id, slug and links only.
+
+Who may open the pages at all is the composition root's decision: it passes
+`require_admin` (relay/admin.py: the status page's login), which answers instead of
+the page when the browser has no operator session.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -59,6 +64,8 @@ _ORGANIZATION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
 # GitHub's manifest codes are short hex strings; anything else never leaves the relay.
 _CODE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _CONVERSION_FIELDS = ("id", "slug", "pem", "webhook_secret")
+# None lets a request through to the page; a Response answers instead.
+RequireAdmin = Callable[[Request], Response | None]
 
 _TEMPLATES = Jinja2Templates(
     env=jinja2.Environment(
@@ -85,7 +92,9 @@ class _SetupFlow:
         api_url: str,
         public_url: str | None,
         secret_key_set: bool,
+        require_admin: RequireAdmin | None,
     ) -> None:
+        self._require_admin = require_admin
         self._source = source
         self._store = store
         self._http = http
@@ -186,9 +195,14 @@ class _SetupFlow:
         log.error("github setup: the stored app's credentials do not decrypt with SECRET_KEY")
         return self._page(request, "unreadable", status_code=500)
 
+    def _gate(self, request: Request) -> Response | None:
+        return None if self._require_admin is None else self._require_admin(request)
+
     # --- GET /github/setup --------------------------------------------------------------
 
     async def setup(self, request: Request) -> Response:
+        if (gate := self._gate(request)) is not None:
+            return gate
         try:
             app = await self._source.current()
         except CredentialsUnreadable:
@@ -240,6 +254,8 @@ class _SetupFlow:
     # --- GET /github/setup/callback -----------------------------------------------------
 
     async def callback(self, request: Request) -> Response:
+        if (gate := self._gate(request)) is not None:
+            return gate
         try:
             conversion = await self._checked_conversion(request)
             async with self._saving:
@@ -350,9 +366,11 @@ def github_setup_routes(
     api_url: str,
     public_url: str | None,
     secret_key_set: bool,
+    require_admin: RequireAdmin | None = None,
 ) -> list[Route]:
     """The setup page and its callback. `secret_key_set`: SECRET_KEY is configured, so
-    the credentials GitHub hands over can be stored (encrypted with it)."""
+    the credentials GitHub hands over can be stored (encrypted with it). `require_admin`,
+    when given, runs first: a Response from it (the way to a login) answers instead."""
     flow = _SetupFlow(
         source=source,
         store=store,
@@ -361,6 +379,7 @@ def github_setup_routes(
         api_url=api_url,
         public_url=public_url,
         secret_key_set=secret_key_set,
+        require_admin=require_admin,
     )
     return [
         Route(SETUP_PATH, flow.setup, methods=["GET"]),

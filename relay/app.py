@@ -43,7 +43,9 @@ from processors.gitlab import GitlabCallbackProcessor
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
 from processors.slack import SlackCallbackProcessor
+from relay.admin import AdminPage
 from relay.api import RelayApi
+from relay.checks import Checks
 from relay.health import Health
 from relay.limits import BodySizeLimit
 from relay.settings import Settings
@@ -266,7 +268,10 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
         finally:
             await relay.close()
 
-    routes = [*health.routes(), *intake.routes(), *api.routes()]
+    # The operator status page; also the login that guards /github/setup.
+    # Its agent-server and platform lines are `agent-relay doctor`'s checks.
+    admin = AdminPage(settings=settings, store=relay.store, queue=relay.queue, checks=Checks(relay))
+    routes = [*health.routes(), *intake.routes(), *api.routes(), *admin.routes()]
     if settings.slack_mode is not None:
         assert settings.slack_signing_secret is not None
         routes += slack_routes(
@@ -302,6 +307,7 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
         api_url=settings.github_api_url,
         public_url=settings.public_url,
         secret_key_set=relay.secrets.available,
+        require_admin=admin.require_admin,
     )
     if relay.gitlab is not None:
         assert settings.gitlab_webhook_secret is not None

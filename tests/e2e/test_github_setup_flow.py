@@ -20,7 +20,12 @@ from tests.support import github_webhooks as hooks
 from tests.support.agent_server import AgentServerProcess
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_llm import FakeLLM, finish
-from tests.support.relay_process import RelayProcess, database_for, relay_environment
+from tests.support.relay_process import (
+    API_TOKEN,
+    RelayProcess,
+    database_for,
+    relay_environment,
+)
 from tests.support.waiting import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -87,6 +92,13 @@ def create_app_in_the_browser(relay: RelayProcess) -> str:
         try:
             page = browser.new_page()
             page.goto(f"{relay.url}/github/setup")
+            # API_TOKEN is set: the setup page asks for the operator's login first,
+            # and comes back to itself after it.
+            assert page.url.startswith(f"{relay.url}/admin/login?next=")
+            page.locator("#token").fill(API_TOKEN)
+            page.locator("#login").click()
+            page.locator("#create-personal").wait_for()
+            assert page.url == f"{relay.url}/github/setup"
             page.locator("#create-personal").click()
             page.locator("#app-slug").wait_for()
             return page.locator("#app-slug").inner_text()
