@@ -55,7 +55,7 @@ class PostgresDatabase:
         import asyncpg  # only PostgreSQL deployments load it
 
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=self.min_size, max_size=self.max_size
+            self.url, min_size=self.min_size, max_size=self.max_size, reset=_keep_session
         )
 
     async def disconnect(self) -> None:
@@ -132,3 +132,15 @@ class PostgresDatabase:
                     yield
             finally:
                 self._current.reset(token)
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset when a connection comes back: nothing to undo.
+
+    asyncpg's default sends `RESET ALL; UNLISTEN *; CLOSE ALL; pg_advisory_unlock_all()`
+    on every release, a second round trip for every statement run outside a
+    transaction. This store never changes session state: it sets no session settings,
+    advisory locks are transaction-scoped, and LISTEN has its own connection
+    (db/wakeups.py). asyncpg still rolls back a transaction left open before it
+    calls this.
+    """
