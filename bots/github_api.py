@@ -140,6 +140,13 @@ class GithubClients:
             info: dict[str, Any] = await self._api().getitem("/app", jwt=jwt)
         return info
 
+    async def app_installations(self) -> list[dict[str, Any]]:
+        """`GET /app/installations`, every page: where the app is installed."""
+        app = await self.credentials()
+        jwt = self._app_jwt(app)
+        async with github_errors("GET /app/installations"):
+            return [item async for item in self._api().getiter("/app/installations", jwt=jwt)]
+
     def _app_jwt(self, app: AppCredentials) -> str:
         """The app's JWT, signed again only every few minutes: signing parses the RSA
         key, which costs milliseconds of CPU, and a retried job would pay it each time."""

@@ -24,12 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from gidgethub.apps import get_jwt
-from gidgethub.httpx import GitHubAPI
 from pydantic import SecretStr
 
-from bots.github_api import REQUESTER as GITHUB_REQUESTER
-from bots.github_api import GithubClients, github_errors
+from bots.github_api import GithubClients
 from bots.github_app import APP_PLATFORM as GITHUB_APP_PLATFORM
 from bots.github_app import AppCredentials
 from bots.gitlab_api import GitlabApi
@@ -662,7 +659,7 @@ class _Run:
             return [checked, skip("github installations", "the app check failed")]
         installations = await self.bounded(
             "github installations",
-            lambda: self._github_installations(app, found.get("html_url") or app.html_url),
+            lambda: self._github_installations(clients, found.get("html_url") or app.html_url),
             "check GITHUB_API_URL and GitHub's status",
         )
         return [checked, installations]
@@ -696,14 +693,11 @@ class _Run:
         slug = found.get("slug") or found.get("name") or "?"
         return ok("github app", f"{slug} (id {app.app_id}, from {origin})")
 
-    async def _github_installations(self, app: AppCredentials, html_url: str | None) -> CheckResult:
-        api = GitHubAPI(
-            self.http, GITHUB_REQUESTER, base_url=self.settings.github_api_url.rstrip("/")
-        )
-        jwt = get_jwt(app_id=app.app_id, private_key=app.private_key)
+    async def _github_installations(
+        self, clients: GithubClients, html_url: str | None
+    ) -> CheckResult:
         try:
-            async with github_errors("GET /app/installations"):
-                installations = [i async for i in api.getiter("/app/installations", jwt=jwt)]
+            installations = await clients.app_installations()
         except (PermanentJobError, RetryableJobError) as exc:
             return fail(
                 "github installations", _reason(exc), "check GITHUB_API_URL and GitHub's status"
