@@ -17,7 +17,7 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -200,17 +200,37 @@ class JobQueue:
         return jobs[0] if jobs else None
 
     async def claim_batch(self, limit: int) -> list[Job]:
-        """Lease up to `limit` runnable jobs to the caller, in claim order.
+        """Lease up to `limit` runnable jobs to the caller, in claim order."""
+        _, jobs = await self.complete_and_claim((), limit)
+        return jobs
 
-        A worker with several free slots takes their jobs in one transaction rather
-        than one each: on PostgreSQL every claim transaction costs a WAL flush at
-        commit, which is most of what a short job costs. Only the oldest queued job
-        of a key is ever claimable, so a batch never holds two jobs of one key.
+    async def complete_and_claim(
+        self, completed: Sequence[Job], limit: int
+    ) -> tuple[set[int], list[Job]]:
+        """Record the `completed` jobs as done and lease up to `limit` new ones, in one
+        transaction; returns the ids recorded done (the others' leases were lost) and
+        the jobs leased, in claim order.
+
+        A worker records what its slots finished and takes work for every free slot
+        at once: on PostgreSQL each transaction costs a WAL flush and round trips,
+        which is most of what a short job costs. Only the oldest queued job of a key
+        is ever claimable, so a batch never holds two jobs of one key.
         """
         stamp = now()
-        jobs: list[Job] = []
-        if stamp >= self._next_lost_lease_check:
+        look_for_lost_leases = stamp >= self._next_lost_lease_check
+        if look_for_lost_leases:
             self._next_lost_lease_check = stamp + LOST_LEASE_CHECK_SECONDS
+        if self.store.is_sqlite and not completed:
+            # Each claim is one UPDATE statement, atomic by itself.
+            return set(), await self._claim(stamp, limit, look_for_lost_leases)
+        async with self.store.transaction():
+            done = await self._complete_all(completed, stamp) if completed else set()
+            jobs = await self._claim(stamp, limit, look_for_lost_leases)
+        return done, jobs
+
+    async def _claim(self, stamp: float, limit: int, look_for_lost_leases: bool) -> list[Job]:
+        jobs: list[Job] = []
+        if look_for_lost_leases and limit > 0:
             jobs += await self._claim_where(_LEASE_LOST, "j.lease_until, j.id", stamp, 1)
         if len(jobs) < limit:
             jobs += await self._claim_where(
@@ -218,7 +238,27 @@ class JobQueue:
             )
         return jobs
 
+    async def _complete_all(self, jobs: Sequence[Job], stamp: float) -> set[int]:
+        """Mark `jobs` done where their lease is still theirs; the ids that were."""
+        if self.store.is_sqlite:
+            return {job.id for job in jobs if await self.complete(job)}
+        rows = await self.store.fetch_all(
+            "UPDATE jobs SET status = 'done', lease_token = NULL, lease_until = NULL,"
+            " updated_at = :now FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS text[]))"
+            " AS finished(id, token)"
+            " WHERE jobs.id = finished.id AND jobs.lease_token = finished.token"
+            " RETURNING jobs.id",
+            {
+                "now": stamp,
+                "ids": [job.id for job in jobs],
+                "tokens": [job.lease_token for job in jobs],
+            },
+        )
+        return {int(row["id"]) for row in rows}
+
     async def _claim_where(self, claimable: str, order: str, stamp: float, limit: int) -> list[Job]:
+        """Lease up to `limit` jobs matching `claimable`; on PostgreSQL, inside the
+        caller's transaction (the keys' advisory locks last until it ends)."""
         values: dict[str, Any] = {"now": stamp, "limit": limit}
         if self.store.is_sqlite:
             # One UPDATE statement holds SQLite's single write lock from its read to
@@ -227,32 +267,29 @@ class JobQueue:
                 f"IN (SELECT j.id FROM jobs j WHERE {claimable} ORDER BY {order} LIMIT :limit)",
                 values,
             )
-        async with self.store.transaction():
-            # A few spare candidates: some of their keys may be taken by another
-            # worker's claim in flight.
-            candidates = await self.store.fetch_all(
-                f"SELECT j.id, j.job_key FROM jobs j WHERE {claimable}"
-                f" ORDER BY {order} LIMIT :scan FOR UPDATE SKIP LOCKED",
-                {"now": stamp, "scan": limit + 4},
-            )
-            keys = sorted({row["job_key"] for row in candidates if row["job_key"] is not None})
-            locked = set(await self._lock_keys(keys)) if keys else set()
-            chosen = [
-                row["id"]
-                for row in candidates
-                if row["job_key"] is None or row["job_key"] in locked
-            ][:limit]
-            if not chosen:
-                return []
-            # The candidates were chosen on a snapshot in which another worker's
-            # claim of the same key may not be visible yet. This UPDATE is a new
-            # statement, so its snapshot, taken after the keys' locks, sees every
-            # committed claim: it checks the keys again as it leases.
-            return await self._lease(
-                "= ANY(:ids) AND (job_key IS NULL OR id IN (SELECT j.id FROM jobs j"
-                f" WHERE j.id = ANY(:ids) AND {_CLAIMABLE}))",
-                {"now": stamp, "ids": chosen},
-            )
+        # A few spare candidates: some of their keys may be taken by another
+        # worker's claim in flight.
+        candidates = await self.store.fetch_all(
+            f"SELECT j.id, j.job_key FROM jobs j WHERE {claimable}"
+            f" ORDER BY {order} LIMIT :scan FOR UPDATE SKIP LOCKED",
+            {"now": stamp, "scan": limit + 4},
+        )
+        keys = sorted({row["job_key"] for row in candidates if row["job_key"] is not None})
+        locked = set(await self._lock_keys(keys)) if keys else set()
+        chosen = [
+            row["id"] for row in candidates if row["job_key"] is None or row["job_key"] in locked
+        ][:limit]
+        if not chosen:
+            return []
+        # The candidates were chosen on a snapshot in which another worker's claim
+        # of the same key may not be visible yet. This UPDATE is a new statement, so
+        # its snapshot, taken after the keys' locks, sees every committed claim: it
+        # checks the keys again as it leases.
+        return await self._lease(
+            "= ANY(:ids) AND (job_key IS NULL OR id IN (SELECT j.id FROM jobs j"
+            f" WHERE j.id = ANY(:ids) AND {_CLAIMABLE}))",
+            {"now": stamp, "ids": chosen},
+        )
 
     async def _lock_keys(self, keys: list[str]) -> list[str]:
         """PostgreSQL: claims of one key take turns (each lock lasts to the end of the

@@ -38,6 +38,8 @@ class Worker:
         self.poll_interval = poll_interval
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.outcomes: dict[str, int] = {}
+        # Jobs the claim loop's slots finished, recorded done with its next claim.
+        self._finished: list[Job] = []
         # listen=False leaves cross-process wakeups out (tests of the other paths).
         self.listen = listen
         self.wakeups: JobWakeupListener | None = None
@@ -56,10 +58,11 @@ class Worker:
         log.info("worker %s stopped", self.name)
 
     async def _dispatch(self, stop: asyncio.Event) -> None:
-        # One loop claims for every free slot at once (JobQueue.claim_batch: one
-        # transaction for them all) and runs each job as a task of its own. It looks
-        # for work again when a job ends (which may free its key), when the queue
-        # is woken, and every poll interval.
+        # One loop claims for every free slot at once and runs each job as a task of
+        # its own. It looks for work again when a job ends (which may free its key),
+        # when the queue is woken, and every poll interval; the jobs finished since
+        # its last look are recorded done in the same transaction
+        # (JobQueue.complete_and_claim).
         running: set[asyncio.Task[None]] = set()
         job_ended = asyncio.Event()
 
@@ -78,13 +81,13 @@ class Worker:
                 job_ended.clear()
                 self.queue.wakeup.clear()
                 try:
-                    claimed = await self.queue.claim_batch(free)
+                    claimed = await self._record_finished_and_claim(free)
                 except Exception:
                     log.exception("claiming jobs failed; trying again shortly")
                     await _first_of(stop, within=self.poll_interval)
                     continue
                 for job in claimed:
-                    task = asyncio.create_task(self.run_job(job))
+                    task = asyncio.create_task(self.run_job(job, defer_completion=True))
                     running.add(task)
                     task.add_done_callback(ended)
                 if len(claimed) < free:
@@ -96,13 +99,38 @@ class Worker:
         finally:
             if running:
                 await asyncio.wait(list(running))
+            if self._finished:
+                try:
+                    await self._record_finished_and_claim(0)
+                except Exception:
+                    # Their leases run out and they run again: jobs are idempotent.
+                    log.exception("recording %d finished jobs failed", len(self._finished))
 
-    async def run_job(self, job: Job) -> None:
+    async def _record_finished_and_claim(self, free: int) -> list[Job]:
+        finished, self._finished = self._finished, []
+        try:
+            done, claimed = await self.queue.complete_and_claim(finished, free)
+        except BaseException:
+            self._finished[:0] = finished  # recorded with the next claim instead
+            raise
+        for job in finished:
+            if job.id in done:
+                self._count(job, "done")
+            else:
+                # Another worker took the job over after our lease ran out.
+                with log_context(job=job.id, kind=job.kind):
+                    log.warning("job %s: lease lost before its outcome was recorded", job.id)
+                self._count(job, "lease_lost")
+        return claimed
+
+    async def run_job(self, job: Job, *, defer_completion: bool = False) -> None:
+        """Run `job` and record its outcome; with `defer_completion`, a success is
+        left for the claim loop to record with its next claim."""
         # Every line of the job, its handler's task and its outcome carry its id and kind.
         with log_context(job=job.id, kind=job.kind):
-            await self._run_job(job)
+            await self._run_job(job, defer_completion)
 
-    async def _run_job(self, job: Job) -> None:
+    async def _run_job(self, job: Job, defer_completion: bool) -> None:
         handler = self.handlers.get(job.kind)
         if handler is None:
             await self._record(job, PermanentJobError(f"no handler for job kind {job.kind!r}"))
@@ -125,7 +153,10 @@ class Worker:
         except Exception as exc:
             await self._record(job, exc)
         else:
-            await self._record(job, None)
+            if defer_completion:
+                self._finished.append(job)
+            else:
+                await self._record(job, None)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

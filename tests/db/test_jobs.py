@@ -203,6 +203,27 @@ async def test_claim_batch_takes_no_more_than_its_limit(queue: JobQueue) -> None
     assert [job.id for job in rest] == ids[2:]
 
 
+async def test_complete_and_claim_records_the_finished_and_takes_their_keys_next_jobs(
+    queue: JobQueue,
+) -> None:
+    first_of_k = await queue.enqueue("notify", {}, key="K")
+    second_of_k = await queue.enqueue("notify", {}, key="K")
+    other = await queue.enqueue("notify", {})
+    finished, lost = await queue.claim_batch(2)
+    assert [finished.id, lost.id] == [first_of_k, other]
+    # `lost` was taken over by another worker: its lease token is no longer ours.
+    await queue.store.execute(
+        "UPDATE jobs SET lease_token = 'someone-else' WHERE id = :id", {"id": lost.id}
+    )
+
+    done, claimed = await queue.complete_and_claim([finished, lost], 5)
+
+    assert done == {first_of_k}
+    assert [job.id for job in claimed] == [second_of_k]
+    assert (await fetch(queue, first_of_k)).status is JobStatus.DONE
+    assert (await fetch(queue, other)).status is JobStatus.RUNNING
+
+
 async def test_concurrent_batch_claims_never_share_a_job_or_a_key(store: Store) -> None:
     queue = JobQueue(store)
     for n in range(40):

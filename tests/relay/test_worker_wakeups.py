@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -41,9 +41,11 @@ class CountingQueue(JobQueue):
 
     claims = 0
 
-    async def claim_batch(self, limit: int) -> list[Job]:
+    async def complete_and_claim(
+        self, completed: Sequence[Job], limit: int
+    ) -> tuple[set[int], list[Job]]:
         self.claims += 1
-        return await super().claim_batch(limit)
+        return await super().complete_and_claim(completed, limit)
 
 
 @contextlib.asynccontextmanager
