@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -31,15 +30,13 @@ from bots.github_setup import github_setup_routes
 from db.migrations import migrate
 from db.secrets import SecretBox
 from db.store import Store
+from tests.support.browser import launch_chromium, needs_chromium
 from tests.support.fake_github import FakeGitHub
 from tests.support.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
 SECRET_KEY = "a-browser-test-secret-key-long-enough"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None, reason=f"Debian's chromium is not installed at {CHROMIUM}"
-)
+pytestmark = needs_chromium
 
 
 def _free_port() -> int:
@@ -124,9 +121,7 @@ def playwright() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    chromium = playwright.chromium.launch(
-        executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
-    )
+    chromium = launch_chromium(playwright)
     yield chromium
     chromium.close()
 

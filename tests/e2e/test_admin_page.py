@@ -14,7 +14,6 @@ how to fix them.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -25,20 +24,20 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from tests.support.agent_server import free_port
+from tests.support.browser import launch_chromium, needs_chromium
 from tests.support.fake_agent_api import AGENT_API_KEY, FakeAgentServer, LoopbackAgentServer
 from tests.support.fake_slack import FakeSlack
 from tests.support.receiver import RecordingReceiver
 from tests.support.relay_process import API_TOKEN, CONVERSATION_URL, RELAY_BIN, RelayProcess
 from tests.support.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
 HOOK_PATH = "/hooks/agent-relay"
 HOOK_SECRET = "e2e-admin-hook-secret"
 PHONE = {"width": 390, "height": 844}
 SLACK_TOKEN = "xoxb-e2e-admin-revoked-bot-token"
 SLACK_SIGNING_SECRET = "e2e-admin-slack-signing-secret"
 
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"no chromium at {CHROMIUM}")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -157,9 +156,7 @@ def test_an_operator_retries_a_failed_job_from_a_phone(
     job_id = a_reply_that_fails_for_good(relay, agent_api, receiver)
 
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
-        )
+        browser = launch_chromium(driver)
         try:
             page = browser.new_page(viewport=PHONE)
             page.goto(f"{relay.url}/admin")

@@ -9,7 +9,6 @@ the new app's webhook secret is verified, and answered with the new app's tokens
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -18,6 +17,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.support import github_webhooks as hooks
 from tests.support.agent_server import AgentServerProcess
+from tests.support.browser import launch_chromium, needs_chromium
 from tests.support.fake_github import FakeGitHub
 from tests.support.fake_llm import FakeLLM, finish
 from tests.support.relay_process import (
@@ -28,14 +28,13 @@ from tests.support.relay_process import (
 )
 from tests.support.waiting import wait_until
 
-CHROMIUM = "/usr/bin/chromium"
 SUMMARY = "The setup works end to end."
 REPO = "acme/web"
 INSTALLATION = 5150
 
 pytestmark = [
     pytest.mark.agent_server,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"no chromium at {CHROMIUM}"),
+    needs_chromium,
 ]
 
 
@@ -86,9 +85,7 @@ def relay(
 def create_app_in_the_browser(relay: RelayProcess) -> str:
     """Click through the setup page; returns the slug the page then shows."""
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"], headless=True
-        )
+        browser = launch_chromium(driver)
         try:
             page = browser.new_page()
             page.goto(f"{relay.url}/github/setup")
