@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from relay.settings import Settings
-from tests.relay.test_checks import (
+from tests.support.deployment import (
     API_TOKEN,
     GITLAB_PROJECT,
     SLACK_TOKEN,
@@ -25,7 +25,7 @@ from tests.relay.test_checks import (
 )
 from tests.support.fake_github import generate_private_key_pem
 
-# Fixtures shared with test_checks (imported so that pytest finds them here too).
+# The shared fixtures, imported so that pytest finds them here.
 __all__ = ["database_url", "github_key", "peers"]
 
 CLI = Path(sys.executable).parent / "agent-relay"
