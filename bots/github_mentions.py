@@ -40,7 +40,7 @@ from db.installations import (
 )
 from db.jobs import Job, JobQueue, PermanentJobError
 from db.logcontext import bind
-from db.metrics import MENTION_ACCEPTED, MENTIONS
+from db.metrics import MENTIONS
 from db.secrets import SecretBox
 from db.store import Store
 
@@ -192,18 +192,7 @@ class GithubMentions:
             cursor=str(max(seen)),
             received_at=received_at,
         )
-        callback_id = await record_turn(self.store, self.queue, turn, continuing=link is not None)
-        if callback_id is not None:
-            MENTIONS.labels(platform=PLATFORM, outcome=MENTION_ACCEPTED).inc()
-            bind(callback=callback_id)
-        log.info(
-            "github %s: %s conversation %s (delivery %s, callback %s)",
-            trigger.thread_key,
-            "continued" if link else "started",
-            conversation_id,
-            event.delivery_id,
-            callback_id if callback_id is not None else "recorded before",
-        )
+        await record_turn(self.store, self.queue, turn, continuing=link is not None)
 
     async def _may_write(self, trigger: GithubTrigger) -> bool:
         assert trigger.installation_id is not None

@@ -33,7 +33,7 @@ from bots.mentions import (
 )
 from db.jobs import Job, JobQueue
 from db.logcontext import bind
-from db.metrics import MENTION_ACCEPTED, MENTIONS
+from db.metrics import MENTIONS
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -134,17 +134,7 @@ class GitlabMentions:
             cursor=_newest_note_id(notes, trigger),
             received_at=job.created_at,
         )
-        callback_id = await record_turn(self.store, self.queue, turn, continuing=link is not None)
-        if callback_id is not None:
-            MENTIONS.labels(platform=PLATFORM, outcome=MENTION_ACCEPTED).inc()
-            bind(callback=callback_id)
-        log.info(
-            "gitlab %s: %s conversation %s (callback %s)",
-            trigger.thread_key,
-            "continued" if link else "started",
-            conversation_id,
-            callback_id if callback_id is not None else "recorded before",
-        )
+        await record_turn(self.store, self.queue, turn, continuing=link is not None)
 
 
 def _cursor_value(cursor: str | None) -> int | None:

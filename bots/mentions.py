@@ -12,6 +12,7 @@ handled one after the other and the "start or continue" decision never races.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -21,7 +22,11 @@ from pydantic import BaseModel
 from agent.events import START_JOB, TURN_MESSAGE_JOB
 from db.callbacks import ConversationCallback, insert_callback
 from db.jobs import JobQueue
+from db.logcontext import bind
+from db.metrics import MENTION_ACCEPTED, MENTIONS
 from db.store import Store, now
+
+log = logging.getLogger(__name__)
 
 # uuid5 namespace of the conversation ids agent-relay derives from platform deliveries.
 _CONVERSATION_NAMESPACE = uuid.UUID("8a5f3c2e-6f7b-4b7e-9d1a-3c4b5d6e7f80")
@@ -109,7 +114,8 @@ async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: 
 
     One transaction: the link, the callback and the job that starts the
     conversation (or sends the follow-up) exist together or not at all. Returns the
-    callback id, or None when this delivery was recorded before (a retried job).
+    callback id, or None when this delivery was recorded before (a retried job). An
+    accepted mention is counted, and its callback id bound for the log lines after.
     """
     # The processor (a ReplyingProcessor) keeps where its turn came from: its log
     # lines and its reply's carry the delivery id, and a follow-up's message times
@@ -150,8 +156,23 @@ async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: 
                 raise _AlreadyRecorded
             await _save_link(store, turn)
     except _AlreadyRecorded:
+        _log_turn(turn, continuing, "recorded before")
         return None
+    MENTIONS.labels(platform=turn.platform, outcome=MENTION_ACCEPTED).inc()
+    bind(callback=callback.id)
+    _log_turn(turn, continuing, callback.id)
     return callback.id
+
+
+def _log_turn(turn: Turn, continuing: bool, callback: object) -> None:
+    log.info(
+        "%s %s: %s conversation %s (callback %s)",
+        turn.platform,
+        turn.thread_key,
+        "continued" if continuing else "started",
+        turn.conversation_id,
+        callback,
+    )
 
 
 async def _save_link(store: Store, turn: Turn) -> None:

@@ -22,7 +22,7 @@ from bots.slack_api import SlackTeam, SlackTeams
 from bots.slack_triggers import PLATFORM, SlackTrigger, mentioned_users, trigger_of
 from db.jobs import Job, JobQueue
 from db.logcontext import bind
-from db.metrics import MENTION_ACCEPTED, MENTIONS
+from db.metrics import MENTIONS
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -104,17 +104,7 @@ class SlackMentions:
             cursor=trigger.ts,
             received_at=job.created_at,
         )
-        callback_id = await record_turn(self.store, self.queue, turn, continuing=link is not None)
-        if callback_id is not None:
-            MENTIONS.labels(platform=PLATFORM, outcome=MENTION_ACCEPTED).inc()
-            bind(callback=callback_id)
-        log.info(
-            "slack %s: %s conversation %s (callback %s)",
-            trigger.thread_key,
-            "continued" if link else "started",
-            conversation_id,
-            callback_id if callback_id is not None else "recorded before",
-        )
+        await record_turn(self.store, self.queue, turn, continuing=link is not None)
 
     async def _acknowledge(
         self,
