@@ -330,7 +330,7 @@ class StatusReader:
             "setup": "app from the setup page",
             None: "not configured",
         }[settings.github_mode]
-        gitlab_on = bool(settings.gitlab_token and settings.gitlab_webhook_secret)
+        gitlab_on = settings.gitlab_enabled
         return [
             PlatformHealth(
                 SLACK,

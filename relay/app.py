@@ -112,7 +112,8 @@ class Relay:
                 http, github_source, settings.github_api_url
             )
         gitlab = None
-        if settings.gitlab_token and settings.gitlab_webhook_secret:
+        if settings.gitlab_enabled:
+            assert settings.gitlab_token is not None
             gitlab = platforms[GITLAB] = GitlabApi(
                 http, settings.gitlab_url, settings.gitlab_token.get_secret_value()
             )

@@ -154,7 +154,7 @@ def _risky_settings(settings: Settings) -> list[CheckResult]:
         for name, on in (
             ("slack", settings.slack_mode is not None),
             ("github", settings.github_mode is not None),
-            ("gitlab", bool(settings.gitlab_token and settings.gitlab_webhook_secret)),
+            ("gitlab", settings.gitlab_enabled),
         )
         if on
     ]

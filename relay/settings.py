@@ -147,6 +147,11 @@ class Settings(BaseSettings):
             return "setup"
         return None
 
+    @property
+    def gitlab_enabled(self) -> bool:
+        """GitLab runs when both its token and its webhook secret are set."""
+        return bool(self.gitlab_token and self.gitlab_webhook_secret)
+
     def github_private_key_text(self) -> str | None:
         """The app's PEM key from GITHUB_PRIVATE_KEY (escaped newlines allowed, as .env
         files and CI secrets often hold it) or from the file GITHUB_PRIVATE_KEY_PATH."""
@@ -195,7 +200,7 @@ class Settings(BaseSettings):
             github_line,
             line(
                 "gitlab",
-                bool(self.gitlab_token and self.gitlab_webhook_secret),
+                self.gitlab_enabled,
                 "set GITLAB_TOKEN and GITLAB_WEBHOOK_SECRET",
             ),
         ]
