@@ -33,6 +33,7 @@ from agent.events import (
     validate_batch,
 )
 from agent.http import bearer_token_matches, problem
+from db.agent_conversations import lock_conversation
 from db.deliveries import record_deliveries, record_delivery
 from db.jobs import JobQueue
 from db.logcontext import log_context
@@ -83,20 +84,10 @@ class AgentIntake:
     ) -> tuple[int, int]:
         accepted = jobs = 0
         async with self.store.transaction():
-            # The conversation's row exists before it is read, and is read locked on
-            # PostgreSQL: concurrent batches of one conversation take turns.
-            await self.store.execute(
-                "INSERT INTO agent_conversations (conversation_id, updated_at)"
-                " VALUES (:id, :now) ON CONFLICT (conversation_id) DO NOTHING",
-                {"id": conversation_id, "now": now()},
-            )
-            known = await self.store.fetch_one(
-                "SELECT execution_status, last_agent_event_kind FROM agent_conversations"
-                " WHERE conversation_id = :id" + ("" if self.store.is_sqlite else " FOR UPDATE"),
-                {"id": conversation_id},
-            )
-            assert known is not None
-            status, last_agent_kind = known["execution_status"], known["last_agent_event_kind"]
+            # Concurrent batches of one conversation take turns (and a callback's
+            # registration, relay.api, takes its turn with them).
+            heard = await lock_conversation(self.store, conversation_id)
+            status, last_agent_kind = heard.execution_status, heard.last_agent_event_kind
             fresh = await record_deliveries(
                 self.store,
                 DELIVERY_SOURCE,

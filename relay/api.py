@@ -13,8 +13,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agent.client import AgentClient
-from agent.events import START_JOB, MalformedEvents, normalize_conversation_id
+from agent.events import (
+    START_JOB,
+    STOPPED_STATES,
+    MalformedEvents,
+    normalize_conversation_id,
+    state_for_status,
+)
 from agent.http import bearer_token_matches, problem
+from db.agent_conversations import HeardState, lock_conversation
 from db.callbacks import (
     CallbackStatus,
     ConversationCallback,
@@ -210,6 +217,9 @@ class RelayApi:
             return _validation_problem(exc)
         if refused := self._refused_receiver(processor, "processor.url"):
             return refused
+        # The agent-server's execution status as it told us just now; None when we
+        # did not ask (the relay had heard of the conversation before).
+        told_status: str | None = None
         if not await self._known_conversation(conversation_id):
             try:
                 info = await self.agent.get_conversation(conversation_id)
@@ -221,25 +231,30 @@ class RelayApi:
                 )
             if info is None:
                 return problem(404, f"the agent-server has no conversation {conversation_id}")
+            told_status = str(info.get("execution_status"))
         async with self.store.transaction():
+            # Taken first: a batch of the conversation's events being recorded now
+            # commits either before this transaction (its state is in `heard`) or
+            # after it (and the job it queues finds this callback).
+            heard = await lock_conversation(self.store, conversation_id)
             callback = await insert_callback(
                 self.store, ConversationCallback.for_processor(conversation_id, processor)
             )
-            # If the agent has already stopped, no state change may ever come: the
-            # catch-up job looks at the agent once it runs, behind the jobs already
-            # queued for the conversation.
-            await self.queue.enqueue(
-                CATCH_UP_JOB,
-                {"callback_id": callback.id},
-                key=conversation_id,
-                idempotency_key=f"catch-up:{callback.id}",
-            )
+            if _may_have_stopped(told_status, heard):
+                # No state change may ever come: the catch-up job looks at the agent
+                # once it runs, behind the jobs already queued for the conversation.
+                await self.queue.enqueue(
+                    CATCH_UP_JOB,
+                    {"callback_id": callback.id},
+                    key=conversation_id,
+                    idempotency_key=f"catch-up:{callback.id}",
+                )
         return JSONResponse({"callback_id": callback.id}, status_code=201)
 
     async def _known_conversation(self, conversation_id: str) -> bool:
         """The agent-server has shown us this conversation (its webhooks did, or a
         callback was registered on it): no need to ask it again before registering.
-        The catch-up job looks at the agent either way."""
+        The catch-up job then looks at the agent instead."""
         row = await self.store.fetch_one(
             "SELECT 1 AS known FROM agent_conversations WHERE conversation_id = :id"
             " UNION ALL SELECT 1 FROM conversation_callbacks WHERE conversation_id = :id"
@@ -255,3 +270,26 @@ class RelayApi:
         if callback is None:
             return problem(404, "no such callback")
         return JSONResponse(callback.public_view())
+
+
+def _may_have_stopped(told_status: str | None, heard: HeardState) -> bool:
+    """Whether a new callback needs the catch-up job: its agent may have stopped
+    already, so that no state change may ever come to run it.
+
+    It does not when the agent-server has just said the conversation is running (or
+    idle) and no webhook recorded since says otherwise: the stop that ends that
+    run is then recorded after the callback exists, and its job runs the callback.
+    Asking the agent again in a job would only cover a stop in the milliseconds
+    between the two whose webhook is also lost for good. When the relay did not ask
+    (it had heard of the conversation), its own record may be behind a lost
+    webhook, so the catch-up job looks at the agent.
+    """
+    if told_status is None:
+        return True
+    for status in (told_status, heard.execution_status):
+        if status is None:
+            continue
+        state = state_for_status(status, heard.last_agent_event_kind)
+        if state is None or state in STOPPED_STATES:
+            return True
+    return False

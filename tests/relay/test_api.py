@@ -19,11 +19,13 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from agent.events import START_JOB
+from agent.events import START_JOB, STATE_CHANGED_JOB
+from db.agent_conversations import HeardState
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.migrations import current_version, migrate
 from db.store import Store
 from processors.runtime import CATCH_UP_JOB
+from relay.api import _may_have_stopped
 from relay.app import Relay, create_app
 from relay.settings import Settings
 from tests.support.fake_agent_api import AGENT_API_KEY, FakeAgentServer, LoopbackAgentServer
@@ -271,11 +273,12 @@ async def test_a_conversation_the_agent_has_shown_us_is_not_looked_up_again(
     assert agent_server.calls_to("GET", f"/api/conversations/{conversation_id}") == []
 
 
-@pytest.mark.parametrize("execution_status", ["running", "finished"])
-async def test_callback_registration_queues_a_catch_up_behind_the_conversation(
+@pytest.mark.parametrize("execution_status", ["finished", "error", "paused", "stuck", "novel"])
+async def test_callback_on_a_stopped_conversation_queues_a_catch_up_behind_it(
     api: RunningApi, agent_server: FakeAgentServer, execution_status: str
 ) -> None:
-    """Whatever the agent says now, the catch-up job looks again when it runs."""
+    """No state change may ever come (a status it does not know counts as stopped):
+    the catch-up job looks at the agent when it runs."""
     conversation_id = agent_server.add_conversation(execution_status=execution_status)
     response = await api.client.post(
         "/api/callbacks",
@@ -292,6 +295,67 @@ async def test_callback_registration_queues_a_catch_up_behind_the_conversation(
     assert job["kind"] == CATCH_UP_JOB
     assert job["job_key"] == conversation_id
     assert json.loads(job["payload"]) == {"callback_id": callback_id}
+
+
+@pytest.mark.parametrize("execution_status", ["running", "idle"])
+async def test_callback_on_a_running_conversation_waits_for_its_stop_without_asking_again(
+    api: RunningApi, agent_server: FakeAgentServer, execution_status: str
+) -> None:
+    """The agent-server has just said it is running: its stop comes as a webhook
+    recorded after the callback exists, and the job of that stop runs the callback."""
+    conversation_id = agent_server.add_conversation(execution_status=execution_status)
+    response = await api.client.post(
+        "/api/callbacks", json={"conversation_id": conversation_id, "processor": HOOK}, headers=AUTH
+    )
+    assert response.status_code == 201
+    assert await rows(api.store, "jobs") == []
+    assert len(agent_server.calls_to("GET", f"/api/conversations/{conversation_id}")) == 1
+
+    stop = {"observation": "agent_state_changed", "extras": {"agent_state": "finished"}, "id": 1}
+    answer = await api.client.post(
+        f"/agent/events/{conversation_id}", json=stop, headers={"X-Session-API-Key": AGENT_API_KEY}
+    )
+    assert answer.status_code == 200
+    [job] = await rows(api.store, "jobs")
+    assert job["kind"] == STATE_CHANGED_JOB
+    assert job["job_key"] == conversation_id
+
+
+async def test_callback_on_a_conversation_known_from_webhooks_queues_a_catch_up(
+    api: RunningApi, agent_server: FakeAgentServer
+) -> None:
+    """The relay did not ask the agent, and its record may be behind a lost webhook:
+    the catch-up job asks."""
+    conversation_id = agent_server.add_conversation(execution_status="running")
+    await api.store.execute(
+        "INSERT INTO agent_conversations (conversation_id, execution_status, updated_at)"
+        " VALUES (:id, 'running', 0)",
+        {"id": conversation_id},
+    )
+    response = await api.client.post(
+        "/api/callbacks", json={"conversation_id": conversation_id, "processor": HOOK}, headers=AUTH
+    )
+    assert response.status_code == 201
+    [job] = await rows(api.store, "jobs")
+    assert job["kind"] == CATCH_UP_JOB
+
+
+@pytest.mark.parametrize(
+    ("told", "heard", "needs_catch_up"),
+    [
+        ("running", HeardState(None, None), False),
+        ("running", HeardState("running", "action"), False),
+        # A batch recorded between the lookup and the registration said it stopped.
+        ("running", HeardState("finished", "finish"), True),
+        ("running", HeardState("finished", "message"), True),
+        ("finished", HeardState(None, None), True),
+        (None, HeardState("running", None), True),
+    ],
+)
+def test_whether_a_new_callback_needs_the_catch_up(
+    told: str | None, heard: HeardState, needs_catch_up: bool
+) -> None:
+    assert _may_have_stopped(told, heard) is needs_catch_up
 
 
 BAD_CALLBACK_BODIES: list[dict[str, Any]] = [
