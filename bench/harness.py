@@ -460,11 +460,16 @@ async def run_command(argv: Sequence[str], *, env: Mapping[str, str], workdir: P
     return output.decode(errors="replace")
 
 
-async def _start_script(workdir: Path, name: str, script: str, ready_path: str) -> Server:
+async def _start_script(
+    workdir: Path, name: str, script: str, ready_path: str, *options: str
+) -> Server:
     """A bench/ script run as an HTTP server on a free port, once `ready_path` answers."""
     port = free_port()
     service = Service(
-        name, [PYTHON, str(BENCH / script), "--port", str(port)], env=os.environ, workdir=workdir
+        name,
+        [PYTHON, str(BENCH / script), "--port", str(port), *options],
+        env=os.environ,
+        workdir=workdir,
     )
     await service.start()
     server = Server(service, f"http://{HOST}:{port}", port)
@@ -472,9 +477,14 @@ async def _start_script(workdir: Path, name: str, script: str, ready_path: str) 
     return server
 
 
-async def start_bare_app(workdir: Path) -> Server:
-    """The bare Starlette app (bench/bare_app.py) under the same Python and uvicorn."""
-    return await _start_script(workdir, "bare-app", "bare_app.py", "/ready")
+async def start_bare_app(workdir: Path, *, database: Path | None = None) -> Server:
+    """The bare Starlette app (bench/bare_app.py) under the same Python and uvicorn;
+    with `database`, the floor: the same app writing a durable webhook's rows there."""
+    if database is None:
+        return await _start_script(workdir, "bare-app", "bare_app.py", "/ready")
+    return await _start_script(
+        workdir, "floor-app", "bare_app.py", "/ready", "--database", str(database)
+    )
 
 
 async def start_fake_peers(workdir: Path) -> Server:

@@ -15,7 +15,12 @@ p99 at most 10 ms at a fixed 1,000 req/s. For each route:
 it measures (a) closed-loop throughput, 16 keep-alive connections for --duration
 seconds after a warm-up, and (b) open-loop latency at --rate req/s for
 --open-duration seconds, counted from each request's due time. The bare app
-(bench/bare_app.py) gets the same requests, measured the same way, in the same run.
+(bench/bare_app.py) gets the same requests, measured the same way, in the same run,
+and so does the floor: the bare app writing, per request, the delivery-ledger rows
+and the job that any deduplicated, durably queued webhook must commit before it
+answers, on SQLite in the relay's WAL settings and schema, with nothing else. No
+design that commits each webhook before its 2xx can beat the floor on this stack;
+its ratio to bare is the ceiling of the relay's.
 Each relay phase runs on a fresh `agent-relay serve` and SQLite file (all platforms
 configured, default WORKER_CONCURRENCY). The agent-server is a closed port (a
 state-change job with no callback does not call it); Slack's, GitHub's and GitLab's
@@ -113,7 +118,11 @@ class Phase:
 class RouteResult:
     route: Route
     bare: Phase = field(default_factory=Phase)
+    floor: Phase = field(default_factory=Phase)
     relay: Phase = field(default_factory=Phase)
+
+    def phases(self) -> list[tuple[str, Phase]]:
+        return [("bare", self.bare), ("floor", self.floor), ("relay", self.relay)]
 
 
 def ledger_rows(database: Path, source: str) -> int:
@@ -186,7 +195,7 @@ class Bench:
 
 def print_route(result: RouteResult, args: argparse.Namespace) -> None:
     print(f"\n{result.route.path}")
-    for name, phase in (("bare", result.bare), ("relay", result.relay)):
+    for name, phase in result.phases():
         closed, opened = phase.closed, phase.open
         assert closed is not None and opened is not None
         latency = opened.latency
@@ -222,6 +231,7 @@ def results_table(results: list[RouteResult], args: argparse.Namespace) -> str:
         "app",
         f"req/s ({args.connections} conn.)",
         "ratio to bare",
+        "ratio to floor",
         "closed p50",
         f"p50 @ {args.rate:.0f}/s",
         "p99",
@@ -232,7 +242,8 @@ def results_table(results: list[RouteResult], args: argparse.Namespace) -> str:
     rows = []
     for result in results:
         bare_rate = result.bare.closed.per_second if result.bare.closed else math.nan
-        for name, phase in (("bare", result.bare), ("relay", result.relay)):
+        floor_rate = result.floor.closed.per_second if result.floor.closed else math.nan
+        for name, phase in result.phases():
             assert phase.closed is not None and phase.open is not None
             latency = phase.open.latency
             errors = phase.closed.errors + phase.open.errors
@@ -242,6 +253,7 @@ def results_table(results: list[RouteResult], args: argparse.Namespace) -> str:
                     name,
                     rate(phase.closed.per_second),
                     "1" if name == "bare" else ratio(phase.closed.per_second, bare_rate),
+                    ratio(phase.closed.per_second, floor_rate) if name == "relay" else "",
                     ms(Latency.of(phase.closed.latencies).p50),
                     *latency.row(),
                     f"{errors} / {phase.open.timeouts}",
@@ -260,6 +272,7 @@ async def main(args: argparse.Namespace) -> list[RouteResult]:
         bench = Bench(args, workdir)
         peers = await start_fake_peers(workdir)
         bare = await start_bare_app(workdir)
+        floor = await start_bare_app(workdir, database=workdir / "floor.db")
         refused = f"http://{HOST}:{closed_port()}"
         env = relay_env(
             "sqlite:///unused",
@@ -270,16 +283,20 @@ async def main(args: argparse.Namespace) -> list[RouteResult]:
             ),
         )
         results = []
-        async with running(peers.service, bare.service):
+        async with running(peers.service, bare.service, floor.service):
             for name in args.routes:
                 route = ROUTES[name]
                 result = RouteResult(route)
                 print(f"{route.path}: bare closed loop", flush=True)
                 await bench.closed(bare, route, result.bare)
+                print(f"{route.path}: floor closed loop", flush=True)
+                await bench.closed(floor, route, result.floor)
                 print(f"{route.path}: relay closed loop", flush=True)
                 await bench.on_fresh_relay(env, route, result.relay, "closed")
                 print(f"{route.path}: bare open loop", flush=True)
                 await bench.open(bare, route, result.bare)
+                print(f"{route.path}: floor open loop", flush=True)
+                await bench.open(floor, route, result.floor)
                 print(f"{route.path}: relay open loop", flush=True)
                 await bench.on_fresh_relay(env, route, result.relay, "open")
                 results.append(result)
@@ -328,10 +345,13 @@ def describe(args: argparse.Namespace) -> str:
         f" each request's due time, no answer within {args.timeout:.0f} s = timeout. A fresh"
         " `agent-relay serve` (SQLite, all platforms, default WORKER_CONCURRENCY) per relay"
         f" phase, platform APIs {args.platform_apis} (see the script); the bare app"
-        " (bench/bare_app.py) gets the same requests. The generator is one Python asyncio"
-        " process over keep-alive connections; request bytes are pre-built for the open"
-        " loop and filled from pre-serialised templates (6-25 µs) in the closed loop. CPU"
-        " is % of one core during the closed loop; others = the rest of the machine."
+        " (bench/bare_app.py) gets the same requests, and so does the floor: the bare app"
+        " committing, per request, the ledger rows and the job a durable webhook must write"
+        " (one SQLite file for all routes, the relay's schema and WAL settings). The"
+        " generator is one Python asyncio process over keep-alive connections; request"
+        " bytes are pre-built for the open loop and filled from pre-serialised templates"
+        " (6-25 µs) in the closed loop. CPU is % of one core during the closed loop;"
+        " others = the rest of the machine."
     )
 
 
