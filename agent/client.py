@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
 
 from agent.http import DEFAULT_TIMEOUT, send
 
@@ -52,7 +53,10 @@ class AgentClient:
     ) -> None:
         self.llm = llm
         self.workspace_dir = workspace_dir
-        self._http = httpx.AsyncClient(
+        # httpx's API over aiohttp's connections: on the hot paths (a callback's
+        # registration, the summary before each reply) httpx's own transport cost
+        # about twice the CPU of the whole call (bench/RESULTS.md, issue 8).
+        self._http = HttpxAiohttpClient(
             base_url=base_url.rstrip("/") + "/api",
             headers={"X-Session-API-Key": api_key} if api_key else {},
             timeout=timeout,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+import aiohttp
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -35,7 +36,9 @@ async def send(
     statuses in `accept` are returned to the caller instead of raised."""
     try:
         response = await client.request(method, url, **kwargs)
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, aiohttp.ClientError) as exc:
+        # aiohttp's: one that the aiohttp transport (agent.client) passes on as it is,
+        # such as a malformed response.
         raise RetryableJobError(f"{what}: {type(exc).__name__}") from exc
     if response.status_code in accept:
         return response
