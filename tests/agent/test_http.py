@@ -1,0 +1,89 @@
+"""agent.http.send through the agent-server client's real transport (httpx-aiohttp):
+whatever breaks on the wire is a retryable failure, never an unknown exception."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import httpx
+import pytest
+
+from agent.client import AgentClient, LLMSettings
+from agent.http import send
+from db.jobs import RetryableJobError
+from tests.support.deployment import closed_port_url
+
+CONVERSATION = "0" * 31 + "1"
+
+
+def agent_client(url: str) -> AgentClient:
+    return AgentClient(url, "key", LLMSettings(model="m"), "/workspace")
+
+
+async def serving(answer: bytes) -> AsyncIterator[str]:
+    """A loopback server that reads a request and writes `answer`, then hangs up."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def garbage_server() -> AsyncIterator[str]:
+    async for url in serving(b"this is not HTTP\r\n\r\n"):
+        yield url
+
+
+@pytest.fixture
+async def hang_up_server() -> AsyncIterator[str]:
+    async for url in serving(b""):
+        yield url
+
+
+@pytest.fixture
+async def answering_server() -> AsyncIterator[str]:
+    body = b'{"id": "' + CONVERSATION.encode() + b'", "execution_status": "running"}'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    async for url in serving(head % len(body) + body):
+        yield url
+
+
+async def test_the_agent_client_reads_an_answer_over_aiohttp(answering_server: str) -> None:
+    client = agent_client(answering_server)
+    try:
+        info = await client.get_conversation(CONVERSATION)
+    finally:
+        await client.aclose()
+    assert info == {"id": CONVERSATION, "execution_status": "running"}
+
+
+@pytest.mark.parametrize("peer", ["closed", "garbage", "hang_up"])
+async def test_a_broken_peer_is_a_retryable_failure(
+    peer: str, garbage_server: str, hang_up_server: str
+) -> None:
+    url = {"closed": closed_port_url(), "garbage": garbage_server, "hang_up": hang_up_server}[peer]
+    client = agent_client(url)
+    try:
+        with pytest.raises(RetryableJobError) as failure:
+            await client.get_conversation(CONVERSATION)
+    finally:
+        await client.aclose()
+    assert failure.value.args[0].startswith(f"agent-server GET /conversations/{CONVERSATION}: ")
+
+
+async def test_an_aiohttp_error_left_untranslated_is_retryable() -> None:
+    def raise_aiohttp_error(request: httpx.Request) -> httpx.Response:
+        raise aiohttp.ClientPayloadError("truncated")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(raise_aiohttp_error)) as client:
+        with pytest.raises(RetryableJobError, match="ClientPayloadError"):
+            await send(client, "GET", "http://peer.test/x", "peer GET /x")
