@@ -53,11 +53,15 @@ class AgentClient:
     ) -> None:
         self.llm = llm
         self.workspace_dir = workspace_dir
+        url = httpx.URL(base_url.rstrip("/") + "/api")
         # httpx's API over aiohttp's connections: on the hot paths (a callback's
         # registration, the summary before each reply) httpx's own transport cost
-        # about twice the CPU of the whole call (bench/RESULTS.md, issue 8).
+        # about twice the CPU of the whole call (bench/RESULTS.md, issue 8). aiohttp
+        # refuses a URL's credentials next to the Authorization header httpx makes of
+        # them, so they travel as that header alone.
         self._http = HttpxAiohttpClient(
-            base_url=base_url.rstrip("/") + "/api",
+            base_url=url.copy_with(userinfo=b""),
+            auth=httpx.BasicAuth(url.username, url.password) if url.userinfo else None,
             headers={"X-Session-API-Key": api_key} if api_key else {},
             timeout=timeout,
             transport=transport,

@@ -37,9 +37,7 @@ async def send(
     try:
         response = await client.request(method, url, **kwargs)
     except (httpx.TransportError, aiohttp.ClientError) as exc:
-        # aiohttp's: one that the aiohttp transport (agent.client) passes on as it is,
-        # such as a malformed response.
-        raise RetryableJobError(f"{what}: {type(exc).__name__}") from exc
+        raise RetryableJobError(f"{what}: {failure_name(exc)}") from exc
     if response.status_code in accept:
         return response
     if 300 <= response.status_code < 400:
@@ -53,6 +51,32 @@ async def send(
     if response.status_code >= 400:
         raise PermanentJobError(f"{what} answered {response.status_code}: {response.text[:200]}")
     return response
+
+
+# httpx's names for what aiohttp saw on the wire, most specific first. Written here
+# because httpx-aiohttp (agent.client) maps a refused connection to ConnectTimeout,
+# and passes some errors (a malformed response) on untranslated; operators read
+# these names in job errors and in `agent-relay doctor`.
+_AIOHTTP_FAILURES: tuple[tuple[type[aiohttp.ClientError], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, "ConnectTimeout"),
+    (aiohttp.ServerTimeoutError, "ReadTimeout"),
+    (aiohttp.ClientConnectorError, "ConnectError"),
+    (aiohttp.ServerDisconnectedError, "RemoteProtocolError"),
+    (aiohttp.ClientResponseError, "RemoteProtocolError"),
+    (aiohttp.ClientPayloadError, "ReadError"),
+    (aiohttp.ClientOSError, "NetworkError"),
+)
+
+
+def failure_name(exc: BaseException) -> str:
+    """What went wrong on the wire, in httpx's words whichever transport saw it."""
+    cause = exc.__cause__ if isinstance(exc, httpx.TransportError) else exc
+    if isinstance(cause, aiohttp.ClientError):
+        for failure, name in _AIOHTTP_FAILURES:
+            if isinstance(cause, failure):
+                return name
+        return "TransportError"
+    return type(exc).__name__
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import SecretStr
 
+from agent.http import failure_name
 from bots.github_api import GithubClients
 from bots.github_app import APP_PLATFORM as GITHUB_APP_PLATFORM
 from bots.github_app import AppCredentials
@@ -508,7 +509,7 @@ class _Run:
             )
         except RetryableJobError as exc:
             status = _status_of(exc)
-            cause = type(exc.__cause__).__name__ if exc.__cause__ else "no answer"
+            cause = failure_name(exc.__cause__) if exc.__cause__ else "no answer"
             return (
                 fail(
                     "agent-server",

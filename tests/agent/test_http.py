@@ -22,11 +22,14 @@ def agent_client(url: str) -> AgentClient:
     return AgentClient(url, "key", LLMSettings(model="m"), "/workspace")
 
 
-async def serving(answer: bytes) -> AsyncIterator[str]:
-    """A loopback server that reads a request and writes `answer`, then hangs up."""
+async def serving(answer: bytes, heads: list[bytes] | None = None) -> AsyncIterator[str]:
+    """A loopback server that reads a request (its head goes to `heads`) and writes
+    `answer`, then hangs up."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        if heads is not None:
+            heads.append(head)
         writer.write(answer)
         await writer.drain()
         writer.close()
@@ -50,10 +53,15 @@ async def hang_up_server() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def answering_server() -> AsyncIterator[str]:
+def request_heads() -> list[bytes]:
+    return []
+
+
+@pytest.fixture
+async def answering_server(request_heads: list[bytes]) -> AsyncIterator[str]:
     body = b'{"id": "' + CONVERSATION.encode() + b'", "execution_status": "running"}'
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-    async for url in serving(head % len(body) + body):
+    async for url in serving(head % len(body) + body, request_heads):
         yield url
 
 
@@ -66,18 +74,42 @@ async def test_the_agent_client_reads_an_answer_over_aiohttp(answering_server: s
     assert info == {"id": CONVERSATION, "execution_status": "running"}
 
 
-@pytest.mark.parametrize("peer", ["closed", "garbage", "hang_up"])
-async def test_a_broken_peer_is_a_retryable_failure(
-    peer: str, garbage_server: str, hang_up_server: str
+async def test_credentials_in_the_agent_url_travel_as_basic_auth(
+    answering_server: str, request_heads: list[bytes]
+) -> None:
+    with_credentials = answering_server.replace("//", "//operator:p%40ss@")
+    client = agent_client(with_credentials)
+    try:
+        assert await client.get_conversation(CONVERSATION) is not None
+    finally:
+        await client.aclose()
+    [head] = request_heads
+    lines = head.decode().lower().split("\r\n")
+    assert lines[0] == f"get /api/conversations/{CONVERSATION} http/1.1"
+    authorizations = [line for line in lines if line.startswith("authorization:")]
+    assert authorizations == ["authorization: basic b3blcmf0b3i6cebzcw=="]  # operator:p@ss
+    assert "x-session-api-key: key" in lines
+
+
+@pytest.mark.parametrize(
+    ("peer", "failure"),
+    [
+        ("closed", "ConnectError"),
+        ("garbage", "RemoteProtocolError"),
+        ("hang_up", "RemoteProtocolError"),
+    ],
+)
+async def test_a_broken_peer_is_a_retryable_failure_named_as_httpx_names_it(
+    peer: str, failure: str, garbage_server: str, hang_up_server: str
 ) -> None:
     url = {"closed": closed_port_url(), "garbage": garbage_server, "hang_up": hang_up_server}[peer]
     client = agent_client(url)
     try:
-        with pytest.raises(RetryableJobError) as failure:
+        with pytest.raises(RetryableJobError) as raised:
             await client.get_conversation(CONVERSATION)
     finally:
         await client.aclose()
-    assert failure.value.args[0].startswith(f"agent-server GET /conversations/{CONVERSATION}: ")
+    assert str(raised.value) == f"agent-server GET /conversations/{CONVERSATION}: {failure}"
 
 
 async def test_an_aiohttp_error_left_untranslated_is_retryable() -> None:
@@ -85,5 +117,5 @@ async def test_an_aiohttp_error_left_untranslated_is_retryable() -> None:
         raise aiohttp.ClientPayloadError("truncated")
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(raise_aiohttp_error)) as client:
-        with pytest.raises(RetryableJobError, match="ClientPayloadError"):
+        with pytest.raises(RetryableJobError, match="ReadError"):
             await send(client, "GET", "http://peer.test/x", "peer GET /x")
