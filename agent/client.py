@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from httpx_aiohttp import HttpxAiohttpClient
 
-from agent.http import DEFAULT_TIMEOUT, send
+from agent.http import DEFAULT_TIMEOUT, new_http_client, send
 
 # ask_agent runs an LLM completion over the whole conversation before it answers.
 ASK_AGENT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
@@ -54,12 +53,9 @@ class AgentClient:
         self.llm = llm
         self.workspace_dir = workspace_dir
         url = httpx.URL(base_url.rstrip("/") + "/api")
-        # httpx's API over aiohttp's connections: on the hot paths (a callback's
-        # registration, the summary before each reply) httpx's own transport cost
-        # about twice the CPU of the whole call (bench/RESULTS.md, issue 8). aiohttp
-        # refuses a URL's credentials next to the Authorization header httpx makes of
-        # them, so they travel as that header alone.
-        self._http = HttpxAiohttpClient(
+        # aiohttp (agent.http.new_http_client) refuses a URL's credentials next to
+        # the Authorization header httpx makes of them: they travel as that alone.
+        self._http = new_http_client(
             base_url=url.copy_with(userinfo=b""),
             auth=httpx.BasicAuth(url.username, url.password) if url.userinfo else None,
             headers={"X-Session-API-Key": api_key} if api_key else {},

@@ -15,12 +15,24 @@ from typing import Any
 
 import aiohttp
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from db.jobs import PermanentJobError, RetryableJobError
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+def new_http_client(
+    *, timeout: httpx.Timeout = DEFAULT_TIMEOUT, **options: Any
+) -> httpx.AsyncClient:
+    """An httpx client whose connections are aiohttp's (httpx-aiohttp, by the httpx
+    maintainer): httpx's own transport cost about as much CPU as the rest of a
+    callback's registration, and twice the time to a reply with 20 conversations
+    at once (bench/RESULTS.md, issue 8). Redirects are not followed (see `send`).
+    `options` go to httpx.AsyncClient; an explicit `transport` (tests) is kept."""
+    return HttpxAiohttpClient(timeout=timeout, follow_redirects=False, **options)
 
 
 async def send(

@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from agent.client import AgentClient, LLMSettings
-from agent.http import DEFAULT_TIMEOUT
+from agent.http import new_http_client
 from agent.intake import AgentIntake
 from bots.github_api import GithubClients
 from bots.github_app import AppCredentials, GithubAppSource
@@ -92,7 +92,7 @@ class Relay:
             ),
             workspace_dir=settings.agent_workspace_dir,
         )
-        http = httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+        http = new_http_client()
         secrets = SecretBox(_secret(settings.secret_key))
         platforms: dict[str, object] = {}
         slack_installations = None
