@@ -12,7 +12,8 @@ Written here rather than taken from a library: of the packages found, advocate w
 `requests` (and is unmaintained since 2020), safehttpx checks GET URLs against a
 public DNS before the request, and those that pin the checked address under httpx
 (drawbridge, httpx-secure, ssrfguard) are young single-author packages with little
-use. httpcore's public network-backend seam keeps the guard this module's size.
+use. aiohttp's public resolver seam (under httpx-aiohttp, as every outbound client
+here: agent.http.new_http_client) keeps the guard this module's size.
 
 WEBHOOK_ALLOW_PRIVATE_NETWORKS=true turns the guard off (a receiver on the same host
 or network, as in tests and some deployments).
@@ -23,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-import httpcore
+import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from httpx_aiohttp import AiohttpTransport
 
 from agent.http import DEFAULT_TIMEOUT
 from db.jobs import PermanentJobError
@@ -36,6 +39,10 @@ ALLOW_SETTING = "WEBHOOK_ALLOW_PRIVATE_NETWORKS"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (host, port) -> the addresses the host resolves to, as IP strings.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+# (checked address, port) -> where the connection goes instead (tests only).
+ConnectTo = Callable[[str, int], tuple[str, int]]
+# How long a receiver's name may take to resolve.
+RESOLVE_SECONDS = 5.0
 
 
 def _networks(
@@ -162,105 +169,109 @@ async def system_resolver(host: str, port: int) -> Sequence[str]:
     return [str(info[4][0]) for info in infos]
 
 
-class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
-    """Opens TCP connections only to checked addresses (asyncio only)."""
+def _refused(subject: str, reason: str) -> RefusedReceiverAddress:
+    return RefusedReceiverAddress("refused to connect: " + _refusal_text(subject, reason))
 
-    def __init__(
-        self,
-        resolver: Resolver = system_resolver,
-        inner: httpcore.AsyncNetworkBackend | None = None,
-    ) -> None:
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver for receivers: it resolves the host, checks every address,
+    and gives aiohttp only checked ones to connect to (aiohttp never looks the name
+    up again). `connect_to` maps a checked address and port to where the connection
+    really goes: the same, except in tests."""
+
+    def __init__(self, resolver: Resolver, connect_to: ConnectTo | None = None) -> None:
         self._resolver = resolver
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._connect_to = connect_to
 
-    async def _resolve(self, host: str, port: int, seconds: float | None) -> list[str]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        # aiohttp turns an OSError into a connection error (retryable: usually a DNS
+        # outage); anything else, such as the refusal, reaches the caller as it is.
         try:
-            async with asyncio.timeout(seconds):
+            async with asyncio.timeout(RESOLVE_SECONDS):
                 addresses = await self._resolver(host, port)
         except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
+            raise OSError(f"resolving {host} timed out") from exc
         except OSError as exc:
-            # Usually temporary (a DNS outage), so retryable like a refused connection.
-            raise httpcore.ConnectError(f"could not resolve {host}: {exc}") from exc
+            raise OSError(f"could not resolve {host}: {exc}") from exc
         if not addresses:
-            raise httpcore.ConnectError(f"{host} resolves to no address")
-        return list(dict.fromkeys(addresses))  # in the resolver's order, once each
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._resolve(host, port, timeout)
+            raise OSError(f"{host} resolves to no address")
+        addresses = list(dict.fromkeys(addresses))  # in the resolver's order, once each
         # Every address is checked before any is tried: a name with one private
         # address is refused as a whole, whichever address would have answered.
         for address in addresses:
             reason = refusal_reason(_parse(address))
             if reason is not None:
-                subject = address if host == address else f"{host} resolves to {address}, which"
-                raise RefusedReceiverAddress(
-                    "refused to connect: " + _refusal_text(subject, reason)
-                )
-        error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        assert error is not None
-        raise error
+                raise _refused(f"{host} resolves to {address}, which", reason)
+        return [self._result(host, address, port) for address in addresses]
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise RefusedReceiverAddress("refused to connect: a Unix socket is no webhook receiver")
+    def _result(self, host: str, address: str, port: int) -> ResolveResult:
+        if self._connect_to is not None:
+            address, port = self._connect_to(address, port)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        # "hostname" stays the URL's host: TLS names and verifies it (SNI).
+        return ResolveResult(
+            hostname=host,
+            host=address,
+            port=port,
+            family=family,
+            proto=0,
+            flags=socket.AI_NUMERICHOST,
+        )
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        pass
+
+
+class GuardedTransport(AiohttpTransport):
+    """httpx-aiohttp's transport over a connector that connects only to checked
+    addresses. aiohttp connects to an IP literal without asking the resolver, so a
+    literal host is checked here."""
+
+    def __init__(self, resolver: Resolver, connect_to: ConnectTo | None = None) -> None:
+        guarded = GuardedResolver(resolver, connect_to)
+
+        def session() -> aiohttp.ClientSession:
+            # Made in the running loop, at the first request. No DNS cache: each new
+            # connection resolves (and checks) again. trust_env stays off: a proxy
+            # from the environment would connect on our behalf, unchecked.
+            connector = aiohttp.TCPConnector(
+                resolver=guarded,
+                use_dns_cache=False,
+                ssl=httpx.create_ssl_context(),
+                limit=RECEIVER_LIMITS.max_connections or 0,
+                keepalive_timeout=RECEIVER_LIMITS.keepalive_expiry,
+            )
+            return aiohttp.ClientSession(connector=connector)
+
+        super().__init__(limits=RECEIVER_LIMITS, client=session)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            address = _parse(request.url.host)
+        except ValueError:
+            pass  # a name: the resolver checks what it resolves to
+        else:
+            reason = refusal_reason(address)
+            if reason is not None:
+                raise _refused(str(address), reason)
+        return await super().handle_async_request(request)
 
 
 # httpx's defaults for a client's pool.
 RECEIVER_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport, whose connections are opened by `network_backend`."""
-
-    def __init__(self, network_backend: httpcore.AsyncNetworkBackend) -> None:
-        super().__init__(limits=RECEIVER_LIMITS)
-        # httpx 0.28 takes no network backend (encode/httpx PR 3749 proposes one), so
-        # the pool it built is replaced by the same pool over the guarded backend.
-        # tests/processors/test_receiver_guard.py fails if httpx stops using `_pool`.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=RECEIVER_LIMITS.max_connections,
-            max_keepalive_connections=RECEIVER_LIMITS.max_keepalive_connections,
-            keepalive_expiry=RECEIVER_LIMITS.keepalive_expiry,
-            network_backend=network_backend,
-        )
-
-
 def guarded_receiver_client(
-    resolver: Resolver = system_resolver, *, inner: httpcore.AsyncNetworkBackend | None = None
+    resolver: Resolver = system_resolver, *, connect_to: ConnectTo | None = None
 ) -> httpx.AsyncClient:
     """The client webhook processors send with while private networks are off
-    (`inner` opens the checked connections; tests replace it).
+    (`connect_to` redirects the checked connections; tests use it).
 
     An explicit transport also keeps httpx from using HTTP(S)_PROXY from the
     environment: a proxy would connect on our behalf, to an address nobody checked.
     Redirects are not followed (agent.http.send refuses them), as on the shared client.
     """
-    transport = GuardedTransport(GuardedNetworkBackend(resolver, inner))
+    transport = GuardedTransport(resolver, connect_to)
     return httpx.AsyncClient(transport=transport, timeout=DEFAULT_TIMEOUT, follow_redirects=False)

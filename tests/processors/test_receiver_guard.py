@@ -2,22 +2,31 @@
 guarded client resolves once, checks every address and connects only to a checked one.
 
 No internet here: a "public" host is a name that an injected resolver answers with a
-public address, and a backend that records that address connects to a loopback
-receiver in its place. Loopback itself is reached through the system resolver.
+public address, and the client's `connect_to` records that address and connects to
+a loopback receiver in its place. Loopback itself is reached through the system
+resolver.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-import httpcore
+import aiohttp
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from agent.http import failure_name
 from processors.receiver_guard import (
     ALLOW_SETTING,
     RefusedReceiverAddress,
@@ -26,6 +35,7 @@ from processors.receiver_guard import (
     literal_refusal,
     refusal_reason,
 )
+from tests.support.deployment import closed_port_url
 from tests.support.receiver import RecordingReceiver
 
 PUBLIC_HOST = "receiver.example.test"
@@ -51,35 +61,30 @@ class Resolutions:
         return self._answers.pop(0) if len(self._answers) > 1 else self._answers[0]
 
 
-class ForwardingBackend(httpcore.AsyncNetworkBackend):
-    """Records the address each connection is opened to, and opens it to a loopback
-    port instead (the stand-in for that public address)."""
+class Forwarding:
+    """The client's `connect_to`: records each checked address handed to the
+    connection, and sends it to a loopback port instead (the stand-in for that
+    public address); `ports` gives a port per address, in order, when set."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, ports: Sequence[int] = ()) -> None:
         self.port = port
+        self.ports = list(ports)
         self.connected: list[tuple[str, int]] = []
-        self._real = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        self.connected.append((host, port))
-        return await self._real.connect_tcp("127.0.0.1", self.port, timeout=timeout)
+    def __call__(self, address: str, port: int) -> tuple[str, int]:
+        self.connected.append((address, port))
+        return "127.0.0.1", self.ports.pop(0) if self.ports else self.port
 
-    async def sleep(self, seconds: float) -> None:
-        await self._real.sleep(seconds)
+
+def closed_port() -> int:
+    return int(closed_port_url().rsplit(":", 1)[1])
 
 
 def guarded_to(
     receiver: RecordingReceiver, resolver: Resolver
-) -> tuple[httpx.AsyncClient, ForwardingBackend]:
-    backend = ForwardingBackend(receiver.port)
-    return guarded_receiver_client(resolver, inner=backend), backend
+) -> tuple[httpx.AsyncClient, Forwarding]:
+    forwarding = Forwarding(receiver.port)
+    return guarded_receiver_client(resolver, connect_to=forwarding), forwarding
 
 
 # -- which addresses --------------------------------------------------------------------
@@ -212,11 +217,11 @@ async def test_a_name_resolving_to_loopback_is_refused(receiver: RecordingReceiv
 async def test_a_name_with_any_non_public_address_is_refused_whole(
     receiver: RecordingReceiver, answer: list[str]
 ) -> None:
-    client, backend = guarded_to(receiver, Resolutions(answer))
+    client, forwarding = guarded_to(receiver, Resolutions(answer))
     async with client:
         with pytest.raises(RefusedReceiverAddress, match=f"{PUBLIC_HOST} resolves to"):
             await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
-    assert backend.connected == []
+    assert forwarding.connected == []
     assert receiver.requests == []
 
 
@@ -224,12 +229,12 @@ async def test_a_public_address_is_connected_to_with_the_names_host_header(
     receiver: RecordingReceiver,
 ) -> None:
     resolver = Resolutions([PUBLIC_ADDRESS])
-    client, backend = guarded_to(receiver, resolver)
+    client, forwarding = guarded_to(receiver, resolver)
     async with client:
         response = await client.post(f"http://{PUBLIC_HOST}:8080/hook", content=b'{"a": 1}')
     assert response.status_code == 200
     assert resolver.asked == [PUBLIC_HOST]
-    assert backend.connected == [(PUBLIC_ADDRESS, 8080)]
+    assert forwarding.connected == [(PUBLIC_ADDRESS, 8080)]
     [request] = receiver.requests
     assert request.headers["host"] == f"{PUBLIC_HOST}:8080"
     assert request.body == b'{"a": 1}'
@@ -241,7 +246,7 @@ async def test_rebinding_cannot_move_a_connection_to_an_unchecked_address(
     """The name answers public, then private: each connection resolves once and goes
     to the address it checked, so the private answer is refused, never connected to."""
     resolver = Resolutions([PUBLIC_ADDRESS], ["127.0.0.1"])
-    client, backend = guarded_to(receiver, resolver)
+    client, forwarding = guarded_to(receiver, resolver)
     async with client:
         # "Connection: close": the next request needs a new connection, so a new lookup.
         first = await client.post(
@@ -251,79 +256,88 @@ async def test_rebinding_cannot_move_a_connection_to_an_unchecked_address(
             await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
     assert first.status_code == 200
     assert resolver.asked == [PUBLIC_HOST, PUBLIC_HOST]  # once per connection
-    assert backend.connected == [(PUBLIC_ADDRESS, 80)]
+    assert forwarding.connected == [(PUBLIC_ADDRESS, 80)]
     assert len(receiver.requests) == 1
 
 
 async def test_the_next_address_is_tried_when_one_does_not_answer(
     receiver: RecordingReceiver,
 ) -> None:
-    class FirstRefuses(ForwardingBackend):
-        async def connect_tcp(
-            self, host: str, port: int, **options: object
-        ) -> httpcore.AsyncNetworkStream:
-            if not self.connected:
-                self.connected.append((host, port))
-                raise httpcore.ConnectError("connection refused")
-            return await super().connect_tcp(host, port)
-
-    backend = FirstRefuses(receiver.port)
+    forwarding = Forwarding(receiver.port, ports=[closed_port(), receiver.port])
     async with guarded_receiver_client(
-        Resolutions(["2606:4700:4700::1111", PUBLIC_ADDRESS]), inner=backend
+        Resolutions(["2606:4700:4700::1111", PUBLIC_ADDRESS]), connect_to=forwarding
     ) as client:
         response = await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
     assert response.status_code == 200
-    assert backend.connected == [("2606:4700:4700::1111", 80), (PUBLIC_ADDRESS, 80)]
+    assert forwarding.connected == [("2606:4700:4700::1111", 80), (PUBLIC_ADDRESS, 80)]
+    assert len(receiver.requests) == 1
 
 
 async def test_a_failed_lookup_is_a_connect_error(receiver: RecordingReceiver) -> None:
     async def no_such_name(host: str, port: int) -> Sequence[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    client, backend = guarded_to(receiver, no_such_name)
+    client, forwarding = guarded_to(receiver, no_such_name)
     async with client:
-        with pytest.raises(httpx.ConnectError, match=f"could not resolve {PUBLIC_HOST}"):
+        with pytest.raises(httpx.TransportError) as failed:
             await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
-    assert backend.connected == []
+    assert isinstance(failed.value.__cause__, aiohttp.ClientConnectorDNSError)
+    assert f"could not resolve {PUBLIC_HOST}" in str(failed.value.__cause__.os_error)
+    assert failure_name(failed.value) == "ConnectError"  # retryable, like a refused connection
+    assert forwarding.connected == []
 
 
-class TlsRecordingStream(httpcore.AsyncMockStream):
-    """Records what TLS is started with, then stops the request."""
+def self_signed_certificate(host: str, directory: Path) -> tuple[Path, Path]:
+    """A certificate for `host` that no client trusts, and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certificate_file, key_file = directory / "receiver.crt", directory / "receiver.key"
+    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certificate_file, key_file
 
-    started_with: tuple[ssl.SSLContext, str | None] | None = None
 
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-    ) -> httpcore.AsyncNetworkStream:
-        self.started_with = (ssl_context, server_hostname)
-        raise httpcore.ConnectError("the test stops before the handshake")
+async def test_tls_names_and_verifies_the_host_while_connecting_to_the_checked_address(
+    tmp_path: Path,
+) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(*self_signed_certificate(PUBLIC_HOST, tmp_path))
+    server_names: list[str | None] = []
+    server_context.sni_callback = lambda _socket, name, _context: server_names.append(name)
 
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
 
-async def test_tls_names_and_verifies_the_host_while_connecting_to_the_checked_address() -> None:
-    stream = TlsRecordingStream([])
-    connected: list[str] = []
-
-    class StreamBackend(httpcore.AsyncNetworkBackend):
-        async def connect_tcp(
-            self, host: str, port: int, **options: object
-        ) -> httpcore.AsyncNetworkStream:
-            connected.append(host)
-            return stream
-
-    async with guarded_receiver_client(
-        Resolutions([PUBLIC_ADDRESS]), inner=StreamBackend()
-    ) as client:
-        with pytest.raises(httpx.ConnectError):
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=server_context)
+    forwarding = Forwarding(server.sockets[0].getsockname()[1])
+    async with (
+        server,
+        guarded_receiver_client(Resolutions([PUBLIC_ADDRESS]), connect_to=forwarding) as client,
+    ):
+        with pytest.raises(httpx.TransportError) as failed:
             await client.post(f"https://{PUBLIC_HOST}/hook", content=b"{}")
-    assert connected == [PUBLIC_ADDRESS]
-    assert stream.started_with is not None
-    context, server_hostname = stream.started_with
-    assert server_hostname == PUBLIC_HOST  # SNI, and the name the certificate must carry
-    assert context.check_hostname is True
-    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert forwarding.connected == [(PUBLIC_ADDRESS, 443)]
+    assert server_names == [PUBLIC_HOST]  # SNI names the URL's host, not the address
+    # The certificate, though issued to that name, is trusted by nobody: it is checked.
+    assert isinstance(failed.value.__cause__, aiohttp.ClientConnectorCertificateError)
 
 
 async def test_redirects_are_not_followed_and_proxies_from_the_environment_are_not_used(
@@ -333,10 +347,10 @@ async def test_redirects_are_not_followed_and_proxies_from_the_environment_are_n
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         monkeypatch.setenv("ALL_PROXY", proxy.url)
         receiver.fail_next(302)
-        client, backend = guarded_to(receiver, Resolutions([PUBLIC_ADDRESS]))
+        client, forwarding = guarded_to(receiver, Resolutions([PUBLIC_ADDRESS]))
         async with client:
             assert client.follow_redirects is False
             response = await client.post(f"http://{PUBLIC_HOST}/hook", content=b"{}")
         assert response.status_code == 302
         assert proxy.requests == []
-    assert backend.connected == [(PUBLIC_ADDRESS, 80)]
+    assert forwarding.connected == [(PUBLIC_ADDRESS, 80)]

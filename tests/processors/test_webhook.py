@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import httpcore
 import httpx
 import pytest
 from pydantic import ValidationError
@@ -227,16 +226,9 @@ class Redirector(LoopbackServer):
         return Handler
 
 
-class ToLoopback(httpcore.AsyncNetworkBackend):
-    """Connects a checked public address's connection to a loopback port instead."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def connect_tcp(
-        self, host: str, port: int, **options: Any
-    ) -> httpcore.AsyncNetworkStream:
-        return await httpcore.AnyIOBackend().connect_tcp("127.0.0.1", self.port)
+def to_loopback(port: int) -> Callable[[str, int], tuple[str, int]]:
+    """Sends a checked public address's connection to a loopback port instead."""
+    return lambda address, _: ("127.0.0.1", port)
 
 
 async def public_resolver(host: str, port: int) -> list[str]:
@@ -275,7 +267,7 @@ async def test_a_redirect_from_a_receiver_is_refused_and_not_followed(
     context: ProcessorContext,
 ) -> None:
     with RecordingReceiver() as target, Redirector(f"{target.url}/elsewhere") as redirector:
-        guarded = guarded_receiver_client(public_resolver, inner=ToLoopback(redirector.port))
+        guarded = guarded_receiver_client(public_resolver, connect_to=to_loopback(redirector.port))
         async with guarded:
             processor = WebhookProcessor.model_validate(
                 {"url": "http://receiver.example.test/hook", "secret": WEBHOOK_SECRET}

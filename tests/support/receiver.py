@@ -55,6 +55,9 @@ class RecordingReceiver(LoopbackServer):
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                if self.headers.get("Connection", "").lower() == "close":
+                    # As an HTTP/1.1 server must when it closes the connection.
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(payload)
 
