@@ -7,6 +7,7 @@ lifespan running; POST /api/callbacks asks a fake agent-server served on loopbac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -20,7 +21,7 @@ import pytest
 from starlette.applications import Starlette
 
 from agent.events import START_JOB, STATE_CHANGED_JOB
-from db.agent_conversations import HeardState
+from db.agent_conversations import HeardState, lock_conversation
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.migrations import current_version, migrate
 from db.store import Store
@@ -29,6 +30,7 @@ from relay.api import _may_have_stopped
 from relay.app import Relay, create_app
 from relay.settings import Settings
 from tests.support.fake_agent_api import AGENT_API_KEY, FakeAgentServer, LoopbackAgentServer
+from tests.support.waiting import wait_for
 
 API_TOKEN = "api-token-for-tests"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -335,6 +337,47 @@ async def test_callback_on_a_conversation_known_from_webhooks_queues_a_catch_up(
     response = await api.client.post(
         "/api/callbacks", json={"conversation_id": conversation_id, "processor": HOOK}, headers=AUTH
     )
+    assert response.status_code == 201
+    [job] = await rows(api.store, "jobs")
+    assert job["kind"] == CATCH_UP_JOB
+
+
+async def test_a_stop_recorded_while_a_callback_registers_is_not_missed(
+    api: RunningApi, agent_server: FakeAgentServer, migrated_database_url: str
+) -> None:
+    """The agent-server says running; meanwhile a batch with the stop is being
+    recorded (its transaction holds the conversation's row). The registration waits
+    for it, sees the stop, and queues the catch-up job."""
+    conversation_id = agent_server.add_conversation(execution_status="running")
+    batch_holds_the_row = asyncio.Event()
+    registration_asked = asyncio.Event()
+
+    async def record_the_stop(store: Store) -> None:
+        async with store.transaction():
+            await lock_conversation(store, conversation_id)
+            batch_holds_the_row.set()
+            await registration_asked.wait()
+            await store.execute(
+                "UPDATE agent_conversations SET execution_status = 'finished',"
+                " last_agent_event_kind = 'finish' WHERE conversation_id = :id",
+                {"id": conversation_id},
+            )
+
+    async with Store(migrated_database_url) as intake_store:
+        recording = asyncio.create_task(record_the_stop(intake_store))
+        await batch_holds_the_row.wait()
+        registering = asyncio.create_task(
+            api.client.post(
+                "/api/callbacks",
+                json={"conversation_id": conversation_id, "processor": HOOK},
+                headers=AUTH,
+            )
+        )
+        lookup = f"/api/conversations/{conversation_id}"
+        await wait_for(lambda: agent_server.calls_to("GET", lookup), message="no lookup")
+        registration_asked.set()
+        await recording
+        response = await registering
     assert response.status_code == 201
     [job] = await rows(api.store, "jobs")
     assert job["kind"] == CATCH_UP_JOB
