@@ -66,7 +66,7 @@ async def send(
 
 
 # httpx's names for what aiohttp saw on the wire, most specific first. Written here
-# because httpx-aiohttp (agent.client) maps a refused connection to ConnectTimeout,
+# because httpx-aiohttp (new_http_client) maps a refused connection to ConnectTimeout,
 # and passes some errors (a malformed response) on untranslated; operators read
 # these names in job errors and in `agent-relay doctor`.
 _AIOHTTP_FAILURES: tuple[tuple[type[aiohttp.ClientError], str], ...] = (
