@@ -233,10 +233,15 @@ class RelayApi:
                 return problem(404, f"the agent-server has no conversation {conversation_id}")
             told_status = str(info.get("execution_status"))
         async with self.store.transaction():
-            # Taken first: a batch of the conversation's events being recorded now
-            # commits either before this transaction (its state is in `heard`) or
-            # after it (and the job it queues finds this callback).
-            heard = await lock_conversation(self.store, conversation_id)
+            # Taken first when the answer just had may spare the catch-up job: a batch
+            # of the conversation's events being recorded now commits either before
+            # this transaction (its state is in `heard`) or after it (and the job it
+            # queues finds this callback). Without that answer the job is queued anyway.
+            heard = (
+                None
+                if told_status is None
+                else await lock_conversation(self.store, conversation_id)
+            )
             callback = await insert_callback(
                 self.store, ConversationCallback.for_processor(conversation_id, processor)
             )
@@ -272,7 +277,7 @@ class RelayApi:
         return JSONResponse(callback.public_view())
 
 
-def _may_have_stopped(told_status: str | None, heard: HeardState) -> bool:
+def _may_have_stopped(told_status: str | None, heard: HeardState | None) -> bool:
     """Whether a new callback needs the catch-up job: its agent may have stopped
     already, so that no state change may ever come to run it.
 
@@ -284,7 +289,7 @@ def _may_have_stopped(told_status: str | None, heard: HeardState) -> bool:
     (it had heard of the conversation), its own record may be behind a lost
     webhook, so the catch-up job looks at the agent.
     """
-    if told_status is None:
+    if told_status is None or heard is None:
         return True
     for status in (told_status, heard.execution_status):
         if status is None:
