@@ -117,10 +117,7 @@ class Worker:
             if job.id in done:
                 self._count(job, "done")
             else:
-                # Another worker took the job over after our lease ran out.
-                with log_context(job=job.id, kind=job.kind):
-                    log.warning("job %s: lease lost before its outcome was recorded", job.id)
-                self._count(job, "lease_lost")
+                self._lease_lost(job)
         return claimed
 
     async def run_job(self, job: Job, *, defer_completion: bool = False) -> None:
@@ -194,14 +191,20 @@ class Worker:
             log.exception("job %s: recording its outcome failed", job.id)
             return
         if outcome is None:
-            # Another worker took the job over after our lease ran out; its outcome counts.
-            log.warning("job %s: lease lost before its outcome was recorded", job.id)
+            self._lease_lost(job)
             outcome = "lease_lost"
-        self._count(job, str(outcome))
+        else:
+            self._count(job, str(outcome))
         if error is not None:
             log.warning(
                 "job %s (%s) attempt %d: %s -> %s", job.id, job.kind, job.attempts, error, outcome
             )
+
+    def _lease_lost(self, job: Job) -> None:
+        """Another worker took `job` over after our lease ran out; its outcome counts."""
+        with log_context(job=job.id, kind=job.kind):
+            log.warning("job %s: lease lost before its outcome was recorded", job.id)
+        self._count(job, "lease_lost")
 
     def _count(self, job: Job, outcome: str) -> None:
         key = f"{job.kind}:{outcome}"
