@@ -52,12 +52,8 @@ class AgentClient:
     ) -> None:
         self.llm = llm
         self.workspace_dir = workspace_dir
-        url = httpx.URL(base_url.rstrip("/") + "/api")
-        # aiohttp (agent.http.new_http_client) refuses a URL's credentials next to
-        # the Authorization header httpx makes of them: they travel as that alone.
         self._http = new_http_client(
-            base_url=url.copy_with(userinfo=b""),
-            auth=httpx.BasicAuth(url.username, url.password) if url.userinfo else None,
+            base_url=base_url.rstrip("/") + "/api",
             headers={"X-Session-API-Key": api_key} if api_key else {},
             timeout=timeout,
             transport=transport,

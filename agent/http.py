@@ -31,8 +31,21 @@ def new_http_client(
     maintainer): httpx's own transport cost about as much CPU as the rest of a
     callback's registration, and twice the time to a reply with 20 conversations
     at once (bench/RESULTS.md, issue 8). Redirects are not followed (see `send`).
-    `options` go to httpx.AsyncClient; an explicit `transport` (tests) is kept."""
-    return HttpxAiohttpClient(timeout=timeout, follow_redirects=False, **options)
+    `options` go to httpx.AsyncClient; an explicit `transport` is kept."""
+    return HttpxAiohttpClient(
+        timeout=timeout,
+        follow_redirects=False,
+        event_hooks={"request": [_credentials_in_the_header_only]},
+        **options,
+    )
+
+
+async def _credentials_in_the_header_only(request: httpx.Request) -> None:
+    """httpx has made a URL's credentials (https://user:pass@host) into the request's
+    Authorization header by the time request hooks run; aiohttp refuses them in the
+    URL next to that header, so they leave the URL."""
+    if request.url.userinfo:
+        request.url = request.url.copy_with(userinfo=b"")
 
 
 async def send(

@@ -31,7 +31,7 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 from httpx_aiohttp import AiohttpTransport
 
-from agent.http import DEFAULT_TIMEOUT
+from agent.http import new_http_client
 from db.jobs import PermanentJobError
 
 ALLOW_SETTING = "WEBHOOK_ALLOW_PRIVATE_NETWORKS"
@@ -271,7 +271,7 @@ def guarded_receiver_client(
 
     An explicit transport also keeps httpx from using HTTP(S)_PROXY from the
     environment: a proxy would connect on our behalf, to an address nobody checked.
-    Redirects are not followed (agent.http.send refuses them), as on the shared client.
+    Otherwise it is made as every outbound client is (agent.http.new_http_client):
+    redirects are not followed, and URL credentials travel as the Authorization header.
     """
-    transport = GuardedTransport(resolver, connect_to)
-    return httpx.AsyncClient(transport=transport, timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+    return new_http_client(transport=GuardedTransport(resolver, connect_to))

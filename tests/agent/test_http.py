@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from agent.client import AgentClient, LLMSettings
-from agent.http import send
+from agent.http import new_http_client, send
 from db.jobs import RetryableJobError
 from tests.support.deployment import closed_port_url
 
@@ -89,6 +89,22 @@ async def test_credentials_in_the_agent_url_travel_as_basic_auth(
     authorizations = [line for line in lines if line.startswith("authorization:")]
     assert authorizations == ["authorization: basic b3blcmf0b3i6cebzcw=="]  # operator:p@ss
     assert "x-session-api-key: key" in lines
+
+
+async def test_credentials_in_a_request_url_travel_as_basic_auth(
+    answering_server: str, request_heads: list[bytes]
+) -> None:
+    """Any client of new_http_client: a receiver's URL may carry them too."""
+    url = answering_server.replace("//", "//operator:p%40ss@") + "/hook"
+    async with new_http_client() as client:
+        response = await send(client, "POST", url, "receiver POST", content=b"{}")
+    assert response.status_code == 200
+    [head] = request_heads
+    lines = head.decode().lower().split("\r\n")
+    assert lines[0] == "post /hook http/1.1"
+    assert [line for line in lines if line.startswith("authorization:")] == [
+        "authorization: basic b3blcmf0b3i6cebzcw=="  # operator:p@ss
+    ]
 
 
 @pytest.mark.parametrize(

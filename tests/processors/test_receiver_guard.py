@@ -240,6 +240,19 @@ async def test_a_public_address_is_connected_to_with_the_names_host_header(
     assert request.body == b'{"a": 1}'
 
 
+async def test_credentials_in_a_receivers_url_travel_as_basic_auth(
+    receiver: RecordingReceiver,
+) -> None:
+    client, forwarding = guarded_to(receiver, Resolutions([PUBLIC_ADDRESS]))
+    async with client:
+        response = await client.post(f"http://hook:s3cret@{PUBLIC_HOST}/hook", content=b"{}")
+    assert response.status_code == 200
+    assert forwarding.connected == [(PUBLIC_ADDRESS, 80)]
+    [request] = receiver.requests
+    assert request.headers["authorization"] == "Basic aG9vazpzM2NyZXQ="  # hook:s3cret
+    assert request.headers["host"] == PUBLIC_HOST
+
+
 async def test_rebinding_cannot_move_a_connection_to_an_unchecked_address(
     receiver: RecordingReceiver,
 ) -> None:
