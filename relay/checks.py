@@ -23,10 +23,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import httpx
 from pydantic import SecretStr
 
-from agent.http import failure_name
+from agent.http import failure_name, new_http_client
 from bots.github_api import GithubClients
 from bots.github_app import APP_PLATFORM as GITHUB_APP_PLATFORM
 from bots.github_app import AppCredentials
@@ -291,7 +292,8 @@ class _Run:
         self.relay = checks.relay
         self.settings = checks.settings
         self.timeout = checks.timeout
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False)
+        # The relay's own kind of client: what it checks is what the relay will meet.
+        self.http = new_http_client(timeout=httpx.Timeout(self.timeout))
         self._secrets = set(_configured_secrets(self.settings))
         self._database: asyncio.Task[CheckResult] | None = None
 
@@ -808,8 +810,8 @@ class _Run:
         url = f"{_display_url(public).rstrip('/')}/healthz"
         try:
             response = await self.http.get(f"{public.rstrip('/')}/healthz")
-        except httpx.HTTPError as exc:
-            return fail("public url", f"GET {url}: {type(exc).__name__}", fix)
+        except (httpx.HTTPError, aiohttp.ClientError) as exc:
+            return fail("public url", f"GET {url}: {failure_name(exc)}", fix)
         if response.status_code != 200:
             return fail("public url", f"GET {url} answered {response.status_code}", fix)
         return ok("public url", f"GET {url} answered 200")

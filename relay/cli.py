@@ -177,6 +177,7 @@ async def _github_installations(store: Store) -> int:
 def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
+    from agent.http import new_http_client
     from bots.gitlab_api import GitlabApi
     from bots.gitlab_webhook import HookChange, install_webhook
     from db.jobs import PermanentJobError, RetryableJobError
@@ -188,7 +189,7 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def install() -> int:
-        async with httpx.AsyncClient(timeout=30.0) as http:
+        async with new_http_client(timeout=httpx.Timeout(30.0)) as http:
             api = GitlabApi(http, settings.gitlab_url, token.get_secret_value())
             try:
                 outcome = await install_webhook(
