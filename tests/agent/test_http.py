@@ -135,3 +135,23 @@ async def test_an_aiohttp_error_left_untranslated_is_retryable() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(raise_aiohttp_error)) as client:
         with pytest.raises(RetryableJobError, match="ReadError"):
             await send(client, "GET", "http://peer.test/x", "peer GET /x")
+
+
+async def test_a_cookie_a_peer_sets_never_rides_along_to_the_next_request(
+    request_heads: list[bytes],
+) -> None:
+    """The relay keeps no cookies: what one receiver sets must not reach another
+    request (to it or to anyone else)."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: session=from-the-peer; Path=/\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+    async for url in serving(head, request_heads):
+        async with new_http_client() as client:
+            await send(client, "GET", f"{url}/first", "peer")
+            await send(client, "GET", f"{url}/second", "peer")
+            assert len(client.cookies) == 0
+            with pytest.raises(TypeError):
+                client.cookies = {"session": "set-by-hand"}
+    assert len(request_heads) == 2
+    assert b"cookie" not in request_heads[1].lower()
