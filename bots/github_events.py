@@ -22,7 +22,7 @@ from starlette.routing import Route
 from bots.github_app import GithubAppSource
 from bots.github_triggers import PLATFORM, trigger_of
 from db.deliveries import record_delivery
-from db.jobs import JobQueue
+from db.jobs import JobQueue, VerbatimJson
 from db.logcontext import log_context
 from db.metrics import EVENTS_RECEIVED
 from db.store import Store
@@ -93,7 +93,8 @@ def github_routes(
                 {
                     "delivery_id": event.delivery_id,
                     "event": event.event,
-                    "payload": event.data,
+                    "payload": VerbatimJson.of_body(body, request.headers.get("content-type"))
+                    or event.data,
                 },
                 key=key,
                 idempotency_key=f"{GITHUB_EVENT_JOB}:{event.delivery_id}",

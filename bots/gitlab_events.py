@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gidgetlab import BadRequest, ValidationFailure
 from gidgetlab.routing import Router
@@ -28,7 +29,7 @@ from starlette.routing import Route
 
 from bots.gitlab_triggers import PLATFORM, TRIGGER_EVENTS, trigger_of
 from db.deliveries import record_delivery
-from db.jobs import JobQueue
+from db.jobs import JobQueue, VerbatimJson
 from db.logcontext import log_context
 from db.metrics import EVENTS_RECEIVED
 from db.store import Store
@@ -105,7 +106,8 @@ class GitlabEvents:
             return JSONResponse({"error": "the payload is not a JSON object"}, status_code=400)
         outcome = _Outcome()
         delivery_id = delivery_id_of(request.headers, event.event, body)
-        await self._router.dispatch(event, delivery_id, outcome)
+        document = VerbatimJson.of_body(body, request.headers.get("content-type")) or event.data
+        await self._router.dispatch(event, delivery_id, document, outcome)
         EVENTS_RECEIVED.labels(
             platform=PLATFORM,
             outcome="queued" if outcome.queued else "duplicate" if outcome.duplicate else "ignored",
@@ -114,7 +116,15 @@ class GitlabEvents:
             return JSONResponse({"ok": True, "queued": True}, status_code=202)
         return JSONResponse({"ok": True, "queued": False, "duplicate": outcome.duplicate})
 
-    async def _record(self, event: Event, delivery_id: str, outcome: _Outcome) -> None:
+    async def _record(
+        self,
+        event: Event,
+        delivery_id: str,
+        document: VerbatimJson | dict[str, Any],
+        outcome: _Outcome,
+    ) -> None:
+        """`document` is the event's payload as the job stores it (its body as received
+        when that is its JSON text)."""
         trigger = trigger_of(
             event.event,
             event.data,
@@ -132,7 +142,7 @@ class GitlabEvents:
                 return
             job_id = await self._queue.enqueue(
                 GITLAB_EVENT_JOB,
-                {"delivery_id": delivery_id, "event": event.event, "payload": event.data},
+                {"delivery_id": delivery_id, "event": event.event, "payload": document},
                 key=f"{PLATFORM}:{trigger.thread_key}",
                 idempotency_key=f"{GITLAB_EVENT_JOB}:{delivery_id}",
                 max_attempts=GITLAB_EVENT_MAX_ATTEMPTS,

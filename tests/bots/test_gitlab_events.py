@@ -97,6 +97,20 @@ async def test_a_mention_is_recorded_and_queued_before_the_answer(
     }
 
 
+async def test_the_job_holds_the_body_as_received(
+    client: httpx.AsyncClient, store: Store, gitlab: FakeGitlab
+) -> None:
+    payload = mention(gitlab, "@openhands répare le test")
+    body = json.dumps(payload, indent=2, ensure_ascii=False).encode()
+
+    response = await post(client, body)
+
+    assert response.status_code == 202
+    [job], _ = await stored(store)
+    assert body.decode() in job["payload"]
+    assert json.loads(job["payload"])["payload"] == payload
+
+
 async def test_the_same_event_delivered_again_is_queued_once(
     client: httpx.AsyncClient, store: Store, gitlab: FakeGitlab
 ) -> None:

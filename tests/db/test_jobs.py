@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 from db.deliveries import record_delivery
-from db.jobs import Job, JobQueue, JobStatus, backoff_delay
+from db.jobs import Job, JobQueue, JobStatus, VerbatimJson, backoff_delay, encode_payload
 from db.migrations import migrate
 from db.store import Store, now
 from tests.support.waiting import wait_for
@@ -555,3 +556,53 @@ async def test_list_returns_newest_first_filtered_by_status_and_limited(
     assert failed[0].last_error == "broken"
     assert [job.id for job in await queue.list(status=JobStatus.QUEUED)] == list(reversed(ids[1:]))
     assert await queue.list(status=JobStatus.DONE) == []
+
+
+async def test_a_verbatim_json_member_is_stored_as_its_text_and_read_back_as_its_document(
+    queue: JobQueue,
+) -> None:
+    text = '{\n  "title": "caf\u00e9 é",\n  "labels": [1, 2.5, null]\n}'
+    job_id = await queue.enqueue("kind", {"delivery_id": "d-1", "payload": VerbatimJson(text)})
+    assert job_id is not None
+
+    row = await queue.store.fetch_one("SELECT payload FROM jobs WHERE id = :id", {"id": job_id})
+    assert row is not None and text in row["payload"]
+    job = await fetch(queue, job_id)
+    assert job.payload == {"delivery_id": "d-1", "payload": json.loads(text)}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"only": VerbatimJson("[]")},
+        {"a": VerbatimJson('{"x": 1}'), "b": VerbatimJson('"s"'), "c": {"d": [1]}},
+        {'key "quoted"': VerbatimJson("2")},
+        {"plain": "no verbatim member"},
+    ],
+)
+def test_encode_payload_writes_one_json_object(payload: dict[str, object]) -> None:
+    def plain(value: object) -> object:
+        return json.loads(value.text) if isinstance(value, VerbatimJson) else value
+
+    assert json.loads(encode_payload(payload)) == {key: plain(v) for key, v in payload.items()}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "verbatim"),
+    [
+        ("application/json", b"{}", True),
+        ("Application/JSON; charset=UTF-8", '{"a": "é"}'.encode(), True),
+        ('application/json; charset="utf8"', b"{}", True),
+        ("application/json; charset=latin-1", '{"a": "é"}'.encode("latin-1"), False),
+        ("application/json", '{"a": "é"}'.encode("latin-1"), False),  # not UTF-8
+        ("application/x-www-form-urlencoded", b"payload=%7B%7D", False),
+        (None, b"{}", False),
+    ],
+)
+def test_only_a_utf8_json_body_is_kept_verbatim(
+    content_type: str | None, body: bytes, verbatim: bool
+) -> None:
+    kept = VerbatimJson.of_body(body, content_type)
+    assert (kept is not None) is verbatim
+    if kept is not None:
+        assert kept.text == body.decode()
