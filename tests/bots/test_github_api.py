@@ -219,3 +219,45 @@ async def test_the_app_jwt_is_signed_again_only_every_few_minutes(
     clock.now += 9 * 60
     await clients.app_info()
     assert len(signed) == 2
+
+
+async def test_the_private_key_is_parsed_once_for_every_jwt_and_token(
+    clients: GithubClients, github: FakeGitHub, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing the PEM holds the event loop for tens of milliseconds; signing with
+    the parsed key, under one."""
+    parsed = []
+    real_load = bots.github_api.load_pem_private_key
+
+    def counting_load(data: bytes, password: bytes | None) -> Any:
+        parsed.append(data)
+        return real_load(data, password)
+
+    monkeypatch.setattr(bots.github_api, "load_pem_private_key", counting_load)
+    other = 32
+    github.add_installation(other, APP_ID, account="acme", repositories=[REPO])
+
+    await clients.app_info()
+    await clients.installation_token(INSTALLATION)
+    await clients.installation_token(other)
+    clock.now += 9 * 60  # past the JWT's reuse
+    await clients.app_info()
+
+    assert github.token_mints(INSTALLATION) == 1 and github.token_mints(other) == 1
+    assert len(parsed) == 1
+
+
+async def test_a_private_key_that_is_no_pem_fails_the_job_for_good_without_showing_it(
+    github: FakeGitHub, store: Store
+) -> None:
+    github.add_app(APP_ID, "relay-test")
+    not_a_key = (
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ1dC1ub3QtYS1rZXk=\n-----END PRIVATE KEY-----"
+    )
+    app = AppCredentials(app_id=str(APP_ID), slug=None, private_key=not_a_key, webhook_secret="s")
+    async with httpx.AsyncClient(timeout=10) as http:
+        clients = GithubClients(http, GithubAppSource(store, SecretBox(None), app), github.api_url)
+        with pytest.raises(PermanentJobError) as failure:
+            await clients.app_info()
+    assert "c2VjcmV0" not in str(failure.value)
+    assert "private key" in str(failure.value)
