@@ -150,6 +150,17 @@ class GithubClients:
         async with github_errors("GET /app/installations"):
             return [item async for item in self._api().getiter("/app/installations", jwt=jwt)]
 
+    async def prepare(self) -> None:
+        """Parse the app's key before the first job needs it (a process starting), so
+        that no webhook waits behind the parse; a key that does not parse is logged."""
+        app = await self._source.current()
+        if app is None:
+            return
+        try:
+            self._signing_key(app)
+        except PermanentJobError as exc:
+            log.error("%s", exc)
+
     def _signing_key(self, app: AppCredentials) -> PrivateKeyTypes:
         """The app's private key, parsed once. Parsing a PEM (OpenSSL checks the RSA
         key) takes about 36 ms of CPU, all of it holding the event loop; signing with

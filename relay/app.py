@@ -72,6 +72,7 @@ class Relay:
     secrets: SecretBox
     slack_installations: DatabaseInstallationStore | None = None
     github_source: GithubAppSource | None = None
+    github: GithubClients | None = None
     gitlab: GitlabApi | None = None
     retention: Retention | None = None
     # Webhook receivers' client (ProcessorContext.receiver_http); None: `http`.
@@ -180,6 +181,7 @@ class Relay:
             secrets,
             slack_installations,
             github_source,
+            github_clients,
             gitlab,
             retention,
             receiver_http=context.receiver_http,
@@ -197,6 +199,12 @@ class Relay:
             log.info(line)
         if schedule_maintenance and self.retention is not None:
             await self._schedule_retention(self.retention)
+        if self.github is not None:
+            try:
+                await self.github.prepare()
+            except Exception as exc:
+                # e.g. a schema not migrated yet: the first job parses it instead.
+                log.warning("could not load the GitHub App's key: %s", type(exc).__name__)
 
     async def _schedule_retention(self, retention: Retention) -> None:
         # Processes that run workers start the periodic prune; one more start while

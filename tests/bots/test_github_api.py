@@ -261,3 +261,30 @@ async def test_a_private_key_that_is_no_pem_fails_the_job_for_good_without_showi
             await clients.app_info()
     assert "c2VjcmV0" not in str(failure.value)
     assert "private key" in str(failure.value)
+
+
+async def test_prepare_parses_the_key_before_any_job_and_logs_one_that_does_not_parse(
+    github: FakeGitHub,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    parsed = []
+    real_load = bots.github_api.load_pem_private_key
+
+    def counting_load(data: bytes, password: bytes | None) -> Any:
+        parsed.append(data)
+        return real_load(data, password)
+
+    monkeypatch.setattr(bots.github_api, "load_pem_private_key", counting_load)
+    pem = github.add_app(APP_ID, "relay-test")
+    async with httpx.AsyncClient(timeout=10) as http:
+        for key in (pem, "not a key"):
+            app = AppCredentials(app_id=str(APP_ID), slug=None, private_key=key, webhook_secret="s")
+            clients = GithubClients(
+                http, GithubAppSource(store, SecretBox(None), app), github.api_url
+            )
+            await clients.prepare()
+    assert len(parsed) == 2
+    assert "not an unencrypted PEM private key" in caplog.text
+    assert "not a key" not in caplog.text
