@@ -33,16 +33,15 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
-import jinja2
 from gidgethub import BadRequest, HTTPException
 from gidgethub.httpx import GitHubAPI
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-from starlette.templating import Jinja2Templates
 
 from bots.github_app import AppCredentials, GithubAppSource
 from bots.github_manifest import render_manifest
+from bots.pages import Pages
 from db.oauth_states import consume_state, issue_state
 from db.secrets import CredentialsUnreadable, SecretKeyMissing
 from db.store import Store
@@ -67,13 +66,7 @@ _CONVERSION_FIELDS = ("id", "slug", "pem", "webhook_secret")
 # None lets a request through to the page; a Response answers instead.
 RequireAdmin = Callable[[Request], Response | None]
 
-_TEMPLATES = Jinja2Templates(
-    env=jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-)
+_PAGES = Pages(Path(__file__).resolve().parent / "templates")
 
 
 def _origin(url: str) -> str:
@@ -141,7 +134,7 @@ class _SetupFlow:
             "github_url": self._github_url,
             **context,
         }
-        return _TEMPLATES.TemplateResponse(
+        return _PAGES.render(
             request,
             "github_setup.html",
             values,

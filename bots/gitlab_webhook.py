@@ -14,8 +14,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bots.gitlab_api import GitlabApi
 from bots.gitlab_events import EVENTS_PATH
 
@@ -37,6 +35,8 @@ class HookOutcome:
 
 def hook_events() -> dict[str, bool]:
     """Which events the hook sends, as the project hooks API names them."""
+    import yaml  # with the first hook made, not at start (0.9 MiB of an idle serve)
+
     events: dict[str, Any] = yaml.safe_load(MANIFEST_PATH.read_text(encoding="utf-8"))
     return {name: bool(value) for name, value in events.items()}
 

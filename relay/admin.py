@@ -35,13 +35,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import jinja2
 from itsdangerous import BadData, Signer, TimestampSigner, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-from starlette.templating import Jinja2Templates
 
+from bots.pages import Pages
 from db.jobs import JobQueue
 from db.store import Store
 from relay.admin_status import CHECK_TTL_SECONDS, NoChecks, OutboundChecks, StatusReader
@@ -74,14 +73,6 @@ _MAX_FORM_FIELD_BYTES = 8 * 1024
 # through, a Response (the way to the login) answers instead.
 RequireAdmin = Callable[[Request], Response | None]
 
-_TEMPLATES = Jinja2Templates(
-    env=jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-)
-
 
 def _when(epoch: float | None) -> str:
     if epoch is None:
@@ -89,7 +80,7 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-_TEMPLATES.env.filters["when"] = _when
+_PAGES = Pages(Path(__file__).resolve().parent / "templates", filters={"when": _when})
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -482,7 +473,7 @@ class AdminPage:
         headers: dict[str, str] | None = None,
         **context: Any,
     ) -> Response:
-        return _TEMPLATES.TemplateResponse(
+        return _PAGES.render(
             request,
             template,
             {"base": self._base, **context},
