@@ -221,12 +221,10 @@ async def test_the_app_jwt_is_signed_again_only_every_few_minutes(
     assert len(signed) == 2
 
 
-async def test_the_private_key_is_parsed_once_for_every_jwt_and_token(
-    clients: GithubClients, github: FakeGitHub, clock: Clock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Parsing the PEM holds the event loop for tens of milliseconds; signing with
-    the parsed key, under one."""
-    parsed = []
+@pytest.fixture
+def parsed_keys(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The PEMs the clients parse, in order."""
+    parsed: list[bytes] = []
     real_load = bots.github_api.load_pem_private_key
 
     def counting_load(data: bytes, password: bytes | None) -> Any:
@@ -234,6 +232,14 @@ async def test_the_private_key_is_parsed_once_for_every_jwt_and_token(
         return real_load(data, password)
 
     monkeypatch.setattr(bots.github_api, "load_pem_private_key", counting_load)
+    return parsed
+
+
+async def test_the_private_key_is_parsed_once_for_every_jwt_and_token(
+    clients: GithubClients, github: FakeGitHub, clock: Clock, parsed_keys: list[bytes]
+) -> None:
+    """Parsing the PEM holds the event loop for tens of milliseconds; signing with
+    the parsed key, under one."""
     other = 32
     github.add_installation(other, APP_ID, account="acme", repositories=[REPO])
 
@@ -244,7 +250,7 @@ async def test_the_private_key_is_parsed_once_for_every_jwt_and_token(
     await clients.app_info()
 
     assert github.token_mints(INSTALLATION) == 1 and github.token_mints(other) == 1
-    assert len(parsed) == 1
+    assert len(parsed_keys) == 1
 
 
 async def test_a_private_key_that_is_no_pem_fails_the_job_for_good_without_showing_it(
@@ -266,17 +272,9 @@ async def test_a_private_key_that_is_no_pem_fails_the_job_for_good_without_showi
 async def test_prepare_parses_the_key_before_any_job_and_logs_one_that_does_not_parse(
     github: FakeGitHub,
     store: Store,
-    monkeypatch: pytest.MonkeyPatch,
+    parsed_keys: list[bytes],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    parsed = []
-    real_load = bots.github_api.load_pem_private_key
-
-    def counting_load(data: bytes, password: bytes | None) -> Any:
-        parsed.append(data)
-        return real_load(data, password)
-
-    monkeypatch.setattr(bots.github_api, "load_pem_private_key", counting_load)
     pem = github.add_app(APP_ID, "relay-test")
     async with httpx.AsyncClient(timeout=10) as http:
         for key in (pem, "not a key"):
@@ -285,6 +283,6 @@ async def test_prepare_parses_the_key_before_any_job_and_logs_one_that_does_not_
                 http, GithubAppSource(store, SecretBox(None), app), github.api_url
             )
             await clients.prepare()
-    assert len(parsed) == 2
+    assert len(parsed_keys) == 2
     assert "not an unencrypted PEM private key" in caplog.text
     assert "not a key" not in caplog.text
