@@ -150,6 +150,12 @@ def literal_refusal(url: str) -> str | None:
     if host == "localhost" or host.endswith(".localhost"):
         # RFC 6761: localhost names are loopback, whatever a resolver says.
         return _refusal_text(host, "loopback")
+    return _address_refusal(host)
+
+
+def _address_refusal(host: str) -> str | None:
+    """Why `host`, when it is an IP address in any form the resolver accepts, is
+    refused; None for a public address or a name (judged on what it resolves to)."""
     try:
         # AI_NUMERICHOST: parse the host as an address exactly as sending would,
         # without asking DNS.
@@ -169,8 +175,8 @@ async def system_resolver(host: str, port: int) -> Sequence[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def _refused(subject: str, reason: str) -> RefusedReceiverAddress:
-    return RefusedReceiverAddress("refused to connect: " + _refusal_text(subject, reason))
+def _refused(refusal: str) -> RefusedReceiverAddress:
+    return RefusedReceiverAddress("refused to connect: " + refusal)
 
 
 class GuardedResolver(AbstractResolver):
@@ -203,7 +209,7 @@ class GuardedResolver(AbstractResolver):
         for address in addresses:
             reason = refusal_reason(_parse(address))
             if reason is not None:
-                raise _refused(f"{host} resolves to {address}, which", reason)
+                raise _refused(_refusal_text(f"{host} resolves to {address}, which", reason))
         return [self._result(host, address, port) for address in addresses]
 
     def _result(self, host: str, address: str, port: int) -> ResolveResult:
@@ -248,14 +254,10 @@ class GuardedTransport(AiohttpTransport):
         super().__init__(limits=RECEIVER_LIMITS, client=session)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            address = _parse(request.url.host)
-        except ValueError:
-            pass  # a name: the resolver checks what it resolves to
-        else:
-            reason = refusal_reason(address)
-            if reason is not None:
-                raise _refused(str(address), reason)
+        # A name is left to the resolver, which checks what it resolves to.
+        refusal = _address_refusal(request.url.host)
+        if refusal is not None:
+            raise _refused(refusal)
         return await super().handle_async_request(request)
 
 
