@@ -24,11 +24,11 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from agent.events import START_JOB
 from agent.intake import DELIVERY_SOURCE as AGENT_SOURCE
-from bots.github_setup import SETUP_PATH as GITHUB_SETUP_PATH
-from bots.github_triggers import PLATFORM as GITHUB
-from bots.gitlab_triggers import PLATFORM as GITLAB
-from bots.gitlab_triggers import Noteable
-from bots.slack_triggers import PLATFORM as SLACK
+from bots.github.setup import SETUP_PATH as GITHUB_SETUP_PATH
+from bots.github.triggers import PLATFORM as GITHUB
+from bots.gitlab.triggers import PLATFORM as GITLAB
+from bots.gitlab.triggers import Noteable
+from bots.slack.triggers import PLATFORM as SLACK
 from db.callbacks import CallbackStatus
 from db.jobs import Job, JobQueue, JobStatus
 from db.store import Store
@@ -399,7 +399,7 @@ class StatusReader:
 
     async def _gitlab_paths(self, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
         """Project paths by conversation, from the tags of the job that started each
-        conversation (bots.gitlab_mentions tags it with the project's path); gone once
+        conversation (bots.gitlab.job tags it with the project's path); gone once
         retention has pruned that job."""
         conversations = sorted({str(row["conversation_id"]) for row in rows})
         if not conversations:

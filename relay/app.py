@@ -16,21 +16,24 @@ from starlette.middleware import Middleware
 from agent.client import AgentClient, LLMSettings
 from agent.http import new_http_client
 from agent.intake import AgentIntake
-from bots.github_api import GithubClients
-from bots.github_app import AppCredentials, GithubAppSource
-from bots.github_events import GITHUB_EVENT_JOB, github_routes
-from bots.github_mentions import GithubMentions
-from bots.github_setup import github_setup_routes
-from bots.github_triggers import PLATFORM as GITHUB
-from bots.gitlab_api import GitlabApi
-from bots.gitlab_events import GITLAB_EVENT_JOB, GitlabEvents
-from bots.gitlab_mentions import GitlabMentions
-from bots.gitlab_triggers import PLATFORM as GITLAB
-from bots.slack_api import SlackTeams
-from bots.slack_app import build_slack_app, slack_routes
-from bots.slack_installations import DatabaseInstallationStore, DatabaseOAuthStateStore
-from bots.slack_mentions import SLACK_EVENT_JOB, SlackMentions
-from bots.slack_triggers import PLATFORM as SLACK
+from bots.github.api import GithubClients
+from bots.github.credentials import AppCredentials, GithubAppSource
+from bots.github.inbound import GITHUB_EVENT_JOB, github_routes
+from bots.github.job import GithubMentions
+from bots.github.reply import GithubCallbackProcessor
+from bots.github.setup import github_setup_routes
+from bots.github.triggers import PLATFORM as GITHUB
+from bots.gitlab.api import GitlabApi
+from bots.gitlab.inbound import GITLAB_EVENT_JOB, GitlabEvents
+from bots.gitlab.job import GitlabMentions
+from bots.gitlab.reply import GitlabCallbackProcessor
+from bots.gitlab.triggers import PLATFORM as GITLAB
+from bots.slack.api import SlackTeams
+from bots.slack.inbound import build_slack_app, slack_routes
+from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthStateStore
+from bots.slack.job import SLACK_EVENT_JOB, SlackMentions
+from bots.slack.reply import SlackCallbackProcessor
+from bots.slack.triggers import PLATFORM as SLACK
 from db.jobs import JobQueue
 from db.migrations import is_current, migrate
 from db.retention import PRUNE_JOB, Retention
@@ -38,11 +41,8 @@ from db.secrets import SecretBox
 from db.store import Store
 from processors import webhook  # noqa: F401  (registers the "webhook" processor kind)
 from processors.base import ProcessorContext
-from processors.github import GithubCallbackProcessor
-from processors.gitlab import GitlabCallbackProcessor
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
-from processors.slack import SlackCallbackProcessor
 from relay.admin import AdminPage
 from relay.api import RelayApi
 from relay.checks import Checks

@@ -28,13 +28,13 @@ import httpx
 from pydantic import SecretStr
 
 from agent.http import failure_name, new_http_client
-from bots.github_api import GithubClients
-from bots.github_app import APP_PLATFORM as GITHUB_APP_PLATFORM
-from bots.github_app import AppCredentials
-from bots.gitlab_api import GitlabApi
-from bots.gitlab_webhook import hook_events, hook_url
-from bots.slack_api import SlackTeam, SlackTeams, new_web_client
-from bots.slack_installations import SLACK_PLATFORM
+from bots.github.api import GithubClients
+from bots.github.credentials import APP_PLATFORM as GITHUB_APP_PLATFORM
+from bots.github.credentials import AppCredentials
+from bots.gitlab.api import GitlabApi
+from bots.gitlab.setup import hook_events, hook_url
+from bots.slack.api import SlackTeam, SlackTeams, new_web_client
+from bots.slack.installations import SLACK_PLATFORM
 from db.installations import STATUS_ACTIVE, get_installation, list_installations
 from db.jobs import JobStatus, PermanentJobError, RetryableJobError
 from db.migrations import LATEST_VERSION, current_version

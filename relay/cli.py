@@ -141,7 +141,7 @@ def jobs_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def slack_command(settings: Settings, args: argparse.Namespace) -> int:
-    from bots.slack_manifest import render_manifest
+    from bots.slack.manifest import render_manifest
 
     public_url = args.public_url or settings.public_url
     if not public_url:
@@ -152,7 +152,7 @@ def slack_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _github_manifest(settings: Settings, args: argparse.Namespace) -> int:
-    from bots.github_manifest import manifest_text
+    from bots.github.manifest import manifest_text
 
     public_url = args.public_url or settings.public_url
     if not public_url:
@@ -171,7 +171,7 @@ def github_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _github_installations(store: Store) -> int:
-    from bots.github_triggers import PLATFORM
+    from bots.github.triggers import PLATFORM
     from db.installations import list_installations
 
     rows = await list_installations(store, platform=PLATFORM)
@@ -191,8 +191,8 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
     from agent.http import new_http_client
-    from bots.gitlab_api import GitlabApi
-    from bots.gitlab_webhook import HookChange, install_webhook
+    from bots.gitlab.api import GitlabApi
+    from bots.gitlab.setup import HookChange, install_webhook
     from db.jobs import PermanentJobError, RetryableJobError
 
     public_url = args.public_url or settings.public_url

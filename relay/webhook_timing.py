@@ -11,9 +11,9 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bots.github_events import EVENTS_PATH as GITHUB_EVENTS_PATH
-from bots.gitlab_events import EVENTS_PATH as GITLAB_EVENTS_PATH
-from bots.slack_app import EVENTS_PATH as SLACK_EVENTS_PATH
+from bots.github.inbound import EVENTS_PATH as GITHUB_EVENTS_PATH
+from bots.gitlab.inbound import EVENTS_PATH as GITLAB_EVENTS_PATH
+from bots.slack.inbound import EVENTS_PATH as SLACK_EVENTS_PATH
 from db.metrics import WEBHOOK_ACK_SECONDS
 
 AGENT_EVENTS_PREFIX = "/agent/events/"

@@ -18,6 +18,8 @@ import pytest
 
 from db.migrations import migrate
 from db.store import Store
+from processors.base import ProcessorContext
+from tests.support.fake_agent_api import FakeAgentServer, FakeWebhookReceiver, processor_context
 
 ADMIN_POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -73,3 +75,25 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     async with Store(database_url) as connected:
         await migrate(connected)
         yield connected
+
+
+# Processors (tests/processors, and each platform's reply tests in tests/bots) run
+# against an in-memory agent-server and webhook receiver (httpx mocks).
+
+
+@pytest.fixture
+def agent_server() -> FakeAgentServer:
+    return FakeAgentServer()
+
+
+@pytest.fixture
+def receiver() -> FakeWebhookReceiver:
+    return FakeWebhookReceiver()
+
+
+@pytest.fixture
+async def context(
+    store: Store, agent_server: FakeAgentServer, receiver: FakeWebhookReceiver
+) -> AsyncIterator[ProcessorContext]:
+    async with processor_context(store, agent_server, receiver) as ready:
+        yield ready

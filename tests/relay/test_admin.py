@@ -25,14 +25,14 @@ import pytest
 from itsdangerous.encoding import base64_decode, base64_encode, bytes_to_int, int_to_bytes
 from starlette.applications import Starlette
 
-from bots.gitlab_triggers import Noteable
+from bots.github.reply import GithubCallbackProcessor
+from bots.gitlab.reply import GitlabCallbackProcessor
+from bots.gitlab.triggers import Noteable
 from bots.mentions import Turn, record_turn
+from bots.slack.reply import SlackCallbackProcessor
 from db.deliveries import record_delivery
 from db.jobs import JobQueue, JobStatus
 from db.store import Store
-from processors.github import GithubCallbackProcessor
-from processors.gitlab import GitlabCallbackProcessor
-from processors.slack import SlackCallbackProcessor
 from relay.admin import (
     FLASH_COOKIE,
     LOGIN_COOKIE,

@@ -21,7 +21,7 @@ import pytest
 from starlette.applications import Starlette
 
 from agent.events import START_JOB, STATE_CHANGED_JOB
-from bots.gitlab_events import GITLAB_EVENT_JOB
+from bots.gitlab.inbound import GITLAB_EVENT_JOB
 from processors.base import REPLY_JOB
 from relay.app import Relay, create_app
 from relay.logs import TextFormatter

@@ -27,7 +27,7 @@ log = logging.getLogger("tests.relay.test_logs")
 
 def record(message: str, *args: object, exc_info: bool = False) -> logging.LogRecord:
     return logging.LogRecord(
-        "bots.slack_app",
+        "bots.slack.inbound",
         logging.INFO,
         __file__,
         1,
@@ -67,7 +67,7 @@ def test_text_lines_end_with_the_bound_ids_in_a_fixed_order() -> None:
         line = TextFormatter().format(record("slack event %s queued", "Ev123"))
 
     assert line.endswith(
-        "INFO bots.slack_app: slack event Ev123 queued"
+        "INFO bots.slack.inbound: slack event Ev123 queued"
         " delivery=Ev123 job=42 kind=slack.event conversation=c0ffee callback=7"
     )
 
@@ -78,7 +78,7 @@ def test_json_lines_give_each_id_its_own_key() -> None:
 
     assert entry["message"] == "reply of callback 7 delivered"
     assert entry["level"] == "INFO"
-    assert entry["logger"] == "bots.slack_app"
+    assert entry["logger"] == "bots.slack.inbound"
     assert {k: entry[k] for k in ("delivery", "job", "conversation", "callback")} == {
         "delivery": "Ev123",
         "job": "42",
@@ -93,7 +93,7 @@ def test_lines_without_ids_are_as_before() -> None:
     line = TextFormatter().format(record("worker %s started", "w1"))
     entry = json.loads(JsonFormatter().format(record("worker %s started", "w1")))
 
-    assert line.endswith("INFO bots.slack_app: worker w1 started")
+    assert line.endswith("INFO bots.slack.inbound: worker w1 started")
     assert set(entry) == {"time", "level", "logger", "message"}
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bots.gitlab_api import GitlabApi
-from bots.gitlab_webhook import install_webhook
+from bots.gitlab.api import GitlabApi
+from bots.gitlab.setup import install_webhook
 from db.migrations import migrate
 from db.store import Store
 from tests.support.fake_agent_api import AGENT_API_KEY, FakeAgentServer, LoopbackAgentServer

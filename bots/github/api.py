@@ -1,0 +1,308 @@
+"""GitHub REST calls made from jobs, as the app or as one of its installations.
+
+gidgethub does the HTTP (its httpx GitHubAPI, pointed at GITHUB_API_URL) and the
+app's JWT (gidgethub.apps). This module adds what a long-running server needs on
+top: installation tokens cached until five minutes before they expire (one mint per
+installation and hour, not one per request), a fresh token after a 401, and
+GitHub's failures turned into job errors: rate limits and outages go back to the
+queue (honouring Retry-After or x-ratelimit-reset), anything else fails the job with
+a message that names the call and never a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from gidgethub import BadRequest, GitHubBroken, HTTPException
+from gidgethub.apps import get_installation_access_token, get_jwt
+from gidgethub.httpx import GitHubAPI
+
+from bots.github.credentials import AppCredentials, GithubAppSource
+from db.jobs import PermanentJobError, RetryableJobError
+
+log = logging.getLogger(__name__)
+
+REQUESTER = "agent-relay"
+# An installation token lives an hour; it is replaced this long before it expires,
+# so a job never starts a call with a token about to lapse.
+TOKEN_REFRESH_MARGIN_SECONDS = 300.0
+# GitHub's documented advice for a secondary rate limit without Retry-After.
+SECONDARY_RATE_LIMIT_WAIT_SECONDS = 60.0
+
+
+class GithubNotConfigured(PermanentJobError):
+    """No app credentials: neither settings nor the setup page provided them."""
+
+
+@dataclass
+class _Token:
+    value: str
+    refresh_at: float
+
+
+@asynccontextmanager
+async def github_errors(what: str) -> AsyncIterator[None]:
+    """Turn a failed call into the job error that says whether to try again."""
+    try:
+        yield
+    except HTTPException as exc:
+        status = int(exc.status_code)
+        message = f"github {what}: HTTP {status}"
+        detail = exc.args[1] if len(exc.args) > 1 else None
+        if isinstance(detail, str) and detail:
+            message += f" {detail[:200]}"
+        headers = getattr(exc, "headers", None) or {}
+        if status == 429 or (status == 403 and _rate_limited(headers, detail)):
+            raise RetryableJobError(message, retry_after=_retry_after(headers)) from None
+        if isinstance(exc, GitHubBroken) or status >= 500:
+            raise RetryableJobError(message, retry_after=_retry_after(headers)) from None
+        raise PermanentJobError(message) from None
+    except (httpx.TimeoutException, httpx.TransportError) as exc:
+        raise RetryableJobError(f"github {what}: {type(exc).__name__}") from None
+
+
+def _rate_limited(headers: Any, detail: object) -> bool:
+    # Primary limit: no requests left. Secondary limit: Retry-After, or GitHub's
+    # message says so.
+    if str(headers.get("x-ratelimit-remaining", "")) == "0" or headers.get("retry-after"):
+        return True
+    return isinstance(detail, str) and "rate limit" in detail.lower()
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        if headers.get("retry-after"):
+            return max(0.0, float(headers["retry-after"]))
+        if str(headers.get("x-ratelimit-remaining", "")) == "0" and headers.get(
+            "x-ratelimit-reset"
+        ):
+            return max(0.0, float(headers["x-ratelimit-reset"]) - time.time())
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+class GithubClients:
+    """The app's GitHub clients: one per call, authorised as the app or an installation."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        source: GithubAppSource,
+        api_url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._http = http
+        # When cached tokens are due for renewal (tests move it forward).
+        self._clock = clock
+        self._source = source
+        self._api_url = api_url.rstrip("/")
+        self._tokens: dict[int, _Token] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._slug: str | None = None
+        self._jwt: tuple[str, str, float] | None = None
+        self._key: tuple[str, PrivateKeyTypes] | None = None
+
+    def _api(self, token: str | None = None) -> GitHubAPI:
+        return GitHubAPI(self._http, REQUESTER, oauth_token=token, base_url=self._api_url)
+
+    async def credentials(self) -> AppCredentials:
+        app = await self._source.current()
+        if app is None:
+            raise GithubNotConfigured(
+                "github: no app configured (set GITHUB_APP_ID, GITHUB_PRIVATE_KEY and"
+                " GITHUB_WEBHOOK_SECRET, or create one at /github/setup)"
+            )
+        return app
+
+    async def app_slug(self) -> str | None:
+        """The app's slug: from the manifest flow, else asked once with `GET /app`."""
+        app = await self.credentials()
+        if app.slug:
+            return app.slug
+        if self._slug is None:
+            info = await self.app_info()
+            self._slug = str(info.get("slug") or "") or None
+        return self._slug
+
+    async def app_info(self) -> dict[str, Any]:
+        app = await self.credentials()
+        jwt = self._app_jwt(app)
+        async with github_errors("GET /app"):
+            info: dict[str, Any] = await self._api().getitem("/app", jwt=jwt)
+        return info
+
+    async def app_installations(self) -> list[dict[str, Any]]:
+        """`GET /app/installations`, every page: where the app is installed."""
+        app = await self.credentials()
+        jwt = self._app_jwt(app)
+        async with github_errors("GET /app/installations"):
+            return [item async for item in self._api().getiter("/app/installations", jwt=jwt)]
+
+    async def prepare(self) -> None:
+        """Parse the app's key before the first job needs it (a process starting), so
+        that no webhook waits behind the parse; a key that does not parse is logged."""
+        app = await self._source.current()
+        if app is None:
+            return
+        try:
+            self._signing_key(app)
+        except PermanentJobError as exc:
+            log.error("%s", exc)
+
+    def _signing_key(self, app: AppCredentials) -> PrivateKeyTypes:
+        """The app's private key, parsed once. Parsing a PEM (OpenSSL checks the RSA
+        key) takes about 36 ms of CPU, all of it holding the event loop; signing with
+        the parsed key takes 0.3 ms. gidgethub passes the key on to PyJWT, which takes
+        a parsed key as well as a PEM (gidgethub's annotation names only the PEM)."""
+        cached = self._key
+        if cached is None or cached[0] != app.private_key:
+            try:
+                key = load_pem_private_key(app.private_key.encode(), password=None)
+            except (ValueError, TypeError):
+                raise PermanentJobError(
+                    "github: the app's private key is not an unencrypted PEM private key"
+                ) from None
+            cached = self._key = (app.private_key, key)
+        return cached[1]
+
+    def _app_jwt(self, app: AppCredentials) -> str:
+        """The app's JWT, signed again only every few minutes (GitHub's JWTs last ten)."""
+        cached = self._jwt
+        if cached is None or cached[0] != app.app_id or self._clock() >= cached[2]:
+            token = get_jwt(app_id=app.app_id, private_key=self._signing_key(app))  # type: ignore[arg-type]
+            # gidgethub's JWTs last 10 minutes; use one for 8.
+            cached = self._jwt = (app.app_id, token, self._clock() + 480.0)
+        return cached[1]
+
+    async def installation_token(self, installation_id: int) -> str:
+        lock = self._locks.setdefault(installation_id, asyncio.Lock())
+        async with lock:
+            cached = self._tokens.get(installation_id)
+            if cached is not None and self._clock() < cached.refresh_at:
+                return cached.value
+            app = await self.credentials()
+            async with github_errors(f"installation {installation_id} token"):
+                minted = await get_installation_access_token(
+                    self._api(),
+                    installation_id=str(installation_id),
+                    app_id=app.app_id,
+                    private_key=self._signing_key(app),  # type: ignore[arg-type]
+                )
+            expires = datetime.fromisoformat(str(minted["expires_at"]).replace("Z", "+00:00"))
+            token = _Token(str(minted["token"]), expires.timestamp() - TOKEN_REFRESH_MARGIN_SECONDS)
+            self._tokens[installation_id] = token
+            log.info("github: installation %s token minted", installation_id)
+            return token.value
+
+    def forget_token(self, installation_id: int) -> None:
+        self._tokens.pop(installation_id, None)
+
+    async def call(
+        self,
+        installation_id: int,
+        method: str,
+        url: str,
+        *,
+        data: Any = None,
+        accept: str = "application/vnd.github+json",
+    ) -> Any:
+        """One REST call as the installation; a 401 gets one fresh token and a second try."""
+        what = f"{method} {url}"
+        for attempt in (1, 2):
+            api = self._api(await self.installation_token(installation_id))
+            try:
+                async with github_errors(what):
+                    try:
+                        if method == "GET":
+                            return await api.getitem(url, accept=accept)
+                        if method == "POST":
+                            return await api.post(url, data=data or {}, accept=accept)
+                        if method == "PATCH":
+                            return await api.patch(url, data=data or {}, accept=accept)
+                        if method == "DELETE":
+                            return await api.delete(url, accept=accept)
+                        raise ValueError(f"unsupported method {method}")
+                    except BadRequest as exc:
+                        if exc.status_code == 401 and attempt == 1:
+                            raise _StaleToken from None
+                        raise
+            except _StaleToken:
+                log.info("github: installation %s token refused; minting another", installation_id)
+                self.forget_token(installation_id)
+        raise AssertionError("unreachable")
+
+    async def items(self, installation_id: int, url: str) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a paginated list, following GitHub's Link headers."""
+        api = self._api(await self.installation_token(installation_id))
+        async with github_errors(f"GET {url}"):
+            async for item in api.getiter(url):
+                yield item
+
+
+class _StaleToken(Exception):
+    """A 401 on a cached token: it was revoked or expired early."""
+
+
+@dataclass(frozen=True)
+class GithubThread:
+    """Where a conversation is held on GitHub: an issue or PR's comments, or one
+    review thread of a PR (replies go under its top comment)."""
+
+    installation_id: int
+    repository: str
+    number: int
+    review_thread_id: int | None = None
+
+    async def post(self, clients: GithubClients, body: str) -> dict[str, Any]:
+        if self.review_thread_id is not None:
+            url = (
+                f"/repos/{self.repository}/pulls/{self.number}"
+                f"/comments/{self.review_thread_id}/replies"
+            )
+        else:
+            url = f"/repos/{self.repository}/issues/{self.number}/comments"
+        comment: dict[str, Any] = await clients.call(
+            self.installation_id, "POST", url, data={"body": body}
+        )
+        return comment
+
+    async def edit(self, clients: GithubClients, comment_id: int, body: str) -> None:
+        kind = "pulls" if self.review_thread_id is not None else "issues"
+        await clients.call(
+            self.installation_id,
+            "PATCH",
+            f"/repos/{self.repository}/{kind}/comments/{comment_id}",
+            data={"body": body},
+        )
+
+    async def comments(self, clients: GithubClients) -> list[dict[str, Any]]:
+        """The thread's comments, oldest first (bots' included)."""
+        if self.review_thread_id is None:
+            url = f"/repos/{self.repository}/issues/{self.number}/comments?per_page=100"
+            return [c async for c in clients.items(self.installation_id, url)]
+        url = f"/repos/{self.repository}/pulls/{self.number}/comments?per_page=100"
+        thread = self.review_thread_id
+        return [
+            c
+            async for c in clients.items(self.installation_id, url)
+            if c.get("id") == thread or c.get("in_reply_to_id") == thread
+        ]
+
+    async def find_marked(self, clients: GithubClients, marker: str) -> dict[str, Any] | None:
+        """The comment an earlier attempt of a job posted with `marker` in it, if any."""
+        for comment in reversed(await self.comments(clients)):
+            if marker in str(comment.get("body") or ""):
+                return comment
+        return None

@@ -1,0 +1,113 @@
+"""GitHub inbound: POST /github/events.
+
+gidgethub's `sansio.Event.from_http` checks X-Hub-Signature-256 against the app's
+webhook secret before the body is parsed; a missing or wrong signature is a 401 and
+nothing is stored. A delivery that matters (a trigger, or news about the app's
+installations) is recorded under its X-GitHub-Delivery id and queued as a
+`github.event` job in one transaction, and only then answered 202, so a crash never
+loses a mention and a redelivery from GitHub's UI changes nothing. Everything else
+is answered 200 and forgotten. The work happens in the job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gidgethub import BadRequest, ValidationFailure
+from gidgethub.sansio import Event
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bots.github.credentials import GithubAppSource
+from bots.github.triggers import PLATFORM, trigger_of
+from db.deliveries import record_delivery
+from db.jobs import JobQueue, VerbatimJson
+from db.logcontext import log_context
+from db.metrics import EVENTS_RECEIVED
+from db.store import Store
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/github/events"
+GITHUB_EVENT_JOB = "github.event"
+# As long as a reply: a GitHub outage of hours delays a mention but does not lose it.
+GITHUB_EVENT_MAX_ATTEMPTS = 20
+INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
+
+
+def job_key(event: Event, *, mention: str, trigger_label: str) -> str | None:
+    """The job key of a delivery worth a job (None: nothing to do).
+
+    Triggers are keyed by thread, so mentions in one thread are handled in order;
+    installation news by installation, so "created" is applied before "deleted".
+    """
+    if event.event in INSTALLATION_EVENTS:
+        installation = (event.data.get("installation") or {}).get("id")
+        return f"{PLATFORM}:installation:{installation}"
+    trigger = trigger_of(event.event, event.data, mention=mention, trigger_label=trigger_label)
+    return None if trigger is None else f"{PLATFORM}:{trigger.thread_key}"
+
+
+def github_routes(
+    *,
+    store: Store,
+    queue: JobQueue,
+    source: GithubAppSource,
+    mention: str,
+    trigger_label: str,
+) -> list[Route]:
+    async def receive(request: Request) -> Response:
+        app = await source.current()
+        if app is None:
+            return JSONResponse(
+                {"error": "the GitHub App is not set up yet: see /github/setup"}, status_code=503
+            )
+        body = await request.body()
+        try:
+            event = Event.from_http(request.headers, body, secret=app.webhook_secret)
+        except ValidationFailure:
+            return JSONResponse({"error": "invalid or missing X-Hub-Signature-256"}, 401)
+        except BadRequest as exc:
+            return JSONResponse({"error": f"unreadable delivery: {exc}"}, status_code=400)
+        except (ValueError, UnicodeDecodeError):
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        if not event.delivery_id:
+            return JSONResponse({"error": "X-GitHub-Delivery is missing"}, status_code=400)
+        if event.event == "ping":
+            return JSONResponse({"ok": True, "zen": event.data.get("zen")})
+        if not isinstance(event.data, dict):
+            return JSONResponse({"error": "the payload is not a JSON object"}, status_code=400)
+        key = job_key(event, mention=mention, trigger_label=trigger_label)
+        if key is None:
+            EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="ignored").inc()
+            return JSONResponse({"ok": True, "queued": False})
+        async with store.transaction():
+            if not await record_delivery(store, PLATFORM, event.delivery_id):
+                EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="duplicate").inc()
+                with log_context(delivery=event.delivery_id):
+                    log.info("github delivery %s received again; ignored", event.delivery_id)
+                return JSONResponse({"ok": True, "queued": False, "duplicate": True})
+            job_id = await queue.enqueue(
+                GITHUB_EVENT_JOB,
+                {
+                    "delivery_id": event.delivery_id,
+                    "event": event.event,
+                    "payload": VerbatimJson.of_body(body, request.headers.get("content-type"))
+                    or event.data,
+                },
+                key=key,
+                idempotency_key=f"{GITHUB_EVENT_JOB}:{event.delivery_id}",
+                max_attempts=GITHUB_EVENT_MAX_ATTEMPTS,
+            )
+        EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="queued").inc()
+        with log_context(delivery=event.delivery_id, job=job_id):
+            log.info(
+                "github delivery %s queued (%s.%s)",
+                event.delivery_id,
+                event.event,
+                event.data.get("action"),
+            )
+        return JSONResponse({"ok": True, "queued": True}, status_code=202)
+
+    return [Route(EVENTS_PATH, receive, methods=["POST"])]

@@ -1,0 +1,71 @@
+"""SlackCallbackProcessor: the agent's answer, posted in the Slack thread that asked.
+
+The row holds where the answer goes (team, channel, thread, who asked, the
+triggering message and the "on it" message), never a token: the token is looked up
+when the reply is delivered, so a re-installed workspace's new token is used and
+an uninstalled workspace gets no post.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bots.slack.api import SlackTeam, SlackTeams
+from bots.slack.formatting import markdown_to_mrkdwn, split_for_slack
+from bots.slack.job import WORKING_REACTION
+from bots.slack.triggers import PLATFORM
+from db.callbacks import register_processor_kind
+from db.jobs import PermanentJobError, RetryableJobError
+from processors.base import ProcessorContext, Reply, ReplyingProcessor, ReplyStatus
+
+log = logging.getLogger(__name__)
+
+DONE_REACTION = "white_check_mark"
+FAILED_REACTION = "x"
+
+
+@register_processor_kind("slack")
+class SlackCallbackProcessor(ReplyingProcessor):
+    team_id: str
+    enterprise_id: str | None = None
+    channel: str
+    thread_ts: str
+    user: str
+    # The message that asked (it carries the reactions) and the "on it" reply.
+    trigger_ts: str
+    ack_ts: str | None = None
+    # How many messages of a split reply are posted already (a retry goes on from there).
+    delivered_parts: int = 0
+
+    async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
+        team = await slack_team(context, self.team_id, self.enterprise_id)
+        parts = reply_messages(reply, self.user)
+        for index in range(self.delivered_parts, len(parts)):
+            await team.post_in_thread(self.channel, self.thread_ts, parts[index])
+            self.delivered_parts = index + 1
+            await self.remember_delivery(reply, context)
+        done = DONE_REACTION if reply.status is ReplyStatus.COMPLETED else FAILED_REACTION
+        try:
+            await team.react(self.channel, self.trigger_ts, WORKING_REACTION, remove=True)
+            await team.react(self.channel, self.trigger_ts, done)
+        except (RetryableJobError, PermanentJobError) as exc:
+            # The answer is in the thread; a missing check mark is not worth
+            # posting it again (a retry would) or calling it undelivered.
+            log.warning("callback %s: reactions not updated: %s", reply.callback_id, exc)
+
+
+def reply_messages(reply: Reply, user: str) -> list[str]:
+    """The reply as Slack messages: the asker mentioned, markdown made mrkdwn, split."""
+    text = markdown_to_mrkdwn(reply.summary)
+    if reply.url and reply.url not in reply.summary:
+        text = f"{text}\n\n<{reply.url}|View the conversation>"
+    return split_for_slack(f"<@{user}> {text}")
+
+
+async def slack_team(
+    context: ProcessorContext, team_id: str, enterprise_id: str | None
+) -> SlackTeam:
+    teams = context.platforms.get(PLATFORM)
+    if not isinstance(teams, SlackTeams):
+        raise PermanentJobError("Slack is not configured in this process")
+    return await teams.team(team_id, enterprise_id)

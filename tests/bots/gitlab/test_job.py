@@ -1,0 +1,290 @@
+"""The `gitlab.event` job against the fake GitLab, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from agent.events import START_JOB, TURN_MESSAGE_JOB
+from bots.gitlab.api import GitlabApi
+from bots.gitlab.inbound import GITLAB_EVENT_JOB
+from bots.gitlab.job import HISTORY_NOTES, NEEDED_ACCESS, GitlabMentions
+from bots.gitlab.reply import GitlabCallbackProcessor
+from bots.mentions import find_link, permission_refusal
+from db.callbacks import list_callbacks
+from db.jobs import Job, JobQueue, JobStatus
+from db.store import Store
+from tests.support.fake_agent_api import jobs_of_kind
+from tests.support.fake_gitlab import BOT_TOKEN, FakeGitlab, label_hook, note_hook
+
+PROJECT_ID = 7
+ASKER = 11
+REPORTER = 12
+OTHER = 13
+CONVERSATION_URL = "https://agent.example.test/conversations/{conversation_id}"
+_job_ids = itertools.count(1)
+
+
+@pytest.fixture
+def gitlab() -> Iterator[FakeGitlab]:
+    with FakeGitlab() as fake:
+        fake.add_project(PROJECT_ID, "acme/widgets")
+        for user_id, name in ((ASKER, "ada"), (REPORTER, "rita"), (OTHER, "otto")):
+            fake.add_user(user_id, name)
+        fake.set_access(PROJECT_ID, ASKER, 30)
+        fake.set_access(PROJECT_ID, OTHER, 40)
+        fake.set_access(PROJECT_ID, REPORTER, 20)
+        fake.add_issue(
+            PROJECT_ID, 3, title="Flaky test", description="It fails on Tuesdays.", author_id=OTHER
+        )
+        fake.add_merge_request(
+            PROJECT_ID,
+            4,
+            title="Speed up CI",
+            description="Caches dependencies.",
+            author_id=OTHER,
+            source_branch="ci/cache",
+        )
+        yield fake
+
+
+@pytest.fixture
+async def mentions(store: Store, gitlab: FakeGitlab) -> AsyncIterator[GitlabMentions]:
+    async with httpx.AsyncClient(timeout=5) as http:
+        yield GitlabMentions(
+            store,
+            JobQueue(store),
+            GitlabApi(http, gitlab.url, BOT_TOKEN),
+            new_processor=GitlabCallbackProcessor,
+            conversation_url=lambda cid: CONVERSATION_URL.format(conversation_id=cid),
+            mention="@openhands",
+            trigger_label="openhands",
+        )
+
+
+def job_of(event: str, payload: dict[str, Any], delivery_id: str | None = None) -> Job:
+    number = next(_job_ids)
+    return Job(
+        id=number,
+        kind=GITLAB_EVENT_JOB,
+        payload={
+            "delivery_id": delivery_id or f"delivery-{number}",
+            "event": event,
+            "payload": payload,
+        },
+        job_key=None,
+        status=JobStatus.RUNNING,
+        attempts=1,
+        max_attempts=20,
+        run_after=0.0,
+        lease_token="lease",
+        lease_until=None,
+        last_error=None,
+        idempotency_key=None,
+        created_at=0.0,
+        updated_at=0.0,
+    )
+
+
+def note_job(
+    gitlab: FakeGitlab,
+    text: str,
+    *,
+    author_id: int = ASKER,
+    kind: str = "issue",
+    iid: int = 3,
+    discussion_id: str | None = None,
+) -> tuple[Job, dict[str, Any]]:
+    note = gitlab.add_note(
+        PROJECT_ID, kind, iid, author_id=author_id, body=text, discussion_id=discussion_id
+    )
+    return job_of("Note Hook", note_hook(gitlab, note)), note
+
+
+def in_discussion(gitlab: FakeGitlab, note: dict[str, Any], kind: str = "issue") -> list[str]:
+    """Bodies of the bot's notes in the note's discussion."""
+    return [
+        str(n["body"])
+        for n in gitlab.bot_notes(PROJECT_ID, kind, note["noteable_iid"])
+        if n["discussion_id"] == note["discussion_id"]
+    ]
+
+
+async def test_a_developer_s_mention_is_acknowledged_and_starts_a_conversation(
+    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+) -> None:
+    gitlab.add_note(PROJECT_ID, "issue", 3, author_id=OTHER, body="Seen it twice this week.")
+    gitlab.add_note(PROJECT_ID, "issue", 3, author_id=OTHER, body="added ~bug", system=True)
+    job, note = note_job(gitlab, "@openhands please find the cause")
+
+    await mentions.handle(job)
+
+    assert gitlab.note_awards(note["id"]) == [("eyes", gitlab.bot_user_id)]
+    [ack] = in_discussion(gitlab, note)
+    [callback] = await list_callbacks(store)
+    conversation_id = callback.conversation_id
+    assert ack.startswith(
+        f"On it! Follow along [here]({CONVERSATION_URL.format(conversation_id=conversation_id)});"
+        " I'll answer in this thread."
+    )
+    assert "<!-- agent-relay:ack:note-" in ack
+    processor = callback.get_processor()
+    assert isinstance(processor, GitlabCallbackProcessor)
+    assert (processor.project_id, processor.iid, processor.username) == (PROJECT_ID, 3, "ada")
+    assert processor.discussion_id == note["discussion_id"]
+    assert processor.note_id == note["id"]
+    assert processor.ack_note_id is not None
+    assert BOT_TOKEN not in callback.processor_json
+    [start] = await jobs_of_kind(store, START_JOB)
+    prompt = start["payload"]["prompt"]
+    assert prompt.startswith("ada asked you in a comment on GitLab issue acme/widgets#3:")
+    assert "please find the cause" in prompt and "@openhands" not in prompt
+    assert "Title: Flaky test" in prompt
+    assert "Repository: acme/widgets (GitLab)" in prompt
+    assert f"URL: {gitlab.url}/acme/widgets/-/issues/3" in prompt
+    assert "It fails on Tuesdays." in prompt
+    assert "otto: Seen it twice this week." in prompt
+    assert "added ~bug" not in prompt
+    assert start["payload"]["tags"] == {
+        "platform": "gitlab",
+        "project": "acme/widgets",
+        "iid": "3",
+        "kind": "issue",
+    }
+    link = await find_link(store, "gitlab", f"{PROJECT_ID}:issue:3")
+    assert link is not None and link.conversation_id == conversation_id
+
+
+async def test_a_retried_job_acknowledges_and_records_once(
+    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+) -> None:
+    job, note = note_job(gitlab, "@openhands bump the version")
+
+    await mentions.handle(job)
+    await mentions.handle(job)
+
+    assert len(in_discussion(gitlab, note)) == 1
+    assert len(gitlab.note_awards(note["id"])) == 1
+    assert len(await list_callbacks(store)) == 1
+    assert len(await jobs_of_kind(store, START_JOB)) == 1
+
+
+@pytest.mark.parametrize("who", [REPORTER, 4040], ids=["reporter", "not-a-member"])
+async def test_someone_below_developer_gets_one_polite_reply_and_nothing_starts(
+    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store, who: int
+) -> None:
+    if who != REPORTER:
+        gitlab.add_user(who, "visitor")
+    job, note = note_job(gitlab, "@openhands delete the repository", author_id=who)
+
+    await mentions.handle(job)
+    await mentions.handle(job)  # a retry posts nothing more
+
+    [refusal] = in_discussion(gitlab, note)
+    assert refusal.startswith(
+        f"@{gitlab.user(who)['username']} {permission_refusal(NEEDED_ACCESS)}"
+    )
+    assert gitlab.note_awards(note["id"]) == []
+    assert await list_callbacks(store) == []
+    assert await store.fetch_all("SELECT id FROM jobs") == []
+
+
+async def test_a_follow_up_continues_the_conversation_with_what_is_new(
+    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+) -> None:
+    first, note = note_job(gitlab, "@openhands look at the flaky test")
+    await mentions.handle(first)
+    gitlab.add_note(PROJECT_ID, "issue", 3, author_id=OTHER, body="It is the clock.")
+
+    follow_up, second_note = note_job(
+        gitlab, "@openhands now fix it", discussion_id=note["discussion_id"]
+    )
+    await mentions.handle(follow_up)
+
+    second, first_callback = await list_callbacks(store)
+    assert second.conversation_id == first_callback.conversation_id
+    [first_ack, again] = in_discussion(gitlab, note)
+    assert first_ack.startswith("On it!")
+    assert again.startswith("On it, continuing our conversation.")
+    [message_job] = await jobs_of_kind(store, TURN_MESSAGE_JOB)
+    assert message_job["payload"] == {"callback_id": second.id}
+    text = second.get_processor().turn_message
+    assert text.startswith("ada followed up on GitLab issue acme/widgets#3:\n\nnow fix it")
+    assert "otto: It is the clock." in text
+    assert "look at the flaky test" not in text
+    link = await find_link(store, "gitlab", f"{PROJECT_ID}:issue:3")
+    assert link is not None and int(str(link.cursor)) >= second_note["id"]
+
+
+async def test_the_trigger_label_is_acknowledged_on_the_issue_itself(
+    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+) -> None:
+    payload = label_hook(
+        gitlab,
+        PROJECT_ID,
+        "issue",
+        3,
+        user_id=ASKER,
+        previous=["bug"],
+        current=["bug", "openhands"],
+    )
+
+    await mentions.handle(job_of("Issue Hook", payload))
+
+    assert gitlab.item_awards(PROJECT_ID, "issue", 3) == [("eyes", gitlab.bot_user_id)]
+    [ack] = gitlab.bot_notes(PROJECT_ID, "issue", 3)
+    assert "I'll answer in this issue." in ack["body"]
+    [callback] = await list_callbacks(store)
+    processor = callback.get_processor()
+    assert processor.discussion_id is None and processor.note_id is None
+    [start] = await jobs_of_kind(store, START_JOB)
+    assert start["payload"]["prompt"].startswith(
+        'ada added the label "openhands" to GitLab issue acme/widgets#3, asking you to work on it.'
+    )
+
+
+async def test_a_merge_request_s_prompt_names_its_branches(
+    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+) -> None:
+    job, note = note_job(gitlab, "@openhands review this", kind="merge_request", iid=4)
+
+    await mentions.handle(job)
+
+    assert len(in_discussion(gitlab, note, "merge_request")) == 1
+    [start] = await jobs_of_kind(store, START_JOB)
+    prompt = start["payload"]["prompt"]
+    assert "GitLab merge request acme/widgets!4" in prompt
+    assert "Source branch: ci/cache; target branch: main" in prompt
+    assert f"URL: {gitlab.url}/acme/widgets/-/merge_requests/4" in prompt
+    assert start["payload"]["tags"]["kind"] == "merge_request"
+
+
+async def test_the_bot_s_own_note_starts_nothing(
+    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+) -> None:
+    job, _ = note_job(gitlab, "ask @openhands again", author_id=gitlab.bot_user_id)
+
+    await mentions.handle(job)
+
+    assert [call.path for call in gitlab.calls()] == ["/user"]
+    assert await list_callbacks(store) == []
+
+
+async def test_the_history_is_the_newest_notes_people_wrote(
+    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+) -> None:
+    for number in range(HISTORY_NOTES + 5):
+        gitlab.add_note(PROJECT_ID, "issue", 3, author_id=OTHER, body=f"note number {number}")
+    job, _ = note_job(gitlab, "@openhands summarise")
+
+    await mentions.handle(job)
+
+    [start] = await jobs_of_kind(store, START_JOB)
+    prompt = start["payload"]["prompt"]
+    assert "note number 4\n" not in prompt
+    assert "otto: note number 5\n" in prompt
+    assert prompt.index("note number 5") < prompt.index(f"note number {HISTORY_NOTES + 4}")
