@@ -53,7 +53,7 @@ class ProcessorContext:
     http: httpx.AsyncClient
     summary_mode: SummaryMode = SummaryMode.INSTRUCTION
     conversation_url_template: str | None = None
-    # The platforms' API clients by platform name ("slack": bots.slack.api.SlackTeams),
+    # The platforms' API clients by platform name ("slack": bots.slack.api.SlackApi),
     # for the processors that deliver there; absent when the platform is disabled.
     platforms: Mapping[str, Any] = field(default_factory=dict)
     # The client for URLs API users choose (webhook receivers): guarded against

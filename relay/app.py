@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from agent.client import AgentClient, LLMSettings
 from agent.http import new_http_client
 from agent.intake import AgentIntake
-from bots.github.api import GithubClients
+from bots.github.api import GithubApi
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.github.inbound import GITHUB_EVENT_JOB, github_routes
 from bots.github.job import GithubMentions
@@ -28,7 +28,7 @@ from bots.gitlab.inbound import GITLAB_EVENT_JOB, GitlabEvents
 from bots.gitlab.job import GitlabMentions
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import PLATFORM as GITLAB
-from bots.slack.api import SlackTeams
+from bots.slack.api import SlackApi
 from bots.slack.inbound import build_slack_app, slack_routes
 from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthStateStore
 from bots.slack.job import SLACK_EVENT_JOB, SlackMentions
@@ -72,7 +72,7 @@ class Relay:
     secrets: SecretBox
     slack_installations: DatabaseInstallationStore | None = None
     github_source: GithubAppSource | None = None
-    github: GithubClients | None = None
+    github: GithubApi | None = None
     gitlab: GitlabApi | None = None
     retention: Retention | None = None
     # Webhook receivers' client (ProcessorContext.receiver_http); None: `http`.
@@ -101,7 +101,7 @@ class Relay:
         if settings.slack_mode == "oauth":
             slack_installations = DatabaseInstallationStore(store, secrets)
         if settings.slack_mode is not None:
-            slack_teams = platforms[SLACK] = SlackTeams(
+            slack_teams = platforms[SLACK] = SlackApi(
                 settings.slack_api_url,
                 bot_token=_secret(settings.slack_bot_token),
                 installation_store=slack_installations,
@@ -109,7 +109,7 @@ class Relay:
         github_source = github_clients = None
         if settings.github_mode is not None:
             github_source = GithubAppSource(store, secrets, configured_github_app(settings))
-            github_clients = platforms[GITHUB] = GithubClients(
+            github_clients = platforms[GITHUB] = GithubApi(
                 http, github_source, settings.github_api_url
             )
         gitlab = None

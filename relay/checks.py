@@ -28,12 +28,12 @@ import httpx
 from pydantic import SecretStr
 
 from agent.http import failure_name, new_http_client
-from bots.github.api import GithubClients
+from bots.github.api import GithubApi
 from bots.github.credentials import APP_PLATFORM as GITHUB_APP_PLATFORM
 from bots.github.credentials import AppCredentials
 from bots.gitlab.api import GitlabApi
 from bots.gitlab.setup import hook_events, hook_url
-from bots.slack.api import SlackTeam, SlackTeams, new_web_client
+from bots.slack.api import SlackApi, SlackTeam, new_web_client
 from bots.slack.installations import SLACK_PLATFORM
 from db.installations import STATUS_ACTIVE, get_installation, list_installations
 from db.jobs import JobStatus, PermanentJobError, RetryableJobError
@@ -546,7 +546,7 @@ class _Run:
         return await self._slack_workspaces()
 
     async def _slack_single(self) -> CheckResult:
-        teams = SlackTeams(
+        teams = SlackApi(
             self.settings.slack_api_url, bot_token=_secret(self.settings.slack_bot_token)
         )
         return await self._slack_auth_test(
@@ -634,7 +634,7 @@ class _Run:
             unavailable = await self.database_ready()
             if unavailable:
                 return [skip("github app", f"cannot read the stored app: {unavailable}")]
-        clients = GithubClients(self.http, source, self.settings.github_api_url)
+        clients = GithubApi(self.http, source, self.settings.github_api_url)
         try:
             async with asyncio.timeout(self.timeout):
                 app = await source.current()
@@ -668,7 +668,7 @@ class _Run:
         return [checked, installations]
 
     async def _github_app(
-        self, clients: GithubClients, app: AppCredentials, found: dict[str, Any]
+        self, clients: GithubApi, app: AppCredentials, found: dict[str, Any]
     ) -> CheckResult:
         """`GET /app` with the app's JWT; what GitHub answers is put into `found`."""
         origin = "settings" if app.source == "settings" else "the setup page"
@@ -696,9 +696,7 @@ class _Run:
         slug = found.get("slug") or found.get("name") or "?"
         return ok("github app", f"{slug} (id {app.app_id}, from {origin})")
 
-    async def _github_installations(
-        self, clients: GithubClients, html_url: str | None
-    ) -> CheckResult:
+    async def _github_installations(self, clients: GithubApi, html_url: str | None) -> CheckResult:
         try:
             installations = await clients.app_installations()
         except (PermanentJobError, RetryableJobError) as exc:

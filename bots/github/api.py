@@ -92,7 +92,7 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-class GithubClients:
+class GithubApi:
     """The app's GitHub clients: one per call, authorised as the app or an installation."""
 
     def __init__(
@@ -265,7 +265,7 @@ class GithubThread:
     number: int
     review_thread_id: int | None = None
 
-    async def post(self, clients: GithubClients, body: str) -> dict[str, Any]:
+    async def post(self, clients: GithubApi, body: str) -> dict[str, Any]:
         if self.review_thread_id is not None:
             url = (
                 f"/repos/{self.repository}/pulls/{self.number}"
@@ -278,7 +278,7 @@ class GithubThread:
         )
         return comment
 
-    async def edit(self, clients: GithubClients, comment_id: int, body: str) -> None:
+    async def edit(self, clients: GithubApi, comment_id: int, body: str) -> None:
         kind = "pulls" if self.review_thread_id is not None else "issues"
         await clients.call(
             self.installation_id,
@@ -287,7 +287,7 @@ class GithubThread:
             data={"body": body},
         )
 
-    async def comments(self, clients: GithubClients) -> list[dict[str, Any]]:
+    async def comments(self, clients: GithubApi) -> list[dict[str, Any]]:
         """The thread's comments, oldest first (bots' included)."""
         if self.review_thread_id is None:
             url = f"/repos/{self.repository}/issues/{self.number}/comments?per_page=100"
@@ -300,7 +300,7 @@ class GithubThread:
             if c.get("id") == thread or c.get("in_reply_to_id") == thread
         ]
 
-    async def find_marked(self, clients: GithubClients, marker: str) -> dict[str, Any] | None:
+    async def find_marked(self, clients: GithubApi, marker: str) -> dict[str, Any] | None:
         """The comment an earlier attempt of a job posted with `marker` in it, if any."""
         for comment in reversed(await self.comments(clients)):
             if marker in str(comment.get("body") or ""):

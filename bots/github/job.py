@@ -21,7 +21,7 @@ from gidgethub.routing import Router
 from gidgethub.sansio import Event
 from pydantic import BaseModel
 
-from bots.github.api import GithubClients, GithubThread
+from bots.github.api import GithubApi, GithubThread
 from bots.github.triggers import PLATFORM, GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.mentions import (
     Turn,
@@ -64,7 +64,7 @@ class GithubMentions:
     store: Store
     queue: JobQueue
     box: SecretBox
-    clients: GithubClients
+    clients: GithubApi
     # Builds bots.github.reply.GithubCallbackProcessor; handed in by relay, since
     # bots/ does not import processors/.
     new_processor: Callable[..., BaseModel]

@@ -7,7 +7,7 @@ taken from the cache when the reply is delivered.
 
 from __future__ import annotations
 
-from bots.github.api import GithubClients, GithubThread
+from bots.github.api import GithubApi, GithubThread
 from bots.github.triggers import PLATFORM
 from bots.mentions import marker
 from db.callbacks import register_processor_kind
@@ -60,8 +60,8 @@ def reply_body(reply: Reply, asker: str) -> str:
     return trim_to_limit(text, GITHUB_COMMENT_LIMIT - len(tag) - 2, reply.url) + f"\n\n{tag}"
 
 
-def github_clients(context: ProcessorContext) -> GithubClients:
+def github_clients(context: ProcessorContext) -> GithubApi:
     clients = context.platforms.get(PLATFORM)
-    if not isinstance(clients, GithubClients):
+    if not isinstance(clients, GithubApi):
         raise PermanentJobError("GitHub is not configured in this process")
     return clients

@@ -169,7 +169,7 @@ class SlackTeam:
         return str(name)
 
 
-class SlackTeams:
+class SlackApi:
     """Finds the bot token of a workspace: SLACK_BOT_TOKEN for one workspace, the
     installation store (OAuth) for many. Clients are reused, names cached per team."""
 

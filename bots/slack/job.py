@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bots.mentions import Turn, find_link, infer_repository, new_conversation_id, record_turn
-from bots.slack.api import SlackTeam, SlackTeams
+from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.triggers import PLATFORM, SlackTrigger, mentioned_users, trigger_of
 from db.jobs import Job, JobQueue
 from db.logcontext import bind
@@ -44,7 +44,7 @@ USAGE_HINT = (
 class SlackMentions:
     store: Store
     queue: JobQueue
-    teams: SlackTeams
+    teams: SlackApi
     # Builds the platform's callback processor (bots.slack.reply.SlackCallbackProcessor);
     # handed in by relay, since bots/ does not import processors/.
     new_processor: Callable[..., BaseModel]

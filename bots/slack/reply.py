@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from bots.slack.api import SlackTeam, SlackTeams
+from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.formatting import markdown_to_mrkdwn, split_for_slack
 from bots.slack.job import WORKING_REACTION
 from bots.slack.triggers import PLATFORM
@@ -66,6 +66,6 @@ async def slack_team(
     context: ProcessorContext, team_id: str, enterprise_id: str | None
 ) -> SlackTeam:
     teams = context.platforms.get(PLATFORM)
-    if not isinstance(teams, SlackTeams):
+    if not isinstance(teams, SlackApi):
         raise PermanentJobError("Slack is not configured in this process")
     return await teams.team(team_id, enterprise_id)

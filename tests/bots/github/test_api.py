@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import bots.github.api
-from bots.github.api import GithubClients, GithubNotConfigured, GithubThread
+from bots.github.api import GithubApi, GithubNotConfigured, GithubThread
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.mentions import marker
 from db.jobs import PermanentJobError, RetryableJobError
@@ -43,19 +43,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def clients(github: FakeGitHub, store: Store, clock: Clock) -> AsyncIterator[GithubClients]:
+async def clients(github: FakeGitHub, store: Store, clock: Clock) -> AsyncIterator[GithubApi]:
     pem = github.add_app(APP_ID, "relay-test")
     github.add_installation(INSTALLATION, APP_ID, account="acme", repositories=[REPO])
     github.clear_calls()
     app = AppCredentials(app_id=str(APP_ID), slug=None, private_key=pem, webhook_secret="s")
     async with httpx.AsyncClient(timeout=10) as http:
-        yield GithubClients(
+        yield GithubApi(
             http, GithubAppSource(store, SecretBox(None), app), github.api_url, clock=clock
         )
 
 
 async def test_the_app_asks_for_its_slug_once_with_a_jwt(
-    clients: GithubClients, github: FakeGitHub
+    clients: GithubApi, github: FakeGitHub
 ) -> None:
     assert await clients.app_slug() == "relay-test"
     assert await clients.app_slug() == "relay-test"
@@ -64,7 +64,7 @@ async def test_the_app_asks_for_its_slug_once_with_a_jwt(
 
 
 async def test_an_installation_token_is_minted_once_and_reused(
-    clients: GithubClients, github: FakeGitHub
+    clients: GithubApi, github: FakeGitHub
 ) -> None:
     github.add_issue(REPO, 1, title="t", body="b", user="ada")
     before = github.token_mints(INSTALLATION)
@@ -74,7 +74,7 @@ async def test_an_installation_token_is_minted_once_and_reused(
 
 
 async def test_a_refused_token_is_replaced_and_the_call_made_again(
-    clients: GithubClients, github: FakeGitHub
+    clients: GithubApi, github: FakeGitHub
 ) -> None:
     github.add_issue(REPO, 2, title="t", body="b", user="ada")
     await clients.call(INSTALLATION, "GET", f"/repos/{REPO}/issues/2")
@@ -86,7 +86,7 @@ async def test_a_refused_token_is_replaced_and_the_call_made_again(
 
 
 async def test_a_token_close_to_expiry_is_renewed(
-    clients: GithubClients, github: FakeGitHub, clock: Clock
+    clients: GithubApi, github: FakeGitHub, clock: Clock
 ) -> None:
     await clients.installation_token(INSTALLATION)
     before = github.token_mints(INSTALLATION)
@@ -109,7 +109,7 @@ async def test_a_token_close_to_expiry_is_renewed(
     ],
 )
 async def test_rate_limits_and_outages_are_retried(
-    clients: GithubClients,
+    clients: GithubApi,
     github: FakeGitHub,
     status: int,
     headers: dict[str, str],
@@ -128,7 +128,7 @@ async def test_rate_limits_and_outages_are_retried(
 
 
 async def test_the_primary_rate_limit_waits_until_its_reset(
-    clients: GithubClients, github: FakeGitHub
+    clients: GithubApi, github: FakeGitHub
 ) -> None:
     reset = int(time.time()) + 120
     github.fail_next(
@@ -145,7 +145,7 @@ async def test_the_primary_rate_limit_waits_until_its_reset(
 
 @pytest.mark.parametrize("status", [404, 410, 422, 403])
 async def test_other_refusals_are_permanent(
-    clients: GithubClients, github: FakeGitHub, status: int
+    clients: GithubApi, github: FakeGitHub, status: int
 ) -> None:
     github.fail_next(
         "POST", rf"/repos/{REPO}/issues/5/comments", status, body={"message": "Refused"}
@@ -154,7 +154,7 @@ async def test_other_refusals_are_permanent(
         await GithubThread(INSTALLATION, REPO, 5).post(clients, "hello")
 
 
-async def test_no_token_appears_in_an_error(clients: GithubClients, github: FakeGitHub) -> None:
+async def test_no_token_appears_in_an_error(clients: GithubApi, github: FakeGitHub) -> None:
     token = await clients.installation_token(INSTALLATION)
     github.fail_next("GET", rf"/repos/{REPO}/issues/6", 404)
     with pytest.raises(PermanentJobError) as raised:
@@ -164,13 +164,13 @@ async def test_no_token_appears_in_an_error(clients: GithubClients, github: Fake
 
 async def test_without_an_app_calls_fail_with_what_to_set(store: Store) -> None:
     async with httpx.AsyncClient() as http:
-        clients = GithubClients(http, GithubAppSource(store, SecretBox(None), None), "http://x")
+        clients = GithubApi(http, GithubAppSource(store, SecretBox(None), None), "http://x")
         with pytest.raises(GithubNotConfigured, match="/github/setup"):
             await clients.installation_token(1)
 
 
 async def test_a_thread_posts_edits_and_finds_marked_comments(
-    clients: GithubClients, github: FakeGitHub
+    clients: GithubApi, github: FakeGitHub
 ) -> None:
     thread = GithubThread(INSTALLATION, REPO, 7)
     github.add_issue(REPO, 7, title="t", body="b", user="ada")
@@ -183,7 +183,7 @@ async def test_a_thread_posts_edits_and_finds_marked_comments(
 
 
 async def test_a_review_thread_replies_under_its_top_comment(
-    clients: GithubClients, github: FakeGitHub
+    clients: GithubApi, github: FakeGitHub
 ) -> None:
     top = github.add_review_comment(
         REPO, 8, "why?", user="ada", path="a.py", line=1, diff_hunk="@@ -1 +1 @@"
@@ -200,7 +200,7 @@ async def test_a_review_thread_replies_under_its_top_comment(
 
 
 async def test_the_app_jwt_is_signed_again_only_every_few_minutes(
-    clients: GithubClients, github: FakeGitHub, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    clients: GithubApi, github: FakeGitHub, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     signed = []
     real_get_jwt = bots.github.api.get_jwt
@@ -236,7 +236,7 @@ def parsed_keys(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 async def test_the_private_key_is_parsed_once_for_every_jwt_and_token(
-    clients: GithubClients, github: FakeGitHub, clock: Clock, parsed_keys: list[bytes]
+    clients: GithubApi, github: FakeGitHub, clock: Clock, parsed_keys: list[bytes]
 ) -> None:
     """Parsing the PEM holds the event loop for tens of milliseconds; signing with
     the parsed key, under one."""
@@ -262,7 +262,7 @@ async def test_a_private_key_that_is_no_pem_fails_the_job_for_good_without_showi
     )
     app = AppCredentials(app_id=str(APP_ID), slug=None, private_key=not_a_key, webhook_secret="s")
     async with httpx.AsyncClient(timeout=10) as http:
-        clients = GithubClients(http, GithubAppSource(store, SecretBox(None), app), github.api_url)
+        clients = GithubApi(http, GithubAppSource(store, SecretBox(None), app), github.api_url)
         with pytest.raises(PermanentJobError) as failure:
             await clients.app_info()
     assert "c2VjcmV0" not in str(failure.value)
@@ -279,9 +279,7 @@ async def test_prepare_parses_the_key_before_any_job_and_logs_one_that_does_not_
     async with httpx.AsyncClient(timeout=10) as http:
         for key in (pem, "not a key"):
             app = AppCredentials(app_id=str(APP_ID), slug=None, private_key=key, webhook_secret="s")
-            clients = GithubClients(
-                http, GithubAppSource(store, SecretBox(None), app), github.api_url
-            )
+            clients = GithubApi(http, GithubAppSource(store, SecretBox(None), app), github.api_url)
             await clients.prepare()
     assert len(parsed_keys) == 2
     assert "not an unencrypted PEM private key" in caplog.text

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from bots.github.api import GithubClients
+from bots.github.api import GithubApi
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.github.reply import GITHUB_COMMENT_LIMIT, GithubCallbackProcessor, reply_body
 from db.jobs import PermanentJobError, RetryableJobError
@@ -42,7 +42,7 @@ async def github_context(
         webhook_secret="s",
     )
     async with httpx.AsyncClient(timeout=10) as http:
-        clients = GithubClients(http, GithubAppSource(store, SecretBox(None), app), github.api_url)
+        clients = GithubApi(http, GithubAppSource(store, SecretBox(None), app), github.api_url)
         yield dataclasses.replace(context, platforms={"github": clients})
 
 
