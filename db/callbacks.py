@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -36,21 +36,15 @@ class UnknownProcessorKind(LookupError):
 
 _PROCESSOR_KINDS: dict[str, type[BaseModel]] = {}
 
-ModelT = TypeVar("ModelT", bound=type[BaseModel])
 
-
-def register_processor_kind(kind: str) -> Any:
-    """Class decorator: make a processor class loadable from rows of this kind."""
-
-    def register(cls: ModelT) -> ModelT:
-        existing = _PROCESSOR_KINDS.get(kind)
-        if existing is not None and existing is not cls:
-            raise ValueError(f"processor kind {kind!r} is already taken by {existing.__name__}")
-        _PROCESSOR_KINDS[kind] = cls
-        cls.processor_kind = kind  # type: ignore[attr-defined]
-        return cls
-
-    return register
+def register_processor_kind(kind: str, cls: type[BaseModel]) -> None:
+    """Make a processor class loadable from rows of this kind. The composition root
+    registers every kind explicitly (relay.platforms); registering a class again
+    under its own kind changes nothing."""
+    existing = _PROCESSOR_KINDS.get(kind)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"processor kind {kind!r} is already taken by {existing.__name__}")
+    _PROCESSOR_KINDS[kind] = cls
 
 
 def registered_processor_kinds() -> list[str]:

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -31,11 +31,13 @@ from db.callbacks import (
     reply_idempotency_key,
     save_callback,
 )
-from db.jobs import JobQueue
+from db.jobs import JobQueue, PermanentJobError
 from db.store import Store
 from processors.summary import SummaryMode, collect_summary
 
 log = logging.getLogger(__name__)
+
+ApiT = TypeVar("ApiT")
 
 REPLY_JOB = "callback.reply"
 # Replies ride out platform outages of a few hours: 20 attempts with the queue's
@@ -60,6 +62,15 @@ class ProcessorContext:
     # private networks unless WEBHOOK_ALLOW_PRIVATE_NETWORKS (processors/receiver_guard.py).
     # None: `http`.
     receiver_http: httpx.AsyncClient | None = None
+
+    def platform(self, name: str, client: type[ApiT], title: str) -> ApiT:
+        """The API client of platform `name` (`title` as people write it), which a
+        processor delivers through; a reply for a platform this process has not
+        configured fails for good."""
+        api = self.platforms.get(name)
+        if not isinstance(api, client):
+            raise PermanentJobError(f"{title} is not configured in this process")
+        return api
 
     def receiver_client(self) -> httpx.AsyncClient:
         return self.http if self.receiver_http is None else self.receiver_http
@@ -118,19 +129,6 @@ EMPTY_ANSWER_TEXT = "The agent finished without writing an answer."
 ANSWER_STATES = frozenset({AgentState.AWAITING_USER_INPUT, AgentState.FINISHED})
 
 
-def trim_to_limit(text: str, limit: int, url: str | None) -> str:
-    """`text` cut to at most `limit` characters, saying so and where the rest is.
-
-    GitHub and GitLab take one comment of bounded size; an answer beyond it ends
-    with a note (and the conversation link) instead of being refused.
-    """
-    if len(text) <= limit:
-        return text
-    note = "\n\n*The answer was too long for one comment and has been shortened."
-    note += f" The full conversation: {url}*" if url else "*"
-    return text[: max(0, limit - len(note))].rstrip() + note
-
-
 def failure_text(state: AgentState, url: str | None) -> str:
     text = _FAILURE_TEXT.get(state, "The agent stopped before finishing.")
     return f"{text} Conversation: {url}" if url else text
@@ -151,7 +149,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
     turn_message: str | None = None
     turn_message_pending: bool = False
     turn_message_after: str | None = None
-    # Where the turn came from (set by bots.mentions.record_turn): the platform's
+    # Where the turn came from (set by bots.turns.record_turn): the platform's
     # delivery id, which every log line of the turn carries, and when it arrived.
     origin_delivery_id: str | None = None
     origin_received_at: float | None = None

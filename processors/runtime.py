@@ -23,7 +23,6 @@ from agent.events import (
     AgentStateChangedObservation,
     state_for_status,
 )
-from bots.mentions import forget_links
 from db.callbacks import (
     CallbackStatus,
     ConversationCallback,
@@ -32,6 +31,7 @@ from db.callbacks import (
     get_callback,
     save_callback,
 )
+from db.conversation_links import forget_links
 from db.jobs import Job, JobHandler, PermanentJobError
 from db.logcontext import bind, log_context
 from db.metrics import MENTION_TO_AGENT_SECONDS, REPLIES, REPLY_SECONDS

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from typing import ClassVar
 
 from pydantic import SecretStr, field_serializer, field_validator
 
 from agent.http import send
-from db.callbacks import register_processor_kind
 from processors.base import ProcessorContext, Reply, ReplyingProcessor
 from processors.receiver_guard import RefusedReceiverAddress
 
@@ -26,8 +26,8 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-@register_processor_kind("webhook")
 class WebhookProcessor(ReplyingProcessor):
+    processor_kind: ClassVar[str] = "webhook"
     url: str
     secret: SecretStr
 

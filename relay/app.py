@@ -6,40 +6,30 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from agent.client import AgentClient, LLMSettings
 from agent.http import new_http_client
 from agent.intake import AgentIntake
 from bots.github.api import GithubApi
-from bots.github.credentials import AppCredentials, GithubAppSource
-from bots.github.inbound import GITHUB_EVENT_JOB, github_routes
-from bots.github.job import GithubMentions
-from bots.github.reply import GithubCallbackProcessor
-from bots.github.setup import github_setup_routes
+from bots.github.credentials import GithubAppSource
 from bots.github.triggers import PLATFORM as GITHUB
 from bots.gitlab.api import GitlabApi
-from bots.gitlab.inbound import GITLAB_EVENT_JOB, GitlabEvents
-from bots.gitlab.job import GitlabMentions
-from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import PLATFORM as GITLAB
-from bots.slack.api import SlackApi
-from bots.slack.inbound import build_slack_app, slack_routes
-from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthStateStore
-from bots.slack.job import SLACK_EVENT_JOB, SlackMentions
-from bots.slack.reply import SlackCallbackProcessor
+from bots.platform import Platform, Shared
+from bots.slack.installations import DatabaseInstallationStore
 from bots.slack.triggers import PLATFORM as SLACK
 from db.jobs import JobQueue
 from db.migrations import is_current, migrate
 from db.retention import PRUNE_JOB, Retention
 from db.secrets import SecretBox
 from db.store import Store
-from processors import webhook  # noqa: F401  (registers the "webhook" processor kind)
 from processors.base import ProcessorContext
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
@@ -48,6 +38,7 @@ from relay.api import RelayApi
 from relay.checks import Checks
 from relay.health import Health
 from relay.limits import BodySizeLimit
+from relay.platforms import PLATFORMS, register_processor_kinds
 from relay.settings import Settings
 from relay.webhook_timing import WebhookTiming
 from relay.worker import Worker
@@ -70,16 +61,15 @@ class Relay:
     http: httpx.AsyncClient
     worker: Worker
     secrets: SecretBox
-    slack_installations: DatabaseInstallationStore | None = None
-    github_source: GithubAppSource | None = None
-    github: GithubApi | None = None
-    gitlab: GitlabApi | None = None
+    # Every platform of relay.platforms.PLATFORMS, enabled or not, by name.
+    platforms: dict[str, Platform]
     retention: Retention | None = None
     # Webhook receivers' client (ProcessorContext.receiver_http); None: `http`.
     receiver_http: httpx.AsyncClient | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Relay:
+        register_processor_kinds()
         store = Store(settings.database_url)
         queue = JobQueue(store, lease_seconds=settings.job_lease_seconds)
         agent = AgentClient(
@@ -95,29 +85,6 @@ class Relay:
         )
         http = new_http_client()
         secrets = SecretBox(_secret(settings.secret_key))
-        platforms: dict[str, object] = {}
-        slack_installations = None
-        slack_teams = None
-        if settings.slack_mode == "oauth":
-            slack_installations = DatabaseInstallationStore(store, secrets)
-        if settings.slack_mode is not None:
-            slack_teams = platforms[SLACK] = SlackApi(
-                settings.slack_api_url,
-                bot_token=_secret(settings.slack_bot_token),
-                installation_store=slack_installations,
-            )
-        github_source = github_clients = None
-        if settings.github_mode is not None:
-            github_source = GithubAppSource(store, secrets, configured_github_app(settings))
-            github_clients = platforms[GITHUB] = GithubApi(
-                http, github_source, settings.github_api_url
-            )
-        gitlab = None
-        if settings.gitlab_enabled:
-            assert settings.gitlab_token is not None
-            gitlab = platforms[GITLAB] = GitlabApi(
-                http, settings.gitlab_url, settings.gitlab_token.get_secret_value()
-            )
         context = ProcessorContext(
             store=store,
             queue=queue,
@@ -125,44 +92,20 @@ class Relay:
             http=http,
             summary_mode=settings.summary_mode,
             conversation_url_template=settings.agent_conversation_url,
-            platforms=platforms,
             # Receivers are URLs API users choose; off private networks unless allowed.
             receiver_http=None
             if settings.webhook_allow_private_networks
             else guarded_receiver_client(),
         )
+        shared = Shared(store, queue, http, secrets, context.conversation_url)
+        platforms = {entry.name: entry.build(settings, shared) for entry in PLATFORMS}
+        context = replace(
+            context,
+            platforms={name: p.api for name, p in platforms.items() if p.api is not None},
+        )
         handlers = job_handlers(context)
-        if slack_teams is not None:
-            handlers[SLACK_EVENT_JOB] = SlackMentions(
-                store,
-                queue,
-                slack_teams,
-                new_processor=SlackCallbackProcessor,
-                conversation_url=context.conversation_url,
-                default_repository=settings.default_repository,
-            ).handle
-        if github_clients is not None:
-            handlers[GITHUB_EVENT_JOB] = GithubMentions(
-                store,
-                queue,
-                secrets,
-                github_clients,
-                new_processor=GithubCallbackProcessor,
-                conversation_url=context.conversation_url,
-                mention=settings.bot_mention,
-                trigger_label=settings.trigger_label,
-                edit_ack_comment=settings.github_edit_ack_comment,
-            ).handle
-        if gitlab is not None:
-            handlers[GITLAB_EVENT_JOB] = GitlabMentions(
-                store,
-                queue,
-                gitlab,
-                new_processor=GitlabCallbackProcessor,
-                conversation_url=context.conversation_url,
-                mention=settings.bot_mention,
-                trigger_label=settings.trigger_label,
-            ).handle
+        for platform in platforms.values():
+            handlers.update(platform.job_handlers)
         retention = Retention(
             store,
             queue,
@@ -179,13 +122,34 @@ class Relay:
             http,
             worker,
             secrets,
-            slack_installations,
-            github_source,
-            github_clients,
-            gitlab,
+            platforms,
             retention,
             receiver_http=context.receiver_http,
         )
+
+    def enabled(self, name: str) -> Platform | None:
+        platform = self.platforms.get(name)
+        return platform if platform is not None and platform.enabled else None
+
+    @property
+    def slack_installations(self) -> DatabaseInstallationStore | None:
+        slack = self.enabled(SLACK)
+        return slack.parts.get("installations") if slack else None
+
+    @property
+    def github_source(self) -> GithubAppSource | None:
+        github = self.enabled(GITHUB)
+        return github.parts.get("source") if github else None
+
+    @property
+    def github(self) -> GithubApi | None:
+        github = self.enabled(GITHUB)
+        return github.api if github and isinstance(github.api, GithubApi) else None
+
+    @property
+    def gitlab(self) -> GitlabApi | None:
+        gitlab = self.enabled(GITLAB)
+        return gitlab.api if gitlab and isinstance(gitlab.api, GitlabApi) else None
 
     async def start(
         self, *, migrate_sqlite: bool = True, schedule_maintenance: bool = True
@@ -199,12 +163,13 @@ class Relay:
             log.info(line)
         if schedule_maintenance and self.retention is not None:
             await self._schedule_retention(self.retention)
-        if self.github is not None:
-            try:
-                await self.github.prepare()
-            except Exception as exc:
-                # e.g. a schema not migrated yet: the first job parses it instead.
-                log.warning("could not load the GitHub App's key: %s", type(exc).__name__)
+        for platform in self.platforms.values():
+            if platform.enabled and platform.start is not None:
+                try:
+                    await platform.start()
+                except Exception as exc:
+                    # e.g. a schema not migrated yet: the first job does it instead.
+                    log.warning("%s: start-up step failed: %s", platform.name, type(exc).__name__)
 
     async def _schedule_retention(self, retention: Retention) -> None:
         # Processes that run workers start the periodic prune; one more start while
@@ -231,21 +196,6 @@ class Relay:
         finally:
             stop.set()
             await task
-
-
-def configured_github_app(settings: Settings) -> AppCredentials | None:
-    """The GitHub App of GITHUB_APP_ID and friends, when the settings name one."""
-    if settings.github_mode != "settings":
-        return None
-    assert settings.github_app_id and settings.github_webhook_secret
-    private_key = settings.github_private_key_text()
-    assert private_key is not None
-    return AppCredentials(
-        app_id=settings.github_app_id,
-        slug=None,
-        private_key=private_key,
-        webhook_secret=settings.github_webhook_secret.get_secret_value(),
-    )
 
 
 def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
@@ -280,55 +230,9 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
     # The operator status page; also the login that guards /github/setup.
     # Its agent-server and platform lines are `agent-relay doctor`'s checks.
     admin = AdminPage(settings=settings, store=relay.store, queue=relay.queue, checks=Checks(relay))
-    routes = [*health.routes(), *intake.routes(), *api.routes(), *admin.routes()]
-    if settings.slack_mode is not None:
-        assert settings.slack_signing_secret is not None
-        routes += slack_routes(
-            build_slack_app(
-                store=relay.store,
-                queue=relay.queue,
-                signing_secret=settings.slack_signing_secret.get_secret_value(),
-                api_url=settings.slack_api_url,
-                bot_token=_secret(settings.slack_bot_token),
-                client_id=settings.slack_client_id,
-                client_secret=_secret(settings.slack_client_secret),
-                installation_store=relay.slack_installations,
-                state_store=DatabaseOAuthStateStore(relay.store)
-                if relay.slack_installations is not None
-                else None,
-                public_url=settings.public_url,
-            )
-        )
-    if relay.github_source is not None:
-        routes += github_routes(
-            store=relay.store,
-            queue=relay.queue,
-            source=relay.github_source,
-            mention=settings.bot_mention,
-            trigger_label=settings.trigger_label,
-        )
-    # Always there: without SECRET_KEY the page says that it needs one.
-    routes += github_setup_routes(
-        source=relay.github_source or GithubAppSource(relay.store, relay.secrets, None),
-        store=relay.store,
-        http=relay.http,
-        github_url=settings.github_url,
-        api_url=settings.github_api_url,
-        public_url=settings.public_url,
-        secret_key_set=relay.secrets.available,
-        require_admin=admin.require_admin,
-    )
-    if relay.gitlab is not None:
-        assert settings.gitlab_webhook_secret is not None
-        gitlab = relay.gitlab
-        routes += GitlabEvents(
-            store=relay.store,
-            queue=relay.queue,
-            secret=settings.gitlab_webhook_secret.get_secret_value(),
-            mention=settings.bot_mention,
-            trigger_label=settings.trigger_label,
-            known_bot_user_id=lambda: gitlab.known_bot_user_id,
-        ).routes()
+    routes: list[BaseRoute] = [*health.routes(), *intake.routes(), *api.routes(), *admin.routes()]
+    for platform in relay.platforms.values():
+        routes += platform.routes(admin.require_admin)
     app = Starlette(
         routes=routes,
         # Outermost, so that refused bodies are timed too.

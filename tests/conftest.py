@@ -19,7 +19,15 @@ import pytest
 from db.migrations import migrate
 from db.store import Store
 from processors.base import ProcessorContext
+from relay.platforms import register_processor_kinds
 from tests.support.fake_agent_api import FakeAgentServer, FakeWebhookReceiver, processor_context
+
+
+@pytest.fixture(autouse=True, scope="session")
+def processor_kinds() -> None:
+    """Stored callbacks load as the composition root makes them: every kind registered."""
+    register_processor_kinds()
+
 
 ADMIN_POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -255,17 +255,27 @@ class _StaleToken(Exception):
     """A 401 on a cached token: it was revoked or expired early."""
 
 
-@dataclass(frozen=True)
 class GithubThread:
     """Where a conversation is held on GitHub: an issue or PR's comments, or one
-    review thread of a PR (replies go under its top comment)."""
+    review thread of a PR (replies go under its top comment). Its comments are read
+    once and kept: a job reads them, then searches them for its marker."""
 
-    installation_id: int
-    repository: str
-    number: int
-    review_thread_id: int | None = None
+    def __init__(
+        self,
+        api: GithubApi,
+        installation_id: int,
+        repository: str,
+        number: int,
+        review_thread_id: int | None = None,
+    ) -> None:
+        self.api = api
+        self.installation_id = installation_id
+        self.repository = repository
+        self.number = number
+        self.review_thread_id = review_thread_id
+        self._comments: list[dict[str, Any]] | None = None
 
-    async def post(self, clients: GithubApi, body: str) -> dict[str, Any]:
+    async def post(self, body: str) -> int:
         if self.review_thread_id is not None:
             url = (
                 f"/repos/{self.repository}/pulls/{self.number}"
@@ -273,36 +283,40 @@ class GithubThread:
             )
         else:
             url = f"/repos/{self.repository}/issues/{self.number}/comments"
-        comment: dict[str, Any] = await clients.call(
-            self.installation_id, "POST", url, data={"body": body}
-        )
-        return comment
+        comment = await self.api.call(self.installation_id, "POST", url, data={"body": body})
+        return int(comment["id"])
 
-    async def edit(self, clients: GithubApi, comment_id: int, body: str) -> None:
+    async def edit(self, comment_id: int, body: str) -> None:
         kind = "pulls" if self.review_thread_id is not None else "issues"
-        await clients.call(
+        await self.api.call(
             self.installation_id,
             "PATCH",
             f"/repos/{self.repository}/{kind}/comments/{comment_id}",
             data={"body": body},
         )
 
-    async def comments(self, clients: GithubApi) -> list[dict[str, Any]]:
-        """The thread's comments, oldest first (bots' included)."""
+    async def comments(self) -> list[dict[str, Any]]:
+        """The thread's comments, oldest first (bots' included), as first read."""
+        if self._comments is None:
+            self._comments = await self._read_comments()
+        return self._comments
+
+    async def _read_comments(self) -> list[dict[str, Any]]:
+        api, installation = self.api, self.installation_id
         if self.review_thread_id is None:
             url = f"/repos/{self.repository}/issues/{self.number}/comments?per_page=100"
-            return [c async for c in clients.items(self.installation_id, url)]
+            return [c async for c in api.items(installation, url)]
         url = f"/repos/{self.repository}/pulls/{self.number}/comments?per_page=100"
         thread = self.review_thread_id
         return [
             c
-            async for c in clients.items(self.installation_id, url)
+            async for c in api.items(installation, url)
             if c.get("id") == thread or c.get("in_reply_to_id") == thread
         ]
 
-    async def find_marked(self, clients: GithubApi, marker: str) -> dict[str, Any] | None:
-        """The comment an earlier attempt of a job posted with `marker` in it, if any."""
-        for comment in reversed(await self.comments(clients)):
-            if marker in str(comment.get("body") or ""):
-                return comment
+    async def find_marked(self, mark: str) -> int | None:
+        """The comment an earlier attempt of a job posted with `mark` in it, if any."""
+        for comment in reversed(await self.comments()):
+            if mark in str(comment.get("body") or ""):
+                return int(comment["id"])
         return None

@@ -21,18 +21,14 @@ from starlette.routing import Route
 
 from bots.github.credentials import GithubAppSource
 from bots.github.triggers import PLATFORM, trigger_of
-from db.deliveries import record_delivery
+from bots.intake import Delivery, Intake, count, record_and_queue
 from db.jobs import JobQueue, VerbatimJson
-from db.logcontext import log_context
-from db.metrics import EVENTS_RECEIVED
 from db.store import Store
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/github/events"
 GITHUB_EVENT_JOB = "github.event"
-# As long as a reply: a GitHub outage of hours delays a mention but does not lose it.
-GITHUB_EVENT_MAX_ATTEMPTS = 20
 INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
 
 
@@ -80,34 +76,24 @@ def github_routes(
             return JSONResponse({"error": "the payload is not a JSON object"}, status_code=400)
         key = job_key(event, mention=mention, trigger_label=trigger_label)
         if key is None:
-            EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="ignored").inc()
+            count(PLATFORM, Intake.IGNORED)
             return JSONResponse({"ok": True, "queued": False})
-        async with store.transaction():
-            if not await record_delivery(store, PLATFORM, event.delivery_id):
-                EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="duplicate").inc()
-                with log_context(delivery=event.delivery_id):
-                    log.info("github delivery %s received again; ignored", event.delivery_id)
-                return JSONResponse({"ok": True, "queued": False, "duplicate": True})
-            job_id = await queue.enqueue(
-                GITHUB_EVENT_JOB,
-                {
-                    "delivery_id": event.delivery_id,
-                    "event": event.event,
-                    "payload": VerbatimJson.of_body(body, request.headers.get("content-type"))
-                    or event.data,
-                },
-                key=key,
-                idempotency_key=f"{GITHUB_EVENT_JOB}:{event.delivery_id}",
-                max_attempts=GITHUB_EVENT_MAX_ATTEMPTS,
-            )
-        EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="queued").inc()
-        with log_context(delivery=event.delivery_id, job=job_id):
-            log.info(
-                "github delivery %s queued (%s.%s)",
-                event.delivery_id,
-                event.event,
-                event.data.get("action"),
-            )
+        payload = {
+            "delivery_id": event.delivery_id,
+            "event": event.event,
+            "payload": VerbatimJson.of_body(body, request.headers.get("content-type"))
+            or event.data,
+        }
+        delivery = Delivery(
+            platform=PLATFORM,
+            delivery_id=event.delivery_id,
+            description=f"{event.event}.{event.data.get('action')}",
+            job_kind=GITHUB_EVENT_JOB,
+            payload=payload,
+            job_key=key,
+        )
+        if await record_and_queue(store, queue, delivery) is Intake.DUPLICATE:
+            return JSONResponse({"ok": True, "queued": False, "duplicate": True})
         return JSONResponse({"ok": True, "queued": True}, status_code=202)
 
     return [Route(EVENTS_PATH, receive, methods=["POST"])]

@@ -5,7 +5,7 @@ keep the installations table current. A trigger is checked (the installation is
 active, the sender may write to the repository), acknowledged (an `eyes` reaction
 and an "on it" comment with the conversation link), given its context (the issue or
 PR, its newest comments, a review comment's file, line and diff hunk) and handed
-to bots.mentions as a turn. Every step may run again after a crash: reactions are
+to the shared turn sequence (bots.turns). Every step may run again after a crash: reactions are
 idempotent on GitHub, comments carry an invisible marker by which a retry finds
 them, and the turn is recorded once per delivery.
 """
@@ -19,19 +19,13 @@ from typing import Any
 
 from gidgethub.routing import Router
 from gidgethub.sansio import Event
-from pydantic import BaseModel
 
 from bots.github.api import GithubApi, GithubThread
+from bots.github.reply import GithubCallbackProcessor
 from bots.github.triggers import PLATFORM, GithubTrigger, TriggerKind, is_bot, trigger_of
-from bots.mentions import (
-    Turn,
-    acknowledgement,
-    find_link,
-    marker,
-    new_conversation_id,
-    permission_refusal,
-    record_turn,
-)
+from bots.markers import marker, post_once
+from bots.texts import WORKING_REACTION, markdown_link, shorten
+from bots.turns import Context, count_refusal, refuse, take_turn
 from db.installations import (
     STATUS_ACTIVE,
     get_installation,
@@ -40,14 +34,12 @@ from db.installations import (
 )
 from db.jobs import Job, JobQueue, PermanentJobError
 from db.logcontext import bind
-from db.metrics import MENTIONS
 from db.secrets import SecretBox
 from db.store import Store
 
 log = logging.getLogger(__name__)
 
 HISTORY_COMMENTS = 20
-WORKING_REACTION = "eyes"
 # Permissions (or, for custom roles, role names) that may change the repository.
 WRITERS = frozenset({"admin", "maintain", "write"})
 NEEDED_ACCESS = "write access or above"
@@ -60,14 +52,11 @@ router = Router()
 
 
 @dataclass(frozen=True)
-class GithubMentions:
+class GithubEventJob:
     store: Store
     queue: JobQueue
     box: SecretBox
-    clients: GithubApi
-    # Builds bots.github.reply.GithubCallbackProcessor; handed in by relay, since
-    # bots/ does not import processors/.
-    new_processor: Callable[..., BaseModel]
+    api: GithubApi
     conversation_url: Callable[[str], str | None]
     mention: str
     trigger_label: str
@@ -120,7 +109,7 @@ class GithubMentions:
     # -- triggers -------------------------------------------------------------------------
 
     async def on_trigger(self, event: Event, received_at: float | None = None) -> None:
-        slug = await self.clients.app_slug()
+        slug = await self.api.app_slug()
         trigger = trigger_of(
             event.event,
             event.data,
@@ -129,14 +118,14 @@ class GithubMentions:
             app_slug=slug,
         )
         if trigger is None:
-            MENTIONS.labels(platform=PLATFORM, outcome="not_a_trigger").inc()
+            count_refusal(PLATFORM, "not_a_trigger")
             return
         if trigger.installation_id is None:
-            MENTIONS.labels(platform=PLATFORM, outcome="no_installation").inc()
+            count_refusal(PLATFORM, "no_installation")
             log.warning("github delivery %s has no installation; ignored", event.delivery_id)
             return
         if not await self.is_active(trigger.installation_id):
-            MENTIONS.labels(platform=PLATFORM, outcome="inactive_installation").inc()
+            count_refusal(PLATFORM, "inactive_installation")
             log.info(
                 "github delivery %s: installation %s is not active; ignored",
                 event.delivery_id,
@@ -144,60 +133,41 @@ class GithubMentions:
             )
             return
         thread = GithubThread(
-            trigger.installation_id, trigger.repository, trigger.number, trigger.review_thread_id
+            self.api,
+            trigger.installation_id,
+            trigger.repository,
+            trigger.number,
+            trigger.review_thread_id,
         )
         if not await self._may_write(trigger):
-            await self._refuse(thread, trigger, event.delivery_id)
-            MENTIONS.labels(platform=PLATFORM, outcome="no_permission").inc()
+            await refuse(
+                thread,
+                PLATFORM,
+                trigger.thread_key,
+                trigger.sender,
+                NEEDED_ACCESS,
+                key=event.delivery_id,
+            )
             return
-        link = await find_link(self.store, PLATFORM, trigger.thread_key)
-        await self._react(trigger)
-        item, pull = await self._item(trigger)
-        comments = await thread.comments(self.clients)
-        conversation_id = (
-            link.conversation_id if link else new_conversation_id(PLATFORM, event.delivery_id)
+        mention = GithubMention(
+            thread,
+            trigger,
+            event,
+            app_slug=slug,
+            edit_ack_comment=self.edit_ack_comment,
         )
-        bind(conversation=conversation_id)
-        ack = await self._acknowledge(
-            thread, comments, conversation_id, event.delivery_id, continuing=link is not None
-        )
-        people = [
-            c
-            for c in comments
-            if not is_bot(c.get("user"), slug) and c.get("id") != trigger.source_id
-        ]
-        if link is not None and link.cursor:
-            people = [c for c in people if int(c.get("id") or 0) > int(link.cursor)]
-        history = [_comment_line(c) for c in people[-HISTORY_COMMENTS:]]
-        if link is None:
-            text = _new_conversation_prompt(trigger, item, pull, event.data, history)
-        else:
-            text = _follow_up_message(trigger, history)
-        seen = [int(c.get("id") or 0) for c in comments] + [trigger.source_id or 0]
-        turn = Turn(
-            platform=PLATFORM,
-            thread_key=trigger.thread_key,
-            delivery_id=event.delivery_id,
-            conversation_id=conversation_id,
-            text=text,
-            processor=self.new_processor(
-                installation_id=trigger.installation_id,
-                repository=trigger.repository,
-                number=trigger.number,
-                review_thread_id=trigger.review_thread_id,
-                asker=trigger.sender,
-                ack_comment_id=int(ack["id"]) if self.edit_ack_comment else None,
-            ),
-            tags=_tags(trigger),
-            cursor=str(max(seen)),
+        await take_turn(
+            self.store,
+            self.queue,
+            mention,
+            conversation_url=self.conversation_url,
             received_at=received_at,
         )
-        await record_turn(self.store, self.queue, turn, continuing=link is not None)
 
     async def _may_write(self, trigger: GithubTrigger) -> bool:
         assert trigger.installation_id is not None
         try:
-            answer = await self.clients.call(
+            answer = await self.api.call(
                 trigger.installation_id,
                 "GET",
                 f"/repos/{trigger.repository}/collaborators/{trigger.sender}/permission",
@@ -212,21 +182,40 @@ class GithubMentions:
         role = str(answer.get("role_name") or "")
         return permission in WRITERS or role in WRITERS
 
-    async def _refuse(self, thread: GithubThread, trigger: GithubTrigger, delivery_id: str) -> None:
-        tag = marker("refusal", delivery_id)
-        if await thread.find_marked(self.clients, tag) is None:
-            await thread.post(
-                self.clients, f"@{trigger.sender} {permission_refusal(NEEDED_ACCESS)}\n\n{tag}"
-            )
-        log.info(
-            "github %s: %s may not trigger the agent (delivery %s)",
-            trigger.thread_key,
-            trigger.sender,
-            delivery_id,
-        )
 
-    async def _react(self, trigger: GithubTrigger) -> None:
+class GithubMention:
+    """A GitHub mention as the shared turn sequence (bots.turns) speaks to it."""
+
+    platform = PLATFORM
+    link_style = staticmethod(markdown_link)
+
+    def __init__(
+        self,
+        thread: GithubThread,
+        trigger: GithubTrigger,
+        event: Event,
+        *,
+        app_slug: str | None,
+        edit_ack_comment: bool,
+    ) -> None:
         assert trigger.installation_id is not None
+        self.thread = thread
+        self.trigger = trigger
+        self.installation_id = trigger.installation_id
+        self.thread_key = trigger.thread_key
+        self.delivery_id = event.delivery_id
+        self.data = event.data
+        self.app_slug = app_slug
+        self.edit_ack_comment = edit_ack_comment
+        self.answer_place = (
+            "this review thread" if trigger.review_thread_id is not None else "a comment here"
+        )
+        self.ack_comment_id: int | None = None
+        self.item: dict[str, Any] = {}
+        self.pull: dict[str, Any] | None = None
+
+    async def react(self) -> None:
+        trigger = self.trigger
         if trigger.kind is TriggerKind.COMMENT:
             url = f"/repos/{trigger.repository}/issues/comments/{trigger.source_id}/reactions"
         elif trigger.kind is TriggerKind.REVIEW_COMMENT:
@@ -235,49 +224,67 @@ class GithubMentions:
             # Reviews take no reactions; the PR does (and the issue, for a label).
             url = f"/repos/{trigger.repository}/issues/{trigger.number}/reactions"
         try:
-            await self.clients.call(
-                trigger.installation_id, "POST", url, data={"content": WORKING_REACTION}
+            await self.thread.api.call(
+                self.installation_id, "POST", url, data={"content": WORKING_REACTION}
             )
         except PermanentJobError as exc:
             # A courtesy: a comment deleted meanwhile must not stop the work.
             log.warning("github %s: no reaction: %s", trigger.thread_key, exc)
 
-    async def _item(self, trigger: GithubTrigger) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        assert trigger.installation_id is not None
-        base = f"/repos/{trigger.repository}"
-        item = await self.clients.call(
-            trigger.installation_id, "GET", f"{base}/issues/{trigger.number}"
-        )
-        pull = None
-        if trigger.is_pull_request:
-            pull = await self.clients.call(
-                trigger.installation_id, "GET", f"{base}/pulls/{trigger.number}"
-            )
-        return item, pull
+    async def acknowledge(self, text: str) -> None:
+        self.ack_comment_id = await post_once(self.thread, text, marker("ack", self.delivery_id))
 
-    async def _acknowledge(
-        self,
-        thread: GithubThread,
-        comments: list[dict[str, Any]],
-        conversation_id: str,
-        delivery_id: str,
-        *,
-        continuing: bool,
-    ) -> dict[str, Any]:
-        """The "on it" comment: the one an earlier attempt posted, or a new one."""
-        tag = marker("ack", delivery_id)
-        for comment in comments:
-            if tag in str(comment.get("body") or ""):
-                return comment
-        where = "this review thread" if thread.review_thread_id is not None else "a comment here"
-        text = acknowledgement(
-            self.conversation_url(conversation_id), continuing=continuing, where=where
+    async def context(self, since: str | None) -> Context:
+        base = f"/repos/{self.trigger.repository}"
+        api, number = self.thread.api, self.trigger.number
+        self.item = await api.call(self.installation_id, "GET", f"{base}/issues/{number}")
+        if self.trigger.is_pull_request:
+            self.pull = await api.call(self.installation_id, "GET", f"{base}/pulls/{number}")
+        # Read before the acknowledgement was posted (it searched them): the bot's own
+        # comments are left out anyway.
+        comments = await self.thread.comments()
+        people = [
+            c
+            for c in comments
+            if not is_bot(c.get("user"), self.app_slug) and c.get("id") != self.trigger.source_id
+        ]
+        if since:
+            people = [c for c in people if int(c.get("id") or 0) > int(since)]
+        seen = [int(c.get("id") or 0) for c in comments] + [self.trigger.source_id or 0]
+        return Context(
+            history=[_comment_line(c) for c in people[-HISTORY_COMMENTS:]],
+            cursor=str(max(seen)),
         )
-        return await thread.post(self.clients, f"{text}\n\n{tag}")
+
+    def prompt(self, context: Context) -> str:
+        return _new_conversation_prompt(
+            self.trigger, self.item, self.pull, self.data, context.history
+        )
+
+    def follow_up(self, context: Context) -> str:
+        return _follow_up_message(self.trigger, context.history)
+
+    def processor(self) -> GithubCallbackProcessor:
+        trigger = self.trigger
+        return GithubCallbackProcessor(
+            installation_id=self.installation_id,
+            repository=trigger.repository,
+            number=trigger.number,
+            review_thread_id=trigger.review_thread_id,
+            asker=trigger.sender,
+            ack_comment_id=self.ack_comment_id if self.edit_ack_comment else None,
+        )
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "platform": PLATFORM,
+            "repository": self.trigger.repository,
+            "number": str(self.trigger.number),
+        }
 
 
 @router.register("installation")
-async def installation_changed(event: Event, mentions: GithubMentions, *_: object) -> None:
+async def installation_changed(event: Event, job: GithubEventJob, *_: object) -> None:
     status = {
         "created": STATUS_ACTIVE,
         "new_permissions_accepted": STATUS_ACTIVE,
@@ -289,21 +296,21 @@ async def installation_changed(event: Event, mentions: GithubMentions, *_: objec
         return
     installation_id = str((event.data.get("installation") or {}).get("id"))
     if status == STATUS_ACTIVE or not await set_installation_status(
-        mentions.store, PLATFORM, installation_id, status
+        job.store, PLATFORM, installation_id, status
     ):
         # Deleted and suspended installations stay listed (with their status), so
         # their late deliveries are recognised and ignored.
-        await mentions.save_installation(event.data, status)
+        await job.save_installation(event.data, status)
     if status == STATUS_DELETED:
-        mentions.clients.forget_token(int(installation_id))
+        job.api.forget_token(int(installation_id))
     log.info("github installation %s: %s", installation_id, status)
 
 
 @router.register("installation_repositories")
-async def repositories_changed(event: Event, mentions: GithubMentions, *_: object) -> None:
+async def repositories_changed(event: Event, job: GithubEventJob, *_: object) -> None:
     installation_id = str((event.data.get("installation") or {}).get("id"))
-    row = await get_installation(mentions.store, mentions.box, PLATFORM, installation_id)
-    await mentions.save_installation(event.data, row.status if row else STATUS_ACTIVE)
+    row = await get_installation(job.store, job.box, PLATFORM, installation_id)
+    await job.save_installation(event.data, row.status if row else STATUS_ACTIVE)
 
 
 @router.register("issue_comment", action="created")
@@ -311,16 +318,13 @@ async def repositories_changed(event: Event, mentions: GithubMentions, *_: objec
 @router.register("pull_request_review", action="submitted")
 @router.register("issues", action="labeled")
 @router.register("pull_request", action="labeled")
-async def triggered(event: Event, mentions: GithubMentions, received_at: float) -> None:
-    await mentions.on_trigger(event, received_at)
+async def triggered(event: Event, job: GithubEventJob, received_at: float) -> None:
+    await job.on_trigger(event, received_at)
 
 
 def _comment_line(comment: dict[str, Any]) -> str:
     login = (comment.get("user") or {}).get("login") or "someone"
-    body = str(comment.get("body") or "").strip()
-    if len(body) > MAX_CONTEXT_COMMENT_CHARS:
-        body = body[:MAX_CONTEXT_COMMENT_CHARS] + " […]"
-    return f"@{login}: {body}"
+    return f"@{login}: {shorten(str(comment.get('body') or '').strip(), MAX_CONTEXT_COMMENT_CHARS)}"
 
 
 def _new_conversation_prompt(
@@ -371,12 +375,3 @@ def _follow_up_message(trigger: GithubTrigger, history: list[str]) -> str:
     if history:
         parts.append("Comments since your last answer:\n" + "\n".join(history))
     return "\n\n".join(parts)
-
-
-def _tags(trigger: GithubTrigger) -> dict[str, str]:
-    # Agent-server tags: lowercase alphanumeric keys, values of at most 256 characters.
-    return {
-        "platform": PLATFORM,
-        "repository": trigger.repository[:256],
-        "number": str(trigger.number),
-    }

@@ -7,19 +7,20 @@ taken from the cache when the reply is delivered.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from bots.github.api import GithubApi, GithubThread
 from bots.github.triggers import PLATFORM
-from bots.mentions import marker
-from db.callbacks import register_processor_kind
-from db.jobs import PermanentJobError
-from processors.base import ProcessorContext, Reply, ReplyingProcessor, trim_to_limit
+from bots.markers import marker, post_once
+from bots.texts import comment_answer
+from processors.base import ProcessorContext, Reply, ReplyingProcessor
 
 # GitHub refuses a comment body over 65,536 characters.
 GITHUB_COMMENT_LIMIT = 65_536
 
 
-@register_processor_kind("github")
 class GithubCallbackProcessor(ReplyingProcessor):
+    processor_kind: ClassVar[str] = "github"
     installation_id: int
     repository: str
     number: int
@@ -33,35 +34,18 @@ class GithubCallbackProcessor(ReplyingProcessor):
     reply_attempted: bool = False
 
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
-        clients = github_clients(context)
+        api = context.platform(PLATFORM, GithubApi, "GitHub")
         thread = GithubThread(
-            self.installation_id, self.repository, self.number, self.review_thread_id
+            api, self.installation_id, self.repository, self.number, self.review_thread_id
         )
-        body = reply_body(reply, self.asker)
+        tag = marker("reply", reply.delivery_id)
+        text = comment_answer(reply, self.asker, GITHUB_COMMENT_LIMIT - len(tag) - 2)
         if self.ack_comment_id is not None:
             # Editing is idempotent: a retry writes the same text again.
-            await thread.edit(clients, self.ack_comment_id, body)
+            await thread.edit(self.ack_comment_id, f"{text}\n\n{tag}")
             return
-        tag = marker("reply", reply.delivery_id)
-        if self.reply_attempted and await thread.find_marked(clients, tag) is not None:
-            return
+        # Saved before posting: only an attempt that may have posted looks first.
+        look_first = self.reply_attempted
         self.reply_attempted = True
         await self.remember_delivery(reply, context)
-        await thread.post(clients, body)
-
-
-def reply_body(reply: Reply, asker: str) -> str:
-    """The answer as one GitHub comment: the asker mentioned, trimmed to the limit, with
-    the invisible marker a retry looks for."""
-    tag = marker("reply", reply.delivery_id)
-    text = f"@{asker} {reply.summary}"
-    if reply.url and reply.url not in reply.summary:
-        text += f"\n\n[View the conversation]({reply.url})"
-    return trim_to_limit(text, GITHUB_COMMENT_LIMIT - len(tag) - 2, reply.url) + f"\n\n{tag}"
-
-
-def github_clients(context: ProcessorContext) -> GithubApi:
-    clients = context.platforms.get(PLATFORM)
-    if not isinstance(clients, GithubApi):
-        raise PermanentJobError("GitHub is not configured in this process")
-    return clients
+        await post_once(thread, text, tag, look_first=look_first)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bots.mentions import mentions_bot, request_text
+from bots.triggers import mentions_bot, request_text
 
 PLATFORM = "github"
 

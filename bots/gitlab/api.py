@@ -247,14 +247,6 @@ class GitlabApi:
                 return int(note["id"])
         return None
 
-    async def post_once(self, place: Place, body: str, mark: str) -> int:
-        """Post `body` at `place` with `mark`, unless an earlier attempt did; the note's id."""
-        found = await self.find_marked(place, mark)
-        if found is not None:
-            return found
-        note = await self.post_note(place, f"{body}\n\n{mark}")
-        return int(note["id"])
-
     async def project_hooks(self, project: int | str) -> list[dict[str, Any]]:
         path = f"/projects/{project_ref(project)}/hooks"
         hooks: list[dict[str, Any]] = []
@@ -272,3 +264,18 @@ class GitlabApi:
     ) -> dict[str, Any]:
         hook = await self.put(f"/projects/{project_ref(project)}/hooks/{hook_id}", fields)
         return hook if isinstance(hook, dict) else {}
+
+
+class GitlabThread:
+    """One place the bot writes in (bots.markers.MarkedThread): its notes are found
+    again by their marker."""
+
+    def __init__(self, api: GitlabApi, place: Place) -> None:
+        self.api = api
+        self.place = place
+
+    async def find_marked(self, mark: str) -> int | None:
+        return await self.api.find_marked(self.place, mark)
+
+    async def post(self, body: str) -> int:
+        return int((await self.api.post_note(self.place, body))["id"])

@@ -28,24 +28,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bots.gitlab.triggers import PLATFORM, TRIGGER_EVENTS, trigger_of
-from db.deliveries import record_delivery
+from bots.intake import Delivery, Intake, count, record_and_queue
 from db.jobs import JobQueue, VerbatimJson
-from db.logcontext import log_context
-from db.metrics import EVENTS_RECEIVED
 from db.store import Store
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/gitlab/events"
 GITLAB_EVENT_JOB = "gitlab.event"
-# As long as a reply: a GitLab outage of hours delays a mention but does not lose it.
-GITLAB_EVENT_MAX_ATTEMPTS = 20
 
 
 @dataclass
 class _Outcome:
-    queued: bool = False
-    duplicate: bool = False
+    """What the router's handler did with the delivery (IGNORED: no handler took it)."""
+
+    intake: Intake = Intake.IGNORED
 
 
 def delivery_id_of(headers: Mapping[str, str], event: str, body: bytes) -> str:
@@ -108,13 +105,12 @@ class GitlabEvents:
         delivery_id = delivery_id_of(request.headers, event.event, body)
         document = VerbatimJson.of_body(body, request.headers.get("content-type")) or event.data
         await self._router.dispatch(event, delivery_id, document, outcome)
-        EVENTS_RECEIVED.labels(
-            platform=PLATFORM,
-            outcome="queued" if outcome.queued else "duplicate" if outcome.duplicate else "ignored",
-        ).inc()
-        if outcome.queued:
+        if outcome.intake is Intake.IGNORED:
+            count(PLATFORM, Intake.IGNORED)
+        if outcome.intake is Intake.QUEUED:
             return JSONResponse({"ok": True, "queued": True}, status_code=202)
-        return JSONResponse({"ok": True, "queued": False, "duplicate": outcome.duplicate})
+        duplicate = outcome.intake is Intake.DUPLICATE
+        return JSONResponse({"ok": True, "queued": False, "duplicate": duplicate})
 
     async def _record(
         self,
@@ -134,21 +130,15 @@ class GitlabEvents:
         )
         if trigger is None:
             return
-        async with self._store.transaction():
-            if not await record_delivery(self._store, PLATFORM, delivery_id):
-                with log_context(delivery=delivery_id):
-                    log.info("gitlab delivery %s received again; ignored", delivery_id)
-                outcome.duplicate = True
-                return
-            job_id = await self._queue.enqueue(
-                GITLAB_EVENT_JOB,
-                {"delivery_id": delivery_id, "event": event.event, "payload": document},
-                key=f"{PLATFORM}:{trigger.thread_key}",
-                idempotency_key=f"{GITLAB_EVENT_JOB}:{delivery_id}",
-                max_attempts=GITLAB_EVENT_MAX_ATTEMPTS,
-            )
-        outcome.queued = True
-        with log_context(delivery=delivery_id, job=job_id):
-            log.info(
-                "gitlab delivery %s queued (%s, %s)", delivery_id, event.event, trigger.thread_key
-            )
+        outcome.intake = await record_and_queue(
+            self._store,
+            self._queue,
+            Delivery(
+                platform=PLATFORM,
+                delivery_id=delivery_id,
+                description=f"{event.event}, {trigger.thread_key}",
+                job_kind=GITLAB_EVENT_JOB,
+                payload={"delivery_id": delivery_id, "event": event.event, "payload": document},
+                job_key=f"{PLATFORM}:{trigger.thread_key}",
+            ),
+        )

@@ -5,7 +5,8 @@ handled in order. It decides again (now knowing the bot's own user), checks that
 person may trigger the agent (Developer or above, `members/all`), acknowledges (an
 `eyes` award on the note, or on the issue/MR for a label, and an "on it" reply in the
 same discussion with the conversation link), gathers the context (title,
-description, the newest notes, an MR's branches) and hands the turn to bots.mentions.
+description, the newest notes, an MR's branches) and hands the turn to the shared
+turn sequence (bots.turns).
 Every step may run again after a crash: an award already there is fine, the notes
 the bot posts carry a hidden marker that a retry finds, and the turn is recorded
 once per delivery.
@@ -18,22 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-
-from bots.gitlab.api import DEVELOPER_ACCESS, GitlabApi, GitlabUser, Place
+from bots.gitlab.api import DEVELOPER_ACCESS, GitlabApi, GitlabThread, GitlabUser, Place
+from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import PLATFORM, GitlabTrigger, Noteable, trigger_of
-from bots.mentions import (
-    Turn,
-    acknowledgement,
-    find_link,
-    marker,
-    new_conversation_id,
-    permission_refusal,
-    record_turn,
-)
+from bots.markers import marker, post_once
+from bots.texts import WORKING_REACTION, markdown_link, shorten
+from bots.turns import Context, count_refusal, refuse, take_turn
 from db.jobs import Job, JobQueue
 from db.logcontext import bind
-from db.metrics import MENTIONS
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -41,7 +34,6 @@ log = logging.getLogger(__name__)
 # What the refusal says is needed: GitLab's role of access_level 30 and above.
 NEEDED_ACCESS = "the Developer role or above"
 
-WORKING_EMOJI = "eyes"
 HISTORY_NOTES = 20
 # How many of the newest notes are read to find those HISTORY_NOTES people wrote.
 NOTES_READ = 100
@@ -51,13 +43,10 @@ NOTE_CHARS = 4_000
 
 
 @dataclass(frozen=True)
-class GitlabMentions:
+class GitlabEventJob:
     store: Store
     queue: JobQueue
     api: GitlabApi
-    # Builds the platform's callback processor (bots.gitlab.reply.GitlabCallbackProcessor);
-    # handed in by relay, since bots/ does not import processors/.
-    new_processor: Callable[..., BaseModel]
     conversation_url: Callable[[str], str | None]
     mention: str
     trigger_label: str
@@ -75,66 +64,105 @@ class GitlabMentions:
             bot_user_id=bot.id,
         )
         if trigger is None:
-            MENTIONS.labels(platform=PLATFORM, outcome="not_a_trigger").inc()
+            count_refusal(PLATFORM, "not_a_trigger")
             log.info("gitlab delivery %s: not a trigger after all (the bot's own?)", delivery_id)
             return
         place = Place(trigger.project_id, trigger.noteable, trigger.iid, trigger.discussion_id)
-        # Names what the bot's notes answer: the note, or this delivery of a label.
-        source = f"note-{trigger.note_id}" if trigger.note_id is not None else delivery_id
+        mention = GitlabMention(
+            GitlabThread(self.api, place), trigger, bot, delivery_id, self.trigger_label
+        )
         level = await self.api.access_level(trigger.project_id, trigger.user_id)
         if level < DEVELOPER_ACCESS:
-            await self.api.post_once(
-                place,
-                f"@{trigger.username} {permission_refusal(NEEDED_ACCESS)}",
-                marker("refusal", source),
-            )
-            MENTIONS.labels(platform=PLATFORM, outcome="no_permission").inc()
-            log.info(
-                "gitlab %s: %s (access level %s) may not trigger the agent",
+            await refuse(
+                mention.thread,
+                PLATFORM,
                 trigger.thread_key,
                 trigger.username,
-                level,
+                NEEDED_ACCESS,
+                key=mention.source,
+                detail=f" (access level {level})",
             )
             return
-        link = await find_link(self.store, PLATFORM, trigger.thread_key)
-        await self.api.award_emoji(place, WORKING_EMOJI, note_id=trigger.note_id)
-        conversation_id = (
-            link.conversation_id if link else new_conversation_id(PLATFORM, delivery_id)
-        )
-        bind(conversation=conversation_id)
-        where = "this thread" if trigger.discussion_id else f"this {trigger.noteable.noun}"
-        ack = acknowledgement(
-            self.conversation_url(conversation_id), continuing=link is not None, where=where
-        )
-        ack_note_id = await self.api.post_once(place, ack, marker("ack", source))
-        item = await self.api.noteable(place)
-        notes = await self.api.newest_notes(place, NOTES_READ)
-        since = _cursor_value(link.cursor) if link else None
-        history = _history(notes, bot, trigger, since)
-        if link is None:
-            text = _new_conversation_prompt(trigger, item, history, self.trigger_label)
-        else:
-            text = _follow_up_message(trigger, history, self.trigger_label)
-        turn = Turn(
-            platform=PLATFORM,
-            thread_key=trigger.thread_key,
-            delivery_id=delivery_id,
-            conversation_id=conversation_id,
-            text=text,
-            processor=self.new_processor(
-                project_id=trigger.project_id,
-                noteable=trigger.noteable,
-                iid=trigger.iid,
-                discussion_id=trigger.discussion_id,
-                note_id=trigger.note_id,
-                username=trigger.username,
-                ack_note_id=ack_note_id,
-            ),
-            tags=_tags(trigger),
-            cursor=_newest_note_id(notes, trigger),
+        await take_turn(
+            self.store,
+            self.queue,
+            mention,
+            conversation_url=self.conversation_url,
             received_at=job.created_at,
         )
-        await record_turn(self.store, self.queue, turn, continuing=link is not None)
+
+
+class GitlabMention:
+    """A GitLab mention as the shared turn sequence (bots.turns) speaks to it."""
+
+    platform = PLATFORM
+    link_style = staticmethod(markdown_link)
+
+    def __init__(
+        self,
+        thread: GitlabThread,
+        trigger: GitlabTrigger,
+        bot: GitlabUser,
+        delivery_id: str,
+        label: str,
+    ) -> None:
+        self.thread = thread
+        self.trigger = trigger
+        self.bot = bot
+        self.delivery_id = delivery_id
+        self.label = label
+        self.thread_key = trigger.thread_key
+        self.answer_place = (
+            "this thread" if trigger.discussion_id else f"this {trigger.noteable.noun}"
+        )
+        # Names what the bot's notes answer: the note, or this delivery of a label.
+        self.source = f"note-{trigger.note_id}" if trigger.note_id is not None else delivery_id
+        self.ack_note_id: int | None = None
+        self.item: dict[str, Any] = {}
+
+    async def react(self) -> None:
+        await self.thread.api.award_emoji(
+            self.thread.place, WORKING_REACTION, note_id=self.trigger.note_id
+        )
+
+    async def acknowledge(self, text: str) -> None:
+        self.ack_note_id = await post_once(self.thread, text, marker("ack", self.source))
+
+    async def context(self, since: str | None) -> Context:
+        api, place = self.thread.api, self.thread.place
+        self.item = await api.noteable(place)
+        notes = await api.newest_notes(place, NOTES_READ)
+        return Context(
+            history=_history(notes, self.bot, self.trigger, _cursor_value(since)),
+            cursor=_newest_note_id(notes, self.trigger),
+        )
+
+    def prompt(self, context: Context) -> str:
+        return _new_conversation_prompt(self.trigger, self.item, context.history, self.label)
+
+    def follow_up(self, context: Context) -> str:
+        return _follow_up_message(self.trigger, context.history, self.label)
+
+    def processor(self) -> GitlabCallbackProcessor:
+        trigger = self.trigger
+        return GitlabCallbackProcessor(
+            project_id=trigger.project_id,
+            noteable=trigger.noteable,
+            iid=trigger.iid,
+            discussion_id=trigger.discussion_id,
+            note_id=trigger.note_id,
+            username=trigger.username,
+            ack_note_id=self.ack_note_id,
+        )
+
+    def tags(self) -> dict[str, str]:
+        trigger = self.trigger
+        return {
+            "platform": PLATFORM,
+            "project": trigger.project_path,
+            "iid": str(trigger.iid),
+            "kind": trigger.noteable.value,
+        }
 
 
 def _cursor_value(cursor: str | None) -> int | None:
@@ -163,7 +191,7 @@ def _history(
         ):
             continue
         name = author.get("username") or author.get("name") or "someone"
-        lines.append(f"{name}: {_cut(str(note.get('body') or ''), NOTE_CHARS)}")
+        lines.append(f"{name}: {shorten(str(note.get('body') or ''), NOTE_CHARS)}")
         if len(lines) == HISTORY_NOTES:
             break
     # The API gave them newest first.
@@ -176,10 +204,6 @@ def _newest_note_id(notes: list[dict[str, Any]], trigger: GitlabTrigger) -> str 
     if trigger.note_id is not None:
         ids.append(trigger.note_id)
     return str(max(ids)) if ids else None
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit].rstrip() + " […]"
 
 
 def reference(trigger: GitlabTrigger) -> str:
@@ -223,7 +247,7 @@ def _item_context(trigger: GitlabTrigger, item: dict[str, Any]) -> str:
             f"target branch: {item.get('target_branch') or '?'}"
         )
     description = str(item.get("description") or "").strip()
-    lines.append("Description:\n" + (_cut(description, DESCRIPTION_CHARS) or "(none)"))
+    lines.append("Description:\n" + (shorten(description, DESCRIPTION_CHARS) or "(none)"))
     return "\n".join(lines)
 
 
@@ -242,13 +266,3 @@ def _follow_up_message(trigger: GitlabTrigger, history: list[str], label: str) -
     if history:
         parts.append("Notes since your last answer, oldest first:\n" + "\n".join(history))
     return "\n\n".join(parts)
-
-
-def _tags(trigger: GitlabTrigger) -> dict[str, str]:
-    # Agent-server tags: lowercase alphanumeric keys, values of at most 256 characters.
-    return {
-        "platform": PLATFORM,
-        "project": trigger.project_path[:256],
-        "iid": str(trigger.iid),
-        "kind": trigger.noteable.value,
-    }

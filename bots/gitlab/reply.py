@@ -13,13 +13,13 @@ reached GitLab but whose answer was lost finds that note instead of posting agai
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
-from bots.gitlab.api import GitlabApi, Place
+from bots.gitlab.api import GitlabApi, GitlabThread, Place
 from bots.gitlab.triggers import PLATFORM, Noteable
-from bots.mentions import marker
-from db.callbacks import register_processor_kind
-from db.jobs import PermanentJobError
-from processors.base import ProcessorContext, Reply, ReplyingProcessor, trim_to_limit
+from bots.markers import marker, post_once
+from bots.texts import comment_answer
+from processors.base import ProcessorContext, Reply, ReplyingProcessor
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 NOTE_LIMIT = 1_000_000
 
 
-@register_processor_kind("gitlab")
 class GitlabCallbackProcessor(ReplyingProcessor):
+    processor_kind: ClassVar[str] = "gitlab"
     project_id: int
     noteable: Noteable
     iid: int
@@ -43,27 +43,11 @@ class GitlabCallbackProcessor(ReplyingProcessor):
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
         if self.reply_note_id is not None:
             return
-        api = gitlab_api(context)
+        api = context.platform(PLATFORM, GitlabApi, "GitLab")
         place = Place(self.project_id, self.noteable, self.iid, self.discussion_id)
         mark = marker("reply", str(reply.callback_id))
-        text = reply_text(reply, self.username, mark)
-        self.reply_note_id = await api.post_once(place, text, mark)
+        # post_once puts two newlines and the marker after the text.
+        text = comment_answer(reply, self.username, NOTE_LIMIT - len(mark) - 2)
+        self.reply_note_id = await post_once(GitlabThread(api, place), text, mark)
         await self.remember_delivery(reply, context)
         log.info("callback %s: answered in gitlab note %s", reply.callback_id, self.reply_note_id)
-
-
-def reply_text(reply: Reply, username: str, mark: str = "") -> str:
-    """The answer as one note: the asker mentioned, the link kept, trimmed to fit
-    together with the marker that follows it."""
-    text = f"@{username} {reply.summary}"
-    if reply.url and reply.url not in reply.summary:
-        text += f"\n\n[View the conversation]({reply.url})"
-    # post_once puts two newlines and the marker after the text.
-    return trim_to_limit(text, NOTE_LIMIT - len(mark) - 2, reply.url)
-
-
-def gitlab_api(context: ProcessorContext) -> GitlabApi:
-    api = context.platforms.get(PLATFORM)
-    if not isinstance(api, GitlabApi):
-        raise PermanentJobError("GitLab is not configured in this process")
-    return api

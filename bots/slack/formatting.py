@@ -269,3 +269,8 @@ def split_for_slack(text: str, limit: int = 3900) -> list[str]:
         if body.strip():
             chunks.append(chunk)
         start = resume
+
+
+def slack_link(url: str, label: str) -> str:
+    """A link in mrkdwn."""
+    return f"<{url}|{label}>"

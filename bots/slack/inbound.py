@@ -24,14 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bots.intake import Delivery, Intake, count, record_and_queue
 from bots.slack.api import new_web_client
 from bots.slack.job import SLACK_EVENT_JOB
 from bots.slack.manifest import bot_scopes
 from bots.slack.triggers import PLATFORM, trigger_of
-from db.deliveries import record_delivery
 from db.jobs import JobQueue
-from db.logcontext import log_context
-from db.metrics import EVENTS_RECEIVED
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -40,7 +38,6 @@ EVENTS_PATH = "/slack/events"
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 OAUTH_STATE_SECONDS = 600
-SLACK_EVENT_MAX_ATTEMPTS = 20
 
 
 def build_slack_app(
@@ -106,32 +103,27 @@ def _event_recorder(
         trigger = trigger_of(event, team_id, context.bot_user_id)
         event_id = body.get("event_id")
         if trigger is None or not isinstance(event_id, str):
-            EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="ignored").inc()
+            count(PLATFORM, Intake.IGNORED)
             return
-        async with store.transaction():
-            if not await record_delivery(store, PLATFORM, event_id):
-                EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="duplicate").inc()
-                with log_context(delivery=event_id):
-                    log.info("slack event %s delivered again; ignored", event_id)
-                return
-            job_id = await queue.enqueue(
-                SLACK_EVENT_JOB,
-                {
-                    "event_id": event_id,
-                    "team_id": team_id,
-                    "enterprise_id": context.enterprise_id,
-                    "bot_user_id": context.bot_user_id,
-                    "event": event,
-                },
-                key=f"{PLATFORM}:{trigger.thread_key}",
-                idempotency_key=f"{SLACK_EVENT_JOB}:{event_id}",
-                # As long as a reply: a Slack outage of hours delays a mention
-                # but does not lose it.
-                max_attempts=SLACK_EVENT_MAX_ATTEMPTS,
-            )
-        EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="queued").inc()
-        with log_context(delivery=event_id, job=job_id):
-            log.info("slack event %s queued (%s)", event_id, event.get("type"))
+        payload = {
+            "event_id": event_id,
+            "team_id": team_id,
+            "enterprise_id": context.enterprise_id,
+            "bot_user_id": context.bot_user_id,
+            "event": event,
+        }
+        await record_and_queue(
+            store,
+            queue,
+            Delivery(
+                platform=PLATFORM,
+                delivery_id=event_id,
+                description=str(event.get("type")),
+                job_kind=SLACK_EVENT_JOB,
+                payload=payload,
+                job_key=f"{PLATFORM}:{trigger.thread_key}",
+            ),
+        )
 
     return record
 

@@ -3,9 +3,9 @@
 Runs in a worker, keyed by thread, so mentions in one thread are handled in order.
 It acknowledges (eyes on the message, an "on it" reply with the conversation link),
 reads the thread for context, builds the prompt (or the follow-up message) and
-hands the turn to bots.mentions. Every step may run again after a crash: reactions
-already there are fine, the "on it" reply is found again by its metadata, and the
-turn is recorded once per Slack event.
+hands the turn to the shared turn sequence (bots.turns). Every step may run again
+after a crash: reactions already there are fine, the "on it" reply is found again
+by its metadata, and the turn is recorded once per Slack event.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-
-from bots.mentions import Turn, find_link, infer_repository, new_conversation_id, record_turn
 from bots.slack.api import SlackApi, SlackTeam
+from bots.slack.formatting import slack_link
+from bots.slack.reply import SlackCallbackProcessor
 from bots.slack.triggers import PLATFORM, SlackTrigger, mentioned_users, trigger_of
+from bots.texts import WORKING_REACTION
+from bots.triggers import infer_repository
+from bots.turns import Context, count_refusal, take_turn
 from db.jobs import Job, JobQueue
 from db.logcontext import bind
-from db.metrics import MENTIONS
 from db.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ SLACK_EVENT_JOB = "slack.event"
 # finds the one it posted instead of posting another.
 ACK_EVENT_TYPE = "agent_relay_ack"
 HISTORY_MESSAGES = 20
-WORKING_REACTION = "eyes"
 
 USAGE_HINT = (
     "Tell me what to do after the mention, e.g. "
@@ -41,13 +41,10 @@ USAGE_HINT = (
 
 
 @dataclass(frozen=True)
-class SlackMentions:
+class SlackEventJob:
     store: Store
     queue: JobQueue
-    teams: SlackApi
-    # Builds the platform's callback processor (bots.slack.reply.SlackCallbackProcessor);
-    # handed in by relay, since bots/ does not import processors/.
-    new_processor: Callable[..., BaseModel]
+    api: SlackApi
     conversation_url: Callable[[str], str | None]
     default_repository: str | None = None
 
@@ -58,80 +55,150 @@ class SlackMentions:
         trigger = trigger_of(payload["event"], payload["team_id"], payload.get("bot_user_id"))
         if trigger is None:
             return
-        team = await self.teams.team(trigger.team_id, payload.get("enterprise_id"))
+        team = await self.api.team(trigger.team_id, payload.get("enterprise_id"))
         if not trigger.text:
             await team.post_in_thread(trigger.channel, trigger.thread_ts, USAGE_HINT)
-            MENTIONS.labels(platform=PLATFORM, outcome="no_request").inc()
+            count_refusal(PLATFORM, "no_request")
             log.info("slack %s: a mention without a request; usage hint posted", trigger.thread_key)
             return
-        link = await find_link(self.store, PLATFORM, trigger.thread_key)
-        await team.react(trigger.channel, trigger.ts, WORKING_REACTION)
-        thread = await team.thread_messages(trigger.channel, trigger.thread_ts)
-        conversation_id = (
-            link.conversation_id if link else new_conversation_id(PLATFORM, payload["event_id"])
-        )
-        bind(conversation=conversation_id)
-        ack_ts = await self._acknowledge(team, trigger, thread, conversation_id, bool(link))
-        bot_user_id = payload.get("bot_user_id")
-        people = [m for m in thread if _is_person(m, bot_user_id) and m.get("ts") != trigger.ts]
-        if link is not None:
-            people = [m for m in people if _ts_after(m, link.cursor)]
-        history = await _history_lines(team, people[-HISTORY_MESSAGES:])
-        asker = await team.display_name(trigger.user)
-        request = await _readable(team, trigger.text)
-        if link is None:
-            repository = infer_repository(trigger.text, self.default_repository)
-            text = _new_conversation_prompt(asker, trigger, request, repository, history)
-        else:
-            repository = None
-            text = _follow_up_message(asker, request, history)
-        turn = Turn(
-            platform=PLATFORM,
-            thread_key=trigger.thread_key,
+        mention = SlackMention(
+            team,
+            trigger,
             delivery_id=payload["event_id"],
-            conversation_id=conversation_id,
-            text=text,
-            processor=self.new_processor(
-                team_id=trigger.team_id,
-                enterprise_id=payload.get("enterprise_id"),
-                channel=trigger.channel,
-                thread_ts=trigger.thread_ts,
-                user=trigger.user,
-                trigger_ts=trigger.ts,
-                ack_ts=ack_ts,
-            ),
-            tags=_tags(trigger, repository),
-            cursor=trigger.ts,
+            enterprise_id=payload.get("enterprise_id"),
+            bot_user_id=payload.get("bot_user_id"),
+            default_repository=self.default_repository,
+        )
+        await take_turn(
+            self.store,
+            self.queue,
+            mention,
+            conversation_url=self.conversation_url,
             received_at=job.created_at,
         )
-        await record_turn(self.store, self.queue, turn, continuing=link is not None)
 
-    async def _acknowledge(
+
+class SlackMention:
+    """A Slack mention as the shared turn sequence (bots.turns) speaks to it."""
+
+    platform = PLATFORM
+    answer_place = "this thread"
+
+    def __init__(
         self,
         team: SlackTeam,
         trigger: SlackTrigger,
-        thread: list[dict[str, Any]],
-        conversation_id: str,
-        continuing: bool,
-    ) -> str:
-        """The "on it" reply's ts: the one an earlier attempt posted, or a new one."""
-        for message in thread:
+        *,
+        delivery_id: str,
+        enterprise_id: str | None,
+        bot_user_id: str | None,
+        default_repository: str | None,
+    ) -> None:
+        self.team = team
+        self.trigger = trigger
+        self.thread_key = trigger.thread_key
+        self.delivery_id = delivery_id
+        self.enterprise_id = enterprise_id
+        self.bot_user_id = bot_user_id
+        self.default_repository = default_repository
+        self.ack_ts: str | None = None
+        self.asker = ""
+        self.request = ""
+        self._thread: list[dict[str, Any]] | None = None
+
+    async def react(self) -> None:
+        await self.team.react(self.trigger.channel, self.trigger.ts, WORKING_REACTION)
+
+    def link_style(self, url: str, label: str) -> str:
+        return slack_link(url, label)
+
+    async def _thread_messages(self) -> list[dict[str, Any]]:
+        if self._thread is None:
+            self._thread = await self.team.thread_messages(
+                self.trigger.channel, self.trigger.thread_ts
+            )
+        return self._thread
+
+    async def acknowledge(self, text: str) -> None:
+        """The "on it" reply's ts: the one an earlier attempt posted (found by its
+        message metadata), or a new one."""
+        trigger = self.trigger
+        for message in await self._thread_messages():
             metadata = message.get("metadata") or {}
             if (
                 metadata.get("event_type") == ACK_EVENT_TYPE
                 and (metadata.get("event_payload") or {}).get("trigger_ts") == trigger.ts
             ):
-                return str(message["ts"])
-        text = "On it, continuing our conversation." if continuing else "On it!"
-        url = self.conversation_url(conversation_id)
-        text += f" Follow along <{url}|here>;" if url else ""
-        text += " I'll answer in this thread."
-        return await team.post_in_thread(
+                self.ack_ts = str(message["ts"])
+                return
+        self.ack_ts = await self.team.post_in_thread(
             trigger.channel,
             trigger.thread_ts,
             text,
             metadata={"event_type": ACK_EVENT_TYPE, "event_payload": {"trigger_ts": trigger.ts}},
         )
+
+    async def context(self, since: str | None) -> Context:
+        thread = await self._thread_messages()
+        people = [
+            m
+            for m in thread
+            if _is_person(m, self.bot_user_id)
+            and m.get("ts") != self.trigger.ts
+            and _ts_after(m, since)
+        ]
+        history = await _history_lines(self.team, people[-HISTORY_MESSAGES:])
+        self.asker = await self.team.display_name(self.trigger.user)
+        self.request = await _readable(self.team, self.trigger.text)
+        return Context(history=history, cursor=self.trigger.ts)
+
+    def repository(self) -> str | None:
+        return infer_repository(self.trigger.text, self.default_repository)
+
+    def prompt(self, context: Context) -> str:
+        where = (
+            "a direct message" if self.trigger.is_dm else f"Slack channel {self.trigger.channel}"
+        )
+        parts = [f"{self.asker} asked you in {where}:", self.request]
+        repository = self.repository()
+        if repository:
+            parts.append(f"Repository: {repository}")
+        if context.history:
+            parts.append("The thread so far, oldest first:\n" + "\n".join(context.history))
+        parts.append("Your answer will be posted in that Slack thread.")
+        return "\n\n".join(parts)
+
+    def follow_up(self, context: Context) -> str:
+        parts = [f"{self.asker} followed up in the Slack thread:", self.request]
+        if context.history:
+            parts.append(
+                "Messages in the thread since your last answer:\n" + "\n".join(context.history)
+            )
+        return "\n\n".join(parts)
+
+    def processor(self) -> SlackCallbackProcessor:
+        trigger = self.trigger
+        return SlackCallbackProcessor(
+            team_id=trigger.team_id,
+            enterprise_id=self.enterprise_id,
+            channel=trigger.channel,
+            thread_ts=trigger.thread_ts,
+            user=trigger.user,
+            trigger_ts=trigger.ts,
+            ack_ts=self.ack_ts,
+        )
+
+    def tags(self) -> dict[str, str]:
+        tags = {
+            "platform": PLATFORM,
+            "team": self.trigger.team_id,
+            "channel": self.trigger.channel,
+            "thread": self.trigger.thread_ts,
+        }
+        repository = self.repository()
+        if repository:
+            tags["repository"] = repository
+        return tags
 
 
 def _is_person(message: dict[str, Any], bot_user_id: str | None) -> bool:
@@ -161,40 +228,3 @@ async def _history_lines(team: SlackTeam, messages: list[dict[str, Any]]) -> lis
         name = await team.display_name(str(message.get("user") or "someone"))
         lines.append(f"{name}: {await _readable(team, str(message.get('text') or ''))}")
     return lines
-
-
-def _new_conversation_prompt(
-    asker: str,
-    trigger: SlackTrigger,
-    request: str,
-    repository: str | None,
-    history: list[str],
-) -> str:
-    where = "a direct message" if trigger.is_dm else f"Slack channel {trigger.channel}"
-    parts = [f"{asker} asked you in {where}:", request]
-    if repository:
-        parts.append(f"Repository: {repository}")
-    if history:
-        parts.append("The thread so far, oldest first:\n" + "\n".join(history))
-    parts.append("Your answer will be posted in that Slack thread.")
-    return "\n\n".join(parts)
-
-
-def _follow_up_message(asker: str, request: str, history: list[str]) -> str:
-    parts = [f"{asker} followed up in the Slack thread:", request]
-    if history:
-        parts.append("Messages in the thread since your last answer:\n" + "\n".join(history))
-    return "\n\n".join(parts)
-
-
-def _tags(trigger: SlackTrigger, repository: str | None) -> dict[str, str]:
-    # Agent-server tags: lowercase alphanumeric keys, values of at most 256 characters.
-    tags = {
-        "platform": PLATFORM,
-        "team": trigger.team_id,
-        "channel": trigger.channel,
-        "thread": trigger.thread_ts,
-    }
-    if repository:
-        tags["repository"] = repository[:256]
-    return tags

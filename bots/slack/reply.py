@@ -9,12 +9,12 @@ an uninstalled workspace gets no post.
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 from bots.slack.api import SlackApi, SlackTeam
-from bots.slack.formatting import markdown_to_mrkdwn, split_for_slack
-from bots.slack.job import WORKING_REACTION
+from bots.slack.formatting import markdown_to_mrkdwn, slack_link, split_for_slack
 from bots.slack.triggers import PLATFORM
-from db.callbacks import register_processor_kind
+from bots.texts import WORKING_REACTION, answer
 from db.jobs import PermanentJobError, RetryableJobError
 from processors.base import ProcessorContext, Reply, ReplyingProcessor, ReplyStatus
 
@@ -24,8 +24,8 @@ DONE_REACTION = "white_check_mark"
 FAILED_REACTION = "x"
 
 
-@register_processor_kind("slack")
 class SlackCallbackProcessor(ReplyingProcessor):
+    processor_kind: ClassVar[str] = "slack"
     team_id: str
     enterprise_id: str | None = None
     channel: str
@@ -56,16 +56,11 @@ class SlackCallbackProcessor(ReplyingProcessor):
 
 def reply_messages(reply: Reply, user: str) -> list[str]:
     """The reply as Slack messages: the asker mentioned, markdown made mrkdwn, split."""
-    text = markdown_to_mrkdwn(reply.summary)
-    if reply.url and reply.url not in reply.summary:
-        text = f"{text}\n\n<{reply.url}|View the conversation>"
+    text = answer(markdown_to_mrkdwn(reply.summary), reply.url, slack_link)
     return split_for_slack(f"<@{user}> {text}")
 
 
 async def slack_team(
     context: ProcessorContext, team_id: str, enterprise_id: str | None
 ) -> SlackTeam:
-    teams = context.platforms.get(PLATFORM)
-    if not isinstance(teams, SlackApi):
-        raise PermanentJobError("Slack is not configured in this process")
-    return await teams.team(team_id, enterprise_id)
+    return await context.platform(PLATFORM, SlackApi, "Slack").team(team_id, enterprise_id)

@@ -29,13 +29,15 @@ ECHO_KIND = "test-echo"
 SECRET = "s3cret-signing-key"
 
 
-@register_processor_kind(ECHO_KIND)
 class EchoProcessor(BaseModel):
     """A stand-in processor: settings that must round-trip and must never be shown."""
 
     reply_to: str
     secret: str = SECRET
     sent: int = 0
+
+
+register_processor_kind(ECHO_KIND, EchoProcessor)
 
 
 class UnregisteredProcessor(BaseModel):
@@ -159,7 +161,7 @@ def test_set_processor_of_an_unregistered_class_is_refused() -> None:
 
 def test_a_registered_kind_cannot_be_taken_by_another_class() -> None:
     with pytest.raises(ValueError, match=ECHO_KIND):
-        register_processor_kind(ECHO_KIND)(UnregisteredProcessor)
+        register_processor_kind(ECHO_KIND, UnregisteredProcessor)
 
     assert ECHO_KIND in registered_processor_kinds()
     assert echo_callback().get_processor() == EchoProcessor(reply_to="C123")

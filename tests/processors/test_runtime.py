@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from agent.events import START_JOB, STATE_CHANGED_JOB, AgentState
-from bots.mentions import find_link
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
+from db.conversation_links import find_link
 from db.jobs import PermanentJobError, RetryableJobError
 from db.store import Store
 from processors.base import REPLY_JOB, ProcessorContext

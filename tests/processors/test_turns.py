@@ -1,6 +1,6 @@
 """Follow-up turns of a conversation, through the real job handlers and a fake agent-server.
 
-A follow-up is recorded by bots.mentions.record_turn (a callback holding its
+A follow-up is recorded by bots.turns.record_turn (a callback holding its
 `turn_message` and a conversation.message job); the handler sends the message once
 every earlier callback of the conversation has answered.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.events import STATE_CHANGED_JOB, TURN_MESSAGE_JOB, AgentState
-from bots.mentions import Turn, record_turn
+from bots.turns import Turn, record_turn
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
 from db.jobs import Job, PermanentJobError
 from db.store import Store

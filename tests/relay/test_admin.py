@@ -28,8 +28,8 @@ from starlette.applications import Starlette
 from bots.github.reply import GithubCallbackProcessor
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import Noteable
-from bots.mentions import Turn, record_turn
 from bots.slack.reply import SlackCallbackProcessor
+from bots.turns import Turn, record_turn
 from db.deliveries import record_delivery
 from db.jobs import JobQueue, JobStatus
 from db.store import Store

@@ -12,7 +12,7 @@ import pytest
 import bots.github.api
 from bots.github.api import GithubApi, GithubNotConfigured, GithubThread
 from bots.github.credentials import AppCredentials, GithubAppSource
-from bots.mentions import marker
+from bots.markers import marker
 from db.jobs import PermanentJobError, RetryableJobError
 from db.secrets import SecretBox
 from db.store import Store
@@ -151,7 +151,7 @@ async def test_other_refusals_are_permanent(
         "POST", rf"/repos/{REPO}/issues/5/comments", status, body={"message": "Refused"}
     )
     with pytest.raises(PermanentJobError, match=f"HTTP {status}"):
-        await GithubThread(INSTALLATION, REPO, 5).post(clients, "hello")
+        await GithubThread(clients, INSTALLATION, REPO, 5).post("hello")
 
 
 async def test_no_token_appears_in_an_error(clients: GithubApi, github: FakeGitHub) -> None:
@@ -172,13 +172,14 @@ async def test_without_an_app_calls_fail_with_what_to_set(store: Store) -> None:
 async def test_a_thread_posts_edits_and_finds_marked_comments(
     clients: GithubApi, github: FakeGitHub
 ) -> None:
-    thread = GithubThread(INSTALLATION, REPO, 7)
     github.add_issue(REPO, 7, title="t", body="b", user="ada")
     tag = marker("ack", "delivery-1")
-    posted = await thread.post(clients, f"On it\n\n{tag}")
-    assert (await thread.find_marked(clients, tag))["id"] == posted["id"]
-    assert await thread.find_marked(clients, marker("ack", "delivery-2")) is None
-    await thread.edit(clients, posted["id"], "Done")
+    posted = await GithubThread(clients, INSTALLATION, REPO, 7).post(f"On it\n\n{tag}")
+    # A thread reads its comments once: a fresh one sees the posted comment.
+    thread = GithubThread(clients, INSTALLATION, REPO, 7)
+    assert await thread.find_marked(tag) == posted
+    assert await thread.find_marked(marker("ack", "delivery-2")) is None
+    await thread.edit(posted, "Done")
     assert [c["body"] for c in github.comments(REPO, 7)] == ["Done"]
 
 
@@ -191,11 +192,12 @@ async def test_a_review_thread_replies_under_its_top_comment(
     other = github.add_review_comment(
         REPO, 8, "unrelated", user="ada", path="b.py", line=2, diff_hunk="@@ -2 +2 @@"
     )
-    thread = GithubThread(INSTALLATION, REPO, 8, review_thread_id=top["id"])
-    reply = await thread.post(clients, "because")
-    assert reply["in_reply_to_id"] == top["id"]
-    ids = [c["id"] for c in await thread.comments(clients)]
-    assert ids == [top["id"], reply["id"]]
+    thread = GithubThread(clients, INSTALLATION, REPO, 8, review_thread_id=top["id"])
+    reply = await thread.post("because")
+    ids = [c["id"] for c in await thread.comments()]
+    assert ids == [top["id"], reply]
+    [posted] = [c for c in github.review_comments(REPO, 8) if c["id"] == reply]
+    assert posted["in_reply_to_id"] == top["id"]
     assert other["id"] not in ids
 
 

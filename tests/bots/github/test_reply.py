@@ -10,7 +10,8 @@ import pytest
 
 from bots.github.api import GithubApi
 from bots.github.credentials import AppCredentials, GithubAppSource
-from bots.github.reply import GITHUB_COMMENT_LIMIT, GithubCallbackProcessor, reply_body
+from bots.github.reply import GITHUB_COMMENT_LIMIT, GithubCallbackProcessor
+from bots.texts import comment_answer
 from db.jobs import PermanentJobError, RetryableJobError
 from db.secrets import SecretBox
 from db.store import Store
@@ -96,7 +97,7 @@ async def test_the_ack_comment_can_become_the_answer(
 
 
 async def test_an_answer_over_the_limit_is_trimmed_with_the_link() -> None:
-    body = reply_body(reply("x" * (GITHUB_COMMENT_LIMIT + 10)), "ada")
+    body = comment_answer(reply("x" * (GITHUB_COMMENT_LIMIT + 10)), "ada", GITHUB_COMMENT_LIMIT)
     assert len(body) <= GITHUB_COMMENT_LIMIT
     assert f"The full conversation: {URL}" in body
 

@@ -13,13 +13,14 @@ from bots.gitlab.api import (
     DEVELOPER_ACCESS,
     GitlabApi,
     GitlabRefused,
+    GitlabThread,
     Place,
     gitlab_errors,
     project_ref,
     retry_after,
 )
 from bots.gitlab.triggers import Noteable
-from bots.mentions import marker
+from bots.markers import marker, post_once
 from db.jobs import PermanentJobError, RetryableJobError
 from tests.support.fake_gitlab import BOT_TOKEN, BOT_USER_ID, FakeGitlab
 
@@ -241,10 +242,11 @@ async def test_post_once_finds_the_note_an_earlier_attempt_posted(
     in_thread = Place(PROJECT_ID, Noteable.ISSUE, 3, asked["discussion_id"])
     mark = marker("ack", "note-1")
 
-    first = await api.post_once(in_thread, "On it!", mark)
-    again = await api.post_once(in_thread, "On it!", mark)
-    on_issue = await api.post_once(ISSUE, "On it!", marker("ack", "label-1"))
-    on_issue_again = await api.post_once(ISSUE, "On it!", marker("ack", "label-1"))
+    thread, issue = GitlabThread(api, in_thread), GitlabThread(api, ISSUE)
+    first = await post_once(thread, "On it!", mark)
+    again = await post_once(thread, "On it!", mark)
+    on_issue = await post_once(issue, "On it!", marker("ack", "label-1"))
+    on_issue_again = await post_once(issue, "On it!", marker("ack", "label-1"))
 
     assert first == again and on_issue == on_issue_again
     assert len(gitlab.calls("POST", r"/notes$")) == 2

@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from bots.gitlab import inbound as gitlab_events
 from bots.gitlab.inbound import GITLAB_EVENT_JOB, GitlabEvents, delivery_id_of
+from bots.intake import EVENT_JOB_MAX_ATTEMPTS
 from db.jobs import JobQueue
 from db.store import Store
 from tests.support.fake_gitlab import (
@@ -89,7 +90,7 @@ async def test_a_mention_is_recorded_and_queued_before_the_answer(
     [job] = jobs
     assert job["kind"] == GITLAB_EVENT_JOB
     assert job["job_key"] == f"gitlab:{PROJECT_ID}:issue:3"
-    assert job["max_attempts"] == gitlab_events.GITLAB_EVENT_MAX_ATTEMPTS
+    assert job["max_attempts"] == EVENT_JOB_MAX_ATTEMPTS
     assert json.loads(job["payload"]) == {
         "delivery_id": "6f1f7f5a-uuid-1",
         "event": "Note Hook",

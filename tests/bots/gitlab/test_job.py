@@ -12,10 +12,11 @@ import pytest
 from agent.events import START_JOB, TURN_MESSAGE_JOB
 from bots.gitlab.api import GitlabApi
 from bots.gitlab.inbound import GITLAB_EVENT_JOB
-from bots.gitlab.job import HISTORY_NOTES, NEEDED_ACCESS, GitlabMentions
+from bots.gitlab.job import HISTORY_NOTES, NEEDED_ACCESS, GitlabEventJob
 from bots.gitlab.reply import GitlabCallbackProcessor
-from bots.mentions import find_link, permission_refusal
+from bots.texts import permission_refusal
 from db.callbacks import list_callbacks
+from db.conversation_links import find_link
 from db.jobs import Job, JobQueue, JobStatus
 from db.store import Store
 from tests.support.fake_agent_api import jobs_of_kind
@@ -53,13 +54,12 @@ def gitlab() -> Iterator[FakeGitlab]:
 
 
 @pytest.fixture
-async def mentions(store: Store, gitlab: FakeGitlab) -> AsyncIterator[GitlabMentions]:
+async def mentions(store: Store, gitlab: FakeGitlab) -> AsyncIterator[GitlabEventJob]:
     async with httpx.AsyncClient(timeout=5) as http:
-        yield GitlabMentions(
+        yield GitlabEventJob(
             store,
             JobQueue(store),
             GitlabApi(http, gitlab.url, BOT_TOKEN),
-            new_processor=GitlabCallbackProcessor,
             conversation_url=lambda cid: CONVERSATION_URL.format(conversation_id=cid),
             mention="@openhands",
             trigger_label="openhands",
@@ -115,7 +115,7 @@ def in_discussion(gitlab: FakeGitlab, note: dict[str, Any], kind: str = "issue")
 
 
 async def test_a_developer_s_mention_is_acknowledged_and_starts_a_conversation(
-    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store
 ) -> None:
     gitlab.add_note(PROJECT_ID, "issue", 3, author_id=OTHER, body="Seen it twice this week.")
     gitlab.add_note(PROJECT_ID, "issue", 3, author_id=OTHER, body="added ~bug", system=True)
@@ -160,7 +160,7 @@ async def test_a_developer_s_mention_is_acknowledged_and_starts_a_conversation(
 
 
 async def test_a_retried_job_acknowledges_and_records_once(
-    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store
 ) -> None:
     job, note = note_job(gitlab, "@openhands bump the version")
 
@@ -175,7 +175,7 @@ async def test_a_retried_job_acknowledges_and_records_once(
 
 @pytest.mark.parametrize("who", [REPORTER, 4040], ids=["reporter", "not-a-member"])
 async def test_someone_below_developer_gets_one_polite_reply_and_nothing_starts(
-    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store, who: int
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store, who: int
 ) -> None:
     if who != REPORTER:
         gitlab.add_user(who, "visitor")
@@ -194,7 +194,7 @@ async def test_someone_below_developer_gets_one_polite_reply_and_nothing_starts(
 
 
 async def test_a_follow_up_continues_the_conversation_with_what_is_new(
-    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store
 ) -> None:
     first, note = note_job(gitlab, "@openhands look at the flaky test")
     await mentions.handle(first)
@@ -221,7 +221,7 @@ async def test_a_follow_up_continues_the_conversation_with_what_is_new(
 
 
 async def test_the_trigger_label_is_acknowledged_on_the_issue_itself(
-    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store
 ) -> None:
     payload = label_hook(
         gitlab,
@@ -248,7 +248,7 @@ async def test_the_trigger_label_is_acknowledged_on_the_issue_itself(
 
 
 async def test_a_merge_request_s_prompt_names_its_branches(
-    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store
 ) -> None:
     job, note = note_job(gitlab, "@openhands review this", kind="merge_request", iid=4)
 
@@ -264,7 +264,7 @@ async def test_a_merge_request_s_prompt_names_its_branches(
 
 
 async def test_the_bot_s_own_note_starts_nothing(
-    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store
 ) -> None:
     job, _ = note_job(gitlab, "ask @openhands again", author_id=gitlab.bot_user_id)
 
@@ -275,7 +275,7 @@ async def test_the_bot_s_own_note_starts_nothing(
 
 
 async def test_the_history_is_the_newest_notes_people_wrote(
-    mentions: GitlabMentions, gitlab: FakeGitlab, store: Store
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store
 ) -> None:
     for number in range(HISTORY_NOTES + 5):
         gitlab.add_note(PROJECT_ID, "issue", 3, author_id=OTHER, body=f"note number {number}")

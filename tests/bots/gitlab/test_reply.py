@@ -10,9 +10,10 @@ import httpx
 import pytest
 
 from bots.gitlab.api import GitlabApi, Place
-from bots.gitlab.reply import NOTE_LIMIT, GitlabCallbackProcessor, reply_text
+from bots.gitlab.reply import NOTE_LIMIT, GitlabCallbackProcessor
 from bots.gitlab.triggers import Noteable
-from bots.mentions import marker
+from bots.markers import marker
+from bots.texts import comment_answer
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
 from db.jobs import Job, JobStatus, PermanentJobError, RetryableJobError
 from db.store import Store
@@ -217,4 +218,6 @@ def test_the_link_is_not_repeated_when_the_summary_has_it() -> None:
         url=URL,
         delivery_id="d",
     )
-    assert reply_text(reply, "ada") == f"@ada The agent stopped. Conversation: {URL}"
+    assert (
+        comment_answer(reply, "ada", NOTE_LIMIT) == f"@ada The agent stopped. Conversation: {URL}"
+    )

@@ -1,8 +1,15 @@
-"""What ReplyingProcessor's helpers promise every platform."""
+"""The words the bot says on every platform."""
 
 from __future__ import annotations
 
-from processors.base import trim_to_limit
+from bots.texts import acknowledgement, trim_to_limit
+
+
+def test_acknowledgement_links_the_conversation_when_it_can() -> None:
+    linked = acknowledgement("https://a.test/c/1", continuing=False, where="this thread")
+    assert linked == "On it! Follow along [here](https://a.test/c/1); I'll answer in this thread."
+    plain = acknowledgement(None, continuing=True, where="this thread")
+    assert plain == "On it, continuing our conversation. I'll answer in this thread."
 
 
 def test_text_within_the_limit_is_left_alone() -> None:

@@ -1,0 +1,110 @@
+"""GitHub as the composition root builds it: the webhook route and the one-click setup
+page, the `github.event` job, and the App's REST client replies go through."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from pydantic import SecretStr
+from starlette.routing import BaseRoute
+
+from bots.github.api import GithubApi
+from bots.github.credentials import AppCredentials, GithubAppSource
+from bots.github.inbound import GITHUB_EVENT_JOB, github_routes
+from bots.github.job import GithubEventJob
+from bots.github.reply import GithubCallbackProcessor
+from bots.github.setup import github_setup_routes
+from bots.github.triggers import PLATFORM
+from bots.platform import AdminGate, Platform, PlatformPackage, Shared
+
+
+class GithubSettings(Protocol):
+    """The settings GitHub reads."""
+
+    github_app_id: str | None
+    github_webhook_secret: SecretStr | None
+    github_api_url: str
+    github_url: str
+    github_edit_ack_comment: bool
+    public_url: str | None
+    bot_mention: str
+    trigger_label: str
+
+    @property
+    def github_mode(self) -> Literal["settings", "setup"] | None: ...
+
+    def github_private_key_text(self) -> str | None: ...
+
+
+def configured_app(settings: GithubSettings) -> AppCredentials | None:
+    """The GitHub App of GITHUB_APP_ID and friends, when the settings name one."""
+    if settings.github_mode != "settings":
+        return None
+    assert settings.github_app_id and settings.github_webhook_secret
+    private_key = settings.github_private_key_text()
+    assert private_key is not None
+    return AppCredentials(
+        app_id=settings.github_app_id,
+        slug=None,
+        private_key=private_key,
+        webhook_secret=settings.github_webhook_secret.get_secret_value(),
+    )
+
+
+def build(settings: GithubSettings, shared: Shared) -> Platform:
+    enabled = settings.github_mode is not None
+    source = GithubAppSource(shared.store, shared.secrets, configured_app(settings))
+
+    def setup_routes(gate: AdminGate) -> list[BaseRoute]:
+        # Always there: without SECRET_KEY the page says that it needs one.
+        return list(
+            github_setup_routes(
+                source=source,
+                store=shared.store,
+                http=shared.http,
+                github_url=settings.github_url,
+                api_url=settings.github_api_url,
+                public_url=settings.public_url,
+                secret_key_set=shared.secrets.available,
+                require_admin=gate,
+            )
+        )
+
+    if not enabled:
+        return Platform(PLATFORM, enabled=False, routes=setup_routes)
+    api = GithubApi(shared.http, source, settings.github_api_url)
+    event_job = GithubEventJob(
+        shared.store,
+        shared.queue,
+        shared.secrets,
+        api,
+        conversation_url=shared.conversation_url,
+        mention=settings.bot_mention,
+        trigger_label=settings.trigger_label,
+        edit_ack_comment=settings.github_edit_ack_comment,
+    )
+
+    def routes(gate: AdminGate) -> list[BaseRoute]:
+        events = github_routes(
+            store=shared.store,
+            queue=shared.queue,
+            source=source,
+            mention=settings.bot_mention,
+            trigger_label=settings.trigger_label,
+        )
+        return [*events, *setup_routes(gate)]
+
+    return Platform(
+        PLATFORM,
+        enabled=True,
+        api=api,
+        job_handlers={GITHUB_EVENT_JOB: event_job.handle},
+        routes=routes,
+        # Parsing the App's key holds the event loop for tens of milliseconds: once,
+        # now, rather than in the first job.
+        start=api.prepare,
+        parts={"source": source},
+    )
+
+
+GITHUB = PlatformPackage(PLATFORM, (GithubCallbackProcessor,), build)

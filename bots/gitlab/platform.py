@@ -1,0 +1,67 @@
+"""GitLab as the composition root builds it: the webhook route, the `gitlab.event`
+job, and the REST client (as the bot user) replies go through."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from pydantic import SecretStr
+from starlette.routing import BaseRoute
+
+from bots.gitlab.api import GitlabApi
+from bots.gitlab.inbound import GITLAB_EVENT_JOB, GitlabEvents
+from bots.gitlab.job import GitlabEventJob
+from bots.gitlab.reply import GitlabCallbackProcessor
+from bots.gitlab.triggers import PLATFORM
+from bots.platform import AdminGate, Platform, PlatformPackage, Shared
+
+
+class GitlabSettings(Protocol):
+    """The settings GitLab reads."""
+
+    gitlab_url: str
+    gitlab_token: SecretStr | None
+    gitlab_webhook_secret: SecretStr | None
+    bot_mention: str
+    trigger_label: str
+
+    @property
+    def gitlab_enabled(self) -> bool: ...
+
+
+def build(settings: GitlabSettings, shared: Shared) -> Platform:
+    if not settings.gitlab_enabled:
+        return Platform(PLATFORM, enabled=False)
+    assert settings.gitlab_token is not None and settings.gitlab_webhook_secret is not None
+    api = GitlabApi(shared.http, settings.gitlab_url, settings.gitlab_token.get_secret_value())
+    event_job = GitlabEventJob(
+        shared.store,
+        shared.queue,
+        api,
+        conversation_url=shared.conversation_url,
+        mention=settings.bot_mention,
+        trigger_label=settings.trigger_label,
+    )
+    events = GitlabEvents(
+        store=shared.store,
+        queue=shared.queue,
+        secret=settings.gitlab_webhook_secret.get_secret_value(),
+        mention=settings.bot_mention,
+        trigger_label=settings.trigger_label,
+        known_bot_user_id=lambda: api.known_bot_user_id,
+    )
+
+    def routes(gate: AdminGate) -> Sequence[BaseRoute]:
+        return events.routes()
+
+    return Platform(
+        PLATFORM,
+        enabled=True,
+        api=api,
+        job_handlers={GITLAB_EVENT_JOB: event_job.handle},
+        routes=routes,
+    )
+
+
+GITLAB = PlatformPackage(PLATFORM, (GitlabCallbackProcessor,), build)

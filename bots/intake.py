@@ -1,0 +1,81 @@
+"""The intake every platform shares: after its route (or Bolt) has verified a
+delivery, record it in the delivery ledger and queue its job in one transaction,
+and only then let the 2xx go out. A crash before the commit loses nothing the
+platform was told it delivered; a delivery seen before (the platform's retry, or a
+redelivery) finds its id in the ledger and queues nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from db.deliveries import record_delivery
+from db.jobs import JobQueue
+from db.logcontext import log_context
+from db.metrics import EVENTS_RECEIVED
+from db.store import Store
+
+log = logging.getLogger(__name__)
+
+# As long as a reply's: a platform outage of hours delays a mention but does not
+# lose it.
+EVENT_JOB_MAX_ATTEMPTS = 20
+
+
+class Intake(StrEnum):
+    """What became of a verified delivery (the `outcome` label of its metric)."""
+
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One verified delivery worth a job."""
+
+    platform: str
+    delivery_id: str
+    # What the log line says it was, e.g. "issue_comment.created".
+    description: str
+    job_kind: str
+    payload: Any
+    # Serialises the jobs of one thread (or installation): they run in order.
+    job_key: str
+
+
+async def record_and_queue(store: Store, queue: JobQueue, delivery: Delivery) -> Intake:
+    """Ledger row and job in one transaction; counted and logged either way."""
+    async with store.transaction():
+        if not await record_delivery(store, delivery.platform, delivery.delivery_id):
+            count(delivery.platform, Intake.DUPLICATE)
+            with log_context(delivery=delivery.delivery_id):
+                log.info(
+                    "%s delivery %s received again; ignored",
+                    delivery.platform,
+                    delivery.delivery_id,
+                )
+            return Intake.DUPLICATE
+        job_id = await queue.enqueue(
+            delivery.job_kind,
+            delivery.payload,
+            key=delivery.job_key,
+            idempotency_key=f"{delivery.job_kind}:{delivery.delivery_id}",
+            max_attempts=EVENT_JOB_MAX_ATTEMPTS,
+        )
+    count(delivery.platform, Intake.QUEUED)
+    with log_context(delivery=delivery.delivery_id, job=job_id):
+        log.info(
+            "%s delivery %s queued (%s)",
+            delivery.platform,
+            delivery.delivery_id,
+            delivery.description,
+        )
+    return Intake.QUEUED
+
+
+def count(platform: str, outcome: Intake) -> None:
+    EVENTS_RECEIVED.labels(platform=platform, outcome=outcome.value).inc()

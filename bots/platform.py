@@ -1,0 +1,74 @@
+"""What a platform package gives the composition root, and what it is given.
+
+Each platform (bots/slack, bots/github, bots/gitlab) exposes one `PlatformPackage`
+in its `platform` module. The composition root (relay) keeps them in one list and,
+for each, registers its processor kinds and builds its `Platform` from the settings:
+the routes it serves, the job handlers it runs, the API client its processors
+deliver through, and what it does at start-up. A disabled platform is built too:
+it serves what it serves without credentials (GitHub's setup page) and runs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from db.jobs import JobHandler, JobQueue
+from db.secrets import SecretBox
+from db.store import Store
+from processors.base import ReplyingProcessor
+
+# The status page's login, which pages a platform serves to people (GitHub's setup
+# page) put in front of themselves: None lets the request through, a Response
+# (the login page, a redirect) answers instead.
+AdminGate = Callable[[Request], Response | None]
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What the composition root builds once and every platform may use."""
+
+    store: Store
+    queue: JobQueue
+    # The outbound client of the platforms' REST APIs (agent.http.new_http_client).
+    http: httpx.AsyncClient
+    secrets: SecretBox
+    conversation_url: Callable[[str], str | None]
+
+
+@dataclass
+class Platform:
+    """One platform, built from the settings."""
+
+    name: str
+    enabled: bool
+    # The client its processors deliver through (ProcessorContext.platforms[name]);
+    # None when the platform is disabled.
+    api: object | None = None
+    job_handlers: Mapping[str, JobHandler] = field(default_factory=dict)
+    # Routes, given the status page's login for pages people open.
+    routes: Callable[[AdminGate], Sequence[BaseRoute]] = lambda gate: ()
+    # Work done once when the process starts (e.g. parsing a key); failures are logged.
+    start: Callable[[], Awaitable[None]] | None = None
+    # Platform-specific parts the status page and doctor read (its credentials source,
+    # installation store...), by name.
+    parts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlatformPackage:
+    """A platform as the composition root lists it."""
+
+    name: str
+    # Registered by the composition root, enabled or not: stored callbacks of a
+    # platform switched off still load (their replies then fail visibly).
+    processor_kinds: tuple[type[ReplyingProcessor], ...]
+    # Builds the platform from the settings (the relay's Settings, read through the
+    # package's own Protocol of the fields it needs) and the shared parts.
+    build: Callable[[Any, Shared], Platform]

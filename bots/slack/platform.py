@@ -1,0 +1,89 @@
+"""Slack as the composition root builds it: the Bolt app's routes, the `slack.event`
+job, the Web API client replies go through, and the OAuth installation store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+from pydantic import SecretStr
+from starlette.routing import BaseRoute
+
+from bots.platform import AdminGate, Platform, PlatformPackage, Shared
+from bots.slack.api import SlackApi
+from bots.slack.inbound import build_slack_app, slack_routes
+from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthStateStore
+from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
+from bots.slack.reply import SlackCallbackProcessor
+from bots.slack.triggers import PLATFORM
+
+
+class SlackSettings(Protocol):
+    """The settings Slack reads."""
+
+    slack_signing_secret: SecretStr | None
+    slack_bot_token: SecretStr | None
+    slack_client_id: str | None
+    slack_client_secret: SecretStr | None
+    slack_api_url: str
+    public_url: str | None
+    default_repository: str | None
+
+    @property
+    def slack_mode(self) -> Literal["oauth", "single"] | None: ...
+
+
+def secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def build(settings: SlackSettings, shared: Shared) -> Platform:
+    mode = settings.slack_mode
+    if mode is None:
+        return Platform(PLATFORM, enabled=False)
+    installations = (
+        DatabaseInstallationStore(shared.store, shared.secrets) if mode == "oauth" else None
+    )
+    api = SlackApi(
+        settings.slack_api_url,
+        bot_token=secret(settings.slack_bot_token),
+        installation_store=installations,
+    )
+    event_job = SlackEventJob(
+        shared.store,
+        shared.queue,
+        api,
+        conversation_url=shared.conversation_url,
+        default_repository=settings.default_repository,
+    )
+    signing_secret = secret(settings.slack_signing_secret)
+    assert signing_secret is not None
+
+    def routes(gate: AdminGate) -> Sequence[BaseRoute]:
+        # Bolt checks its own requests (signatures, OAuth states): no login here.
+        return slack_routes(
+            build_slack_app(
+                store=shared.store,
+                queue=shared.queue,
+                signing_secret=signing_secret,
+                api_url=settings.slack_api_url,
+                bot_token=secret(settings.slack_bot_token),
+                client_id=settings.slack_client_id,
+                client_secret=secret(settings.slack_client_secret),
+                installation_store=installations,
+                state_store=DatabaseOAuthStateStore(shared.store) if installations else None,
+                public_url=settings.public_url,
+            )
+        )
+
+    return Platform(
+        PLATFORM,
+        enabled=True,
+        api=api,
+        job_handlers={SLACK_EVENT_JOB: event_job.handle},
+        routes=routes,
+        parts={"installations": installations},
+    )
+
+
+SLACK = PlatformPackage(PLATFORM, (SlackCallbackProcessor,), build)

@@ -1,0 +1,74 @@
+"""The words the bot says on every platform, written once: the "on it"
+acknowledgement, the refusal, the usage hint, the answer's frame, and how long texts
+are cut. A platform passes its own link syntax (markdown, or Slack's mrkdwn)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from processors.base import Reply
+
+# The reaction on the message that asked while the agent works (Slack, GitHub and
+# GitLab all name it so).
+WORKING_REACTION = "eyes"
+
+LinkStyle = Callable[[str, str], str]
+
+
+def markdown_link(url: str, label: str) -> str:
+    return f"[{label}]({url})"
+
+
+def acknowledgement(
+    conversation_url: str | None,
+    *,
+    continuing: bool,
+    where: str,
+    link: LinkStyle = markdown_link,
+) -> str:
+    """The "on it" message; `where` the answer will be, e.g. "this thread"."""
+    text = "On it, continuing our conversation." if continuing else "On it!"
+    if conversation_url:
+        text += f" Follow along {link(conversation_url, 'here')};"
+    return f"{text} I'll answer in {where}."
+
+
+def permission_refusal(needed: str) -> str:
+    """The one polite reply to someone who may not start the agent; `needed` names
+    the access the platform requires (e.g. "write access or above")."""
+    return (
+        "Sorry, I can only take requests from people who can change this repository "
+        f"({needed}). A maintainer can ask me instead."
+    )
+
+
+def answer(summary: str, conversation_url: str | None, link: LinkStyle = markdown_link) -> str:
+    """The agent's answer with the conversation's link, unless it already has it."""
+    if conversation_url and conversation_url not in summary:
+        return f"{summary}\n\n{link(conversation_url, 'View the conversation')}"
+    return summary
+
+
+def trim_to_limit(text: str, limit: int, url: str | None) -> str:
+    """`text` cut to at most `limit` characters, saying so and where the rest is.
+
+    GitHub and GitLab take one comment of bounded size; an answer beyond it ends
+    with a note (and the conversation link) instead of being refused.
+    """
+    if len(text) <= limit:
+        return text
+    note = "\n\n*The answer was too long for one comment and has been shortened."
+    note += f" The full conversation: {url}*" if url else "*"
+    return text[: max(0, limit - len(note))].rstrip() + note
+
+
+def shorten(text: str, limit: int) -> str:
+    """Context for the agent, not the whole discussion: a long text cut, marked […]."""
+    return text if len(text) <= limit else text[:limit].rstrip() + " […]"
+
+
+def comment_answer(reply: Reply, asker: str, limit: int) -> str:
+    """The answer as one GitHub or GitLab comment: the asker mentioned, the
+    conversation linked, trimmed to `limit` characters."""
+    text = answer(f"@{asker} {reply.summary}", reply.url)
+    return trim_to_limit(text, limit, reply.url)

@@ -1,0 +1,247 @@
+"""The turn sequence every platform shares, once its event job has accepted a mention.
+
+Find the thread's conversation, react, choose the conversation id, acknowledge once,
+read what was written since the last turn, build the prompt (or the follow-up
+message) and record the turn: one transaction writes the callback that will carry the
+answer back, the conversation link and the job that starts the conversation or sends
+the follow-up. A platform supplies only a small adapter (`Mention`) for the steps
+that speak its API.
+
+Platform event jobs are keyed by thread key, so two mentions in one thread are
+handled one after the other and the "start or continue" decision never races. Every
+step may run again after a crash: reactions are idempotent, the acknowledgement is
+found again, and the turn is recorded once per delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from agent.events import START_JOB, TURN_MESSAGE_JOB
+from bots.markers import MarkedThread, marker, post_once
+from bots.texts import acknowledgement, permission_refusal
+from db.callbacks import ConversationCallback, insert_callback
+from db.conversation_links import ConversationLink, find_link, save_link
+from db.jobs import JobQueue
+from db.logcontext import bind
+from db.metrics import MENTION_ACCEPTED, MENTIONS
+from db.store import Store
+from processors.base import ReplyingProcessor
+
+log = logging.getLogger(__name__)
+
+# uuid5 namespace of the conversation ids agent-relay derives from platform deliveries.
+_CONVERSATION_NAMESPACE = uuid.UUID("8a5f3c2e-6f7b-4b7e-9d1a-3c4b5d6e7f80")
+# The agent-server's tags: lowercase alphanumeric keys, values of at most 256 characters.
+TAG_VALUE_CHARS = 256
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One accepted mention, ready to be recorded."""
+
+    platform: str
+    thread_key: str
+    # The platform's id of the triggering delivery: a retried job records it once.
+    delivery_id: str
+    conversation_id: str
+    # The prompt of a new conversation, or the follow-up message of a continued one.
+    text: str
+    # The platform's processor: where the answer goes.
+    processor: ReplyingProcessor
+    tags: dict[str, str] = field(default_factory=dict)
+    # Platform marker of the newest message the agent has now seen.
+    cursor: str | None = None
+    # When the platform's delivery arrived (epoch seconds; its event job's created_at),
+    # for the mention -> agent latency.
+    received_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What people wrote in the thread since the agent last saw it."""
+
+    # One line per message, oldest first.
+    history: list[str]
+    # The platform's marker of the newest message now seen (the next turn's start).
+    cursor: str | None
+
+
+class Mention(Protocol):
+    """One accepted mention, as its platform speaks to its thread."""
+
+    platform: str
+    thread_key: str
+    delivery_id: str
+    # Where the answer will appear, for the acknowledgement ("this thread").
+    answer_place: str
+
+    async def react(self) -> None:
+        """Show that the bot is working on it (a reaction; a courtesy that may fail)."""
+
+    async def acknowledge(self, text: str) -> None:
+        """Post the "on it" `text` unless an earlier attempt did (and keep its id if the
+        processor needs it)."""
+
+    async def context(self, since: str | None) -> Context:
+        """The thread's messages after the cursor `since` (None: all of them)."""
+
+    def link_style(self, url: str, label: str) -> str:
+        """A link in the platform's markup."""
+
+    def prompt(self, context: Context) -> str:
+        """The first message of a new conversation."""
+
+    def follow_up(self, context: Context) -> str:
+        """The message that continues the thread's conversation."""
+
+    def processor(self) -> ReplyingProcessor:
+        """The callback processor that posts this turn's answer."""
+
+    def tags(self) -> dict[str, str]:
+        """The conversation's tags on the agent-server."""
+
+
+async def take_turn(
+    store: Store,
+    queue: JobQueue,
+    mention: Mention,
+    *,
+    conversation_url: Callable[[str], str | None],
+    received_at: float | None,
+) -> int | None:
+    """Run the shared sequence for an accepted mention; the callback id (None when this
+    delivery's turn was recorded by an earlier attempt)."""
+    link = await find_link(store, mention.platform, mention.thread_key)
+    await mention.react()
+    conversation_id = (
+        link.conversation_id if link else new_conversation_id(mention.platform, mention.delivery_id)
+    )
+    bind(conversation=conversation_id)
+    continuing = link is not None
+    await mention.acknowledge(
+        acknowledgement(
+            conversation_url(conversation_id),
+            continuing=continuing,
+            where=mention.answer_place,
+            link=mention.link_style,
+        )
+    )
+    context = await mention.context(link.cursor if link else None)
+    turn = Turn(
+        platform=mention.platform,
+        thread_key=mention.thread_key,
+        delivery_id=mention.delivery_id,
+        conversation_id=conversation_id,
+        text=mention.follow_up(context) if continuing else mention.prompt(context),
+        processor=mention.processor(),
+        tags={key: value[:TAG_VALUE_CHARS] for key, value in mention.tags().items()},
+        cursor=context.cursor,
+        received_at=received_at,
+    )
+    return await record_turn(store, queue, turn, continuing=continuing)
+
+
+def new_conversation_id(platform: str, delivery_id: str) -> str:
+    """The id of the conversation a delivery starts: the same on every retry of its job,
+    so an "on it" link posted by a failed attempt stays right."""
+    return uuid.uuid5(_CONVERSATION_NAMESPACE, f"{platform}:{delivery_id}").hex
+
+
+class _AlreadyRecorded(Exception):
+    """Rolls back a turn whose delivery was recorded by an earlier attempt."""
+
+
+async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: bool) -> int | None:
+    """Start or continue the conversation of `turn`, with a callback for its answer.
+
+    One transaction: the link, the callback and the job that starts the
+    conversation (or sends the follow-up) exist together or not at all. Returns the
+    callback id, or None when this delivery was recorded before (a retried job). An
+    accepted mention is counted, and its callback id bound for the log lines after.
+    """
+    # The processor keeps where its turn came from: its log lines and its reply's
+    # carry the delivery id, and a follow-up's message times the mention -> agent
+    # latency.
+    origin = {"origin_delivery_id": turn.delivery_id, "origin_received_at": turn.received_at}
+    processor = turn.processor.model_copy(
+        update={**origin, "turn_message": turn.text} if continuing else origin
+    )
+    try:
+        async with store.transaction():
+            callback = await insert_callback(
+                store, ConversationCallback.for_processor(turn.conversation_id, processor)
+            )
+            assert callback.id is not None
+            if continuing:
+                job_id = await queue.enqueue(
+                    TURN_MESSAGE_JOB,
+                    {"callback_id": callback.id},
+                    key=turn.conversation_id,
+                    idempotency_key=f"mention:{turn.platform}:{turn.delivery_id}",
+                )
+            else:
+                job_id = await queue.enqueue(
+                    START_JOB,
+                    {
+                        "conversation_id": turn.conversation_id,
+                        "prompt": turn.text,
+                        "tags": turn.tags,
+                        "platform": turn.platform,
+                        "delivery_id": turn.delivery_id,
+                        "callback_id": callback.id,
+                        "received_at": turn.received_at,
+                    },
+                    key=turn.conversation_id,
+                    idempotency_key=f"mention:{turn.platform}:{turn.delivery_id}",
+                )
+            if job_id is None:
+                raise _AlreadyRecorded
+            await save_link(
+                store,
+                ConversationLink(turn.platform, turn.thread_key, turn.conversation_id, turn.cursor),
+            )
+    except _AlreadyRecorded:
+        _log_turn(turn, continuing, "recorded before")
+        return None
+    MENTIONS.labels(platform=turn.platform, outcome=MENTION_ACCEPTED).inc()
+    bind(callback=callback.id)
+    _log_turn(turn, continuing, callback.id)
+    return callback.id
+
+
+def _log_turn(turn: Turn, continuing: bool, callback: object) -> None:
+    log.info(
+        "%s %s: %s conversation %s (callback %s)",
+        turn.platform,
+        turn.thread_key,
+        "continued" if continuing else "started",
+        turn.conversation_id,
+        callback,
+    )
+
+
+def count_refusal(platform: str, outcome: str) -> None:
+    """A mention that starts nothing, counted by why (`no_permission`, ...)."""
+    MENTIONS.labels(platform=platform, outcome=outcome).inc()
+
+
+async def refuse(
+    thread: MarkedThread,
+    platform: str,
+    thread_key: str,
+    who: str,
+    needed: str,
+    *,
+    key: str,
+    detail: str = "",
+) -> None:
+    """The one polite reply to `who`, who may not start the agent (`needed`: the access
+    the platform requires); `key` names the mention, so a retry posts it once."""
+    await post_once(thread, f"@{who} {permission_refusal(needed)}", marker("refusal", key))
+    count_refusal(platform, "no_permission")
+    log.info("%s %s: %s may not trigger the agent%s", platform, thread_key, who, detail)
