@@ -347,11 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.run is doctor_command:
+    command: Callable[..., int] = args.run
+    if command is doctor_command:
         return doctor_command(args)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return int(args.run(settings, args))
+    return command(settings, args)
 
 
 if __name__ == "__main__":

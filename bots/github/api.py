@@ -302,7 +302,8 @@ class GithubThread:
 
     async def find_marked(self, clients: GithubApi, marker: str) -> dict[str, Any] | None:
         """The comment an earlier attempt of a job posted with `marker` in it, if any."""
-        for comment in reversed(await self.comments(clients)):
+        # Newest first; a slice, not reversed(), which mypy types as Any here.
+        for comment in (await self.comments(clients))[::-1]:
             if marker in str(comment.get("body") or ""):
                 return comment
         return None
