@@ -22,6 +22,9 @@ from starlette.responses import JSONResponse
 from db.jobs import PermanentJobError, RetryableJobError
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+# Who is calling, for the platform APIs that ask (GitHub refuses a request without a
+# User-Agent): gidgethub and gidgetlab send their `requester` argument as it.
+USER_AGENT = "agent-relay"
 
 
 def new_http_client(

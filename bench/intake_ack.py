@@ -1,6 +1,6 @@
 """How fast /agent/events acknowledges a batch (recorded + jobs queued, no work done).
 
-Target (DESIGN.md section 2): webhooks are answered "in milliseconds". Replays the
+Target: webhooks are answered in milliseconds, the work left to jobs. Replays the
 captured finish batch (5 events, one state-change job) with fresh event ids against
 the real app in-process (httpx ASGI transport, no network), on SQLite and PostgreSQL.
 

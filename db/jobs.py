@@ -436,7 +436,8 @@ class JobQueue:
         )
         return None if row is None else Job.from_row(row)
 
-    async def list(self, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+    async def newest(self, *, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        """The latest `limit` jobs, newest first (only those in `status`, if given)."""
         where, values = "", dict[str, Any](limit=limit)
         if status is not None:
             where, values["status"] = " WHERE status = :status", status.value

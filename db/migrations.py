@@ -75,10 +75,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         2,
         "conversation links, installations, OAuth states",
         [
-            # One row per platform thread (DESIGN section 6 thread keys) that has a
-            # conversation; `cursor` is the platform's marker of the last message
-            # the agent was given (a Slack ts, a comment id), so a follow-up sends
-            # only what is new.
+            # One row per platform thread (keyed by the platform's triggers.thread_key)
+            # that has a conversation; `cursor` is the platform's marker of the last
+            # message the agent was given (a Slack ts, a comment id), so a follow-up
+            # sends only what is new.
             """CREATE TABLE conversation_links (
                 platform TEXT NOT NULL,
                 thread_key TEXT NOT NULL,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
 
 # A quoted literal (left as it is: 'T1:C1' holds no parameter), or a `:name` that is
 # not part of a word, a `::` cast or a literal.
@@ -37,7 +38,7 @@ class _TaskConnection:
     """The connection a task's open transaction runs on."""
 
     task: asyncio.Task[Any] | None
-    connection: asyncpg.Connection
+    connection: PoolConnectionProxy
 
 
 class PostgresDatabase:
@@ -85,7 +86,7 @@ class PostgresDatabase:
             self._statements[query] = statement
         return statement.sql, [values[name] for name in statement.names]
 
-    def _own_connection(self) -> asyncpg.Connection | None:
+    def _own_connection(self) -> PoolConnectionProxy | None:
         current = self._current.get()
         if current is not None and current.task is asyncio.current_task():
             return current.connection

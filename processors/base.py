@@ -143,9 +143,9 @@ class ReplyingProcessor(ConversationCallbackProcessor):
     summary_instruction_timestamp: str | None = None
     summary_instruction_pending: bool = False
     summary_requested_after: str | None = None
-    # A follow-up turn (DESIGN section 6): the user message this callback waits to
-    # send to an existing conversation. While it is set, the callback ignores the
-    # conversation's state changes: they belong to an earlier turn.
+    # A follow-up turn (docs/ARCHITECTURE.md, Turns): the user message this callback
+    # waits to send to an existing conversation. While it is set, the callback ignores
+    # the conversation's state changes: they belong to an earlier turn.
     turn_message: str | None = None
     turn_message_pending: bool = False
     turn_message_after: str | None = None

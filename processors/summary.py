@@ -151,8 +151,9 @@ async def _answer_after_instruction(
 def event_text(event: dict[str, Any]) -> str:
     """The human-readable text of an agent MessageEvent or FinishAction."""
     action = event.get("action")
-    if isinstance(action, dict) and isinstance(action.get("message"), str):
-        return action["message"].strip()
+    finish_message = action.get("message") if isinstance(action, dict) else None
+    if isinstance(finish_message, str):
+        return finish_message.strip()
     message = event.get("llm_message") or {}
     parts = [
         part.get("text", "")

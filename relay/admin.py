@@ -131,7 +131,7 @@ class _Sealed:
     def seal(self, value: str) -> str:
         return self._serializer.dumps(value)
 
-    def open(self, sealed: str | None) -> str | None:
+    def unseal(self, sealed: str | None) -> str | None:
         """The value, when `sealed` was made by this relay for this purpose and is
         young enough; else None."""
         if not sealed:
@@ -274,7 +274,7 @@ class AdminPage:
 
     def _session_nonce(self, request: Request) -> str | None:
         """The nonce of a valid, unexpired session cookie, else None."""
-        nonce = self._sessions.open(request.cookies.get(SESSION_COOKIE))
+        nonce = self._sessions.unseal(request.cookies.get(SESSION_COOKIE))
         return nonce if nonce is not None and _NONCE.fullmatch(nonce) else None
 
     def _csrf(self, nonce: str) -> str:
@@ -303,7 +303,7 @@ class AdminPage:
         return response
 
     def _flash(self, request: Request) -> str | None:
-        return self._flashes.open(request.cookies.get(FLASH_COOKIE))
+        return self._flashes.unseal(request.cookies.get(FLASH_COOKIE))
 
     def _set_flash(self, response: Response, text: str) -> None:
         self._set_cookie(
@@ -363,7 +363,7 @@ class AdminPage:
         assert self._api_token is not None
         form = await _form(request)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
-        signed = self._login_forms.open(form.get("csrf"))
+        signed = self._login_forms.unseal(form.get("csrf"))
         if (
             not self._same_origin(request)
             or not _NONCE.fullmatch(nonce)

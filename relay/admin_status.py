@@ -258,7 +258,7 @@ class StatusReader:
         return StatusView(
             job_counts=await self._queue.counts(),
             callback_counts=await self._callback_counts(),
-            failed_jobs=await self._queue.list(status=JobStatus.FAILED, limit=FAILED_JOBS_SHOWN),
+            failed_jobs=await self._queue.newest(status=JobStatus.FAILED, limit=FAILED_JOBS_SHOWN),
             agent=AgentHealth(
                 url=public_url_of(self._settings.agent_server_url),
                 reachability=checked_state(outbound.agent),

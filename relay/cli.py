@@ -130,7 +130,7 @@ def jobs_command(settings: Settings, args: argparse.Namespace) -> int:
             print(f"job {args.id} is not a failed job", file=sys.stderr)
             return 1
         status = JobStatus(args.status.lower()) if args.status else None
-        for job in await queue.list(status=status, limit=args.limit):
+        for job in await queue.newest(status=status, limit=args.limit):
             print(
                 f"{job.id:>6}  {job.status.value:<7}  {job.kind:<22}  attempts {job.attempts}/"
                 f"{job.max_attempts}  next {_when(job.run_after)}  {job.last_error or ''}"
@@ -347,11 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.run is doctor_command:
+    command: Callable[..., int] = args.run
+    if command is doctor_command:
         return doctor_command(args)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return int(args.run(settings, args))
+    return command(settings, args)
 
 
 if __name__ == "__main__":

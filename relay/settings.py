@@ -1,4 +1,4 @@
-"""Settings from the environment (or .env), named as DESIGN.md section 3 names them."""
+"""Settings from the environment (or .env), named as README's Configuration table names them."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Shared fixtures: a migrated Store on real SQLite and on real PostgreSQL.
 
-PostgreSQL is not optional: TEST_POSTGRES_URL (default: the local server's `test`
-database) must be reachable, and each test session works in a database of its own
-that it creates there and drops at the end.
+PostgreSQL is TEST_POSTGRES_URL (default: the local server's `test` database); each
+test session works in a database of its own that it creates there and drops at the
+end. Where no server answers there, the tests that need one skip, which under CI
+fails the run (tests/support/skips.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from processors.base import ProcessorContext
 from relay.platforms import register_processor_kinds
 from tests.support.fake_agent_api import FakeAgentServer, FakeWebhookReceiver, processor_context
 
+pytest_plugins = ["tests.support.skips"]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def processor_kinds() -> None:
@@ -32,6 +35,14 @@ def processor_kinds() -> None:
 ADMIN_POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+# Seconds to wait for PostgreSQL before the tests that need it skip: a server that
+# answers does so at once, an unreachable host would hold every run for asyncpg's 60.
+POSTGRES_CONNECT_TIMEOUT = 5
+NO_POSTGRES = (
+    "no PostgreSQL answers at TEST_POSTGRES_URL ({error}); start one "
+    "(`pg_ctlcluster <version> main start`, as .ci/run does) or point "
+    "TEST_POSTGRES_URL at one"
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +51,16 @@ def postgres_url() -> Iterator[str]:
     name = f"agent_relay_test_{uuid.uuid4().hex[:12]}"
 
     async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(ADMIN_POSTGRES_URL)
+        connection = await asyncpg.connect(ADMIN_POSTGRES_URL, timeout=POSTGRES_CONNECT_TIMEOUT)
         try:
             await connection.execute(statement)
         finally:
             await connection.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, TimeoutError) as unreachable:
+        pytest.skip(NO_POSTGRES.format(error=unreachable or type(unreachable).__name__))
     base, _, _ = ADMIN_POSTGRES_URL.rpartition("/")
     yield f"{base}/{name}"
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -27,12 +27,12 @@ from gidgethub import BadRequest, GitHubBroken, HTTPException
 from gidgethub.apps import get_installation_access_token, get_jwt
 from gidgethub.httpx import GitHubAPI
 
+from agent.http import USER_AGENT
 from bots.github.credentials import AppCredentials, GithubAppSource
 from db.jobs import PermanentJobError, RetryableJobError
 
 log = logging.getLogger(__name__)
 
-REQUESTER = "agent-relay"
 # An installation token lives an hour; it is replaced this long before it expires,
 # so a job never starts a call with a token about to lapse.
 TOKEN_REFRESH_MARGIN_SECONDS = 300.0
@@ -115,7 +115,7 @@ class GithubApi:
         self._key: tuple[str, PrivateKeyTypes] | None = None
 
     def _api(self, token: str | None = None) -> GitHubAPI:
-        return GitHubAPI(self._http, REQUESTER, oauth_token=token, base_url=self._api_url)
+        return GitHubAPI(self._http, USER_AGENT, oauth_token=token, base_url=self._api_url)
 
     async def credentials(self) -> AppCredentials:
         app = await self._source.current()
@@ -316,7 +316,8 @@ class GithubThread:
 
     async def find_marked(self, mark: str) -> int | None:
         """The comment an earlier attempt of a job posted with `mark` in it, if any."""
-        for comment in reversed(await self.comments()):
+        # Newest first; a slice, not reversed(), which mypy types as Any here.
+        for comment in (await self.comments())[::-1]:
             if mark in str(comment.get("body") or ""):
                 return int(comment["id"])
         return None

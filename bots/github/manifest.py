@@ -16,7 +16,7 @@ Permissions, each for something the relay does:
   (`GET /repos/{o}/{r}/collaborators/{login}/permission`); every app that has
   repository permissions gets it anyway.
 
-Events, exactly the ones a trigger listens to (DESIGN.md section 6):
+Events, exactly the ones a trigger listens to (bots/github/triggers.py):
 - issue_comment - a mention in a comment on an issue or a pull request;
 - issues - the trigger label added to an issue;
 - pull_request - the trigger label added to a pull request;

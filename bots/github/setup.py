@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from agent.http import USER_AGENT
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.github.manifest import render_manifest
 from bots.pages import Pages
@@ -55,7 +56,6 @@ STATE_COOKIE = "agent_relay_github_state"
 STATE_TTL_SECONDS = 3600.0
 SETUP_PATH = "/github/setup"
 CALLBACK_PATH = "/github/setup/callback"
-USER_AGENT = "agent-relay"
 GITHUB_JSON = "application/vnd.github+json"
 
 # GitHub account names: letters, digits and single hyphens, at most 39 characters.

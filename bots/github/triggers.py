@@ -1,4 +1,4 @@
-"""Which GitHub webhook deliveries ask the agent for something (DESIGN section 6).
+"""Which GitHub webhook deliveries ask the agent for something.
 
 Pure functions of the event name and payload, so that the inbound route can drop
 everything else before it is stored, and the event job can decide again from the

@@ -23,10 +23,10 @@ import httpx
 from gidgetlab import HTTPException
 from gidgetlab.httpx import GitLabAPI
 
+from agent.http import USER_AGENT
 from bots.gitlab.triggers import Noteable
 from db.jobs import PermanentJobError, RetryableJobError
 
-REQUESTER = "agent-relay"
 # GitLab's access levels: Reporter 20, Developer 30, Maintainer 40, Owner 50.
 DEVELOPER_ACCESS = 30
 # How many of an issue's newest notes are searched for a note the bot posted before.
@@ -152,7 +152,7 @@ class GitlabApi:
     """The bot user's client for one GitLab instance; shared by every job of a process."""
 
     def __init__(self, http: httpx.AsyncClient, gitlab_url: str, token: str) -> None:
-        self._api = _GitLabAPI(http, REQUESTER, access_token=token, url=gitlab_url.rstrip("/"))
+        self._api = _GitLabAPI(http, USER_AGENT, access_token=token, url=gitlab_url.rstrip("/"))
         self._bot: GitlabUser | None = None
 
     async def get(self, what: str, path: str, params: dict[str, str | bool] | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""Which GitLab webhook deliveries ask the agent for something (DESIGN section 6).
+"""Which GitLab webhook deliveries ask the agent for something.
 
 Pure functions of the event name (X-Gitlab-Event) and the payload, so that the
 inbound route can drop everything else before it is stored, and the event job can
@@ -79,7 +79,7 @@ class GitlabTrigger:
 
 
 def thread_key(project_id: int, noteable: Noteable, iid: int) -> str:
-    """DESIGN section 6: `{project_id}:{issue|merge_request}:{iid}`."""
+    """The thread of an issue or merge request: `{project_id}:{issue|merge_request}:{iid}`."""
     return f"{project_id}:{noteable.value}:{iid}"
 
 

@@ -39,7 +39,7 @@ class SlackTrigger:
 
 
 def thread_key(team_id: str, channel: str, thread_ts: str) -> str:
-    """DESIGN section 6: `{team_id}:{channel}:{thread_ts or ts}`."""
+    """`{team_id}:{channel}:{thread_ts}`; a message that starts a thread gives its own ts."""
     return f"{team_id}:{channel}:{thread_ts}"
 
 

@@ -542,20 +542,21 @@ async def test_counts_reports_jobs_per_status(queue: JobQueue) -> None:
     assert await queue.counts() == {"queued": 2, "running": 1, "done": 1, "failed": 1}
 
 
-async def test_list_returns_newest_first_filtered_by_status_and_limited(
+async def test_newest_returns_newest_first_filtered_by_status_and_limited(
     queue: JobQueue,
 ) -> None:
     ids = [await queue.enqueue("notify", {"n": n}) for n in range(4)]
     first = await claim_one(queue)
     assert await queue.fail(first, "broken", permanent=True) is JobStatus.FAILED
 
-    assert [job.id for job in await queue.list()] == list(reversed(ids))
-    assert [job.id for job in await queue.list(limit=2)] == list(reversed(ids))[:2]
-    failed = await queue.list(status=JobStatus.FAILED)
+    assert [job.id for job in await queue.newest()] == list(reversed(ids))
+    assert [job.id for job in await queue.newest(limit=2)] == list(reversed(ids))[:2]
+    failed = await queue.newest(status=JobStatus.FAILED)
     assert [job.id for job in failed] == [ids[0]]
     assert failed[0].last_error == "broken"
-    assert [job.id for job in await queue.list(status=JobStatus.QUEUED)] == list(reversed(ids[1:]))
-    assert await queue.list(status=JobStatus.DONE) == []
+    queued = await queue.newest(status=JobStatus.QUEUED)
+    assert [job.id for job in queued] == list(reversed(ids[1:]))
+    assert await queue.newest(status=JobStatus.DONE) == []
 
 
 async def test_a_verbatim_json_member_is_stored_as_its_text_and_read_back_as_its_document(

@@ -251,7 +251,7 @@ async def test_other_writers_get_in_between_batches_on_sqlite(tmp_path: Path) ->
 
 
 async def prune_jobs(store: Store) -> list[Job]:
-    return [job for job in await JobQueue(store).list(limit=100) if job.kind == PRUNE_JOB]
+    return [job for job in await JobQueue(store).newest(limit=100) if job.kind == PRUNE_JOB]
 
 
 def current_period() -> int:

@@ -151,14 +151,14 @@ async def harness(
 
 
 async def login(
-    client: httpx.AsyncClient, token: str = API_TOKEN, next: str | None = None
+    client: httpx.AsyncClient, token: str = API_TOKEN, then: str | None = None
 ) -> httpx.Response:
-    """Open the login form and send it, as a browser does."""
-    page = await client.get("/admin/login", params={"next": next} if next is not None else None)
+    """Open the login form and send it, as a browser does (`then`: the form's `next`)."""
+    page = await client.get("/admin/login", params={"next": then} if then is not None else None)
     assert page.status_code == 200, page.text
     fields = {"csrf": csrf_of(page.text), "token": token}
-    if next is not None:
-        fields["next"] = next
+    if then is not None:
+        fields["next"] = then
     return await client.post("/admin/login", data=fields)
 
 
@@ -348,7 +348,7 @@ async def test_login_goes_on_only_to_paths_of_this_relay(
     store: Store, target: str, location: str
 ) -> None:
     async with harness(store) as h:
-        response = await login(h.client, next=target)
+        response = await login(h.client, then=target)
         assert response.status_code == 303
         assert response.headers["location"] == location
 
@@ -809,7 +809,7 @@ async def test_the_github_setup_page_needs_the_admin_session(
             assert location.path == "/admin/login"
         first = await client.get("/github/setup?organization=acme")
         assert first.headers["location"] == "/admin/login?next=/github/setup%3Forganization%3Dacme"
-        response = await login(client, next="/github/setup?organization=acme")
+        response = await login(client, then="/github/setup?organization=acme")
         assert response.headers["location"] == "/github/setup?organization=acme"
         page = await client.get("/github/setup?organization=acme")
         assert page.status_code == 200

@@ -163,7 +163,7 @@ async def test_jobs_list_and_retry(
     assert not_failed.returncode == 1
 
     async with Store(database_file_url) as store:
-        [again] = [job for job in await JobQueue(store).list() if job.id == failed_id]
+        [again] = [job for job in await JobQueue(store).newest() if job.id == failed_id]
     assert again.status is JobStatus.QUEUED
     assert again.attempts == 0
 

@@ -24,7 +24,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
 
 async def prune_jobs(database_url: str) -> list[int]:
     async with Store(database_url) as store:
-        jobs = await JobQueue(store).list(limit=100)
+        jobs = await JobQueue(store).newest(limit=100)
     return [job.id for job in jobs if job.kind == PRUNE_JOB]
 
 

@@ -59,7 +59,7 @@ class HealthzServer(LoopbackServer):
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, *args: Any) -> None:
                 pass
 
         return Handler

@@ -337,7 +337,7 @@ class LoopbackAgentServer(LoopbackServer):
 
             do_GET = do_POST = do_DELETE = _handle
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, *args: Any) -> None:
                 pass
 
         return Handler

@@ -149,7 +149,7 @@ class FakeGitlab(LoopbackServer):
 
             do_GET = do_POST = do_PUT = _handle
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, *args: Any) -> None:
                 pass
 
         return Handler

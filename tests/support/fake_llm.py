@@ -211,7 +211,7 @@ class FakeLLM(LoopbackServer):
                 else:
                     self._send(404, _error_body(f"no route {self.path}", 404))
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, *args: Any) -> None:
                 pass
 
         return Handler

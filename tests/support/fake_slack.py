@@ -214,7 +214,7 @@ class FakeSlack(LoopbackServer):
 
             do_GET = do_POST = _handle
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, *args: Any) -> None:
                 pass
 
         return Handler

@@ -63,7 +63,7 @@ class RecordingReceiver(LoopbackServer):
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-            def log_message(self, format: str, *args: Any) -> None:
+            def log_message(self, *args: Any) -> None:
                 pass
 
         return Handler

@@ -20,7 +20,7 @@ EXPECTED_PERMISSIONS = {
     "contents": "read",
     "metadata": "read",
 }
-# One per trigger (DESIGN.md section 6); installation events come without a subscription.
+# One per trigger (bots/github/triggers.py); installation events come without a subscription.
 EXPECTED_EVENTS = [
     "issue_comment",
     "issues",
