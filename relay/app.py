@@ -133,7 +133,7 @@ class Relay:
         )
         handlers = job_handlers(context)
         if slack_teams is not None:
-            handlers[SLACK_EVENT_JOB] = SlackMentions(
+            handlers[SLACK_EVENT_JOB.name] = SlackMentions(
                 store,
                 queue,
                 slack_teams,
@@ -142,7 +142,7 @@ class Relay:
                 default_repository=settings.default_repository,
             ).handle
         if github_clients is not None:
-            handlers[GITHUB_EVENT_JOB] = GithubMentions(
+            handlers[GITHUB_EVENT_JOB.name] = GithubMentions(
                 store,
                 queue,
                 secrets,
@@ -154,7 +154,7 @@ class Relay:
                 edit_ack_comment=settings.github_edit_ack_comment,
             ).handle
         if gitlab is not None:
-            handlers[GITLAB_EVENT_JOB] = GitlabMentions(
+            handlers[GITLAB_EVENT_JOB.name] = GitlabMentions(
                 store,
                 queue,
                 gitlab,
@@ -169,7 +169,7 @@ class Relay:
             retention_days=settings.retention_days,
             period=settings.retention_interval_seconds,
         )
-        handlers[PRUNE_JOB] = retention.handle
+        handlers[PRUNE_JOB.name] = retention.handle
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
         return cls(
             settings,

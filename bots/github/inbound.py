@@ -12,9 +12,11 @@ is answered 200 and forgotten. The work happens in the job.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from gidgethub import BadRequest, ValidationFailure
 from gidgethub.sansio import Event
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,7 +24,7 @@ from starlette.routing import Route
 from bots.github.credentials import GithubAppSource
 from bots.github.triggers import PLATFORM, trigger_of
 from db.deliveries import record_delivery
-from db.jobs import JobQueue, VerbatimJson
+from db.jobs import JobKind, JobQueue, VerbatimJson
 from db.logcontext import log_context
 from db.metrics import EVENTS_RECEIVED
 from db.store import Store
@@ -30,10 +32,19 @@ from db.store import Store
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/github/events"
-GITHUB_EVENT_JOB = "github.event"
 # As long as a reply: a GitHub outage of hours delays a mention but does not lose it.
 GITHUB_EVENT_MAX_ATTEMPTS = 20
 INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
+
+
+class GithubEventPayload(BaseModel):
+    delivery_id: str
+    event: str
+    # The delivery's body: queued as received when it is JSON text (VerbatimJson).
+    payload: dict[str, Any] | VerbatimJson
+
+
+GITHUB_EVENT_JOB = JobKind("github.event", GithubEventPayload)
 
 
 def job_key(event: Event, *, mention: str, trigger_label: str) -> str | None:
@@ -90,14 +101,14 @@ def github_routes(
                 return JSONResponse({"ok": True, "queued": False, "duplicate": True})
             job_id = await queue.enqueue(
                 GITHUB_EVENT_JOB,
-                {
-                    "delivery_id": event.delivery_id,
-                    "event": event.event,
-                    "payload": VerbatimJson.of_body(body, request.headers.get("content-type"))
+                GithubEventPayload(
+                    delivery_id=event.delivery_id,
+                    event=event.event,
+                    payload=VerbatimJson.of_body(body, request.headers.get("content-type"))
                     or event.data,
-                },
+                ),
                 key=key,
-                idempotency_key=f"{GITHUB_EVENT_JOB}:{event.delivery_id}",
+                idempotency_key=f"{GITHUB_EVENT_JOB.name}:{event.delivery_id}",
                 max_attempts=GITHUB_EVENT_MAX_ATTEMPTS,
             )
         EVENTS_RECEIVED.labels(platform=PLATFORM, outcome="queued").inc()

@@ -22,6 +22,7 @@ from gidgethub.sansio import Event
 from pydantic import BaseModel
 
 from bots.github.api import GithubApi, GithubThread
+from bots.github.inbound import GITHUB_EVENT_JOB
 from bots.github.triggers import PLATFORM, GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.mentions import (
     Turn,
@@ -38,7 +39,7 @@ from db.installations import (
     save_installation,
     set_installation_status,
 )
-from db.jobs import Job, JobQueue, PermanentJobError
+from db.jobs import Job, JobQueue, PermanentJobError, json_object
 from db.logcontext import bind
 from db.metrics import MENTIONS
 from db.secrets import SecretBox
@@ -74,9 +75,9 @@ class GithubMentions:
     edit_ack_comment: bool = False
 
     async def handle(self, job: Job) -> None:
-        payload = job.payload
+        payload = GITHUB_EVENT_JOB.payload_of(job)
         event = Event(
-            payload["payload"], event=payload["event"], delivery_id=payload["delivery_id"]
+            json_object(payload.payload), event=payload.event, delivery_id=payload.delivery_id
         )
         # The worker runs each job in a task of its own: what is bound here stays in it.
         bind(delivery=event.delivery_id)

@@ -23,13 +23,14 @@ from typing import Any
 from gidgetlab import BadRequest, ValidationFailure
 from gidgetlab.routing import Router
 from gidgetlab.sansio import Event
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bots.gitlab.triggers import PLATFORM, TRIGGER_EVENTS, trigger_of
 from db.deliveries import record_delivery
-from db.jobs import JobQueue, VerbatimJson
+from db.jobs import JobKind, JobQueue, VerbatimJson
 from db.logcontext import log_context
 from db.metrics import EVENTS_RECEIVED
 from db.store import Store
@@ -37,9 +38,18 @@ from db.store import Store
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/gitlab/events"
-GITLAB_EVENT_JOB = "gitlab.event"
 # As long as a reply: a GitLab outage of hours delays a mention but does not lose it.
 GITLAB_EVENT_MAX_ATTEMPTS = 20
+
+
+class GitlabEventPayload(BaseModel):
+    delivery_id: str
+    event: str
+    # The delivery's body: queued as received when it is JSON text (VerbatimJson).
+    payload: dict[str, Any] | VerbatimJson
+
+
+GITLAB_EVENT_JOB = JobKind("gitlab.event", GitlabEventPayload)
 
 
 @dataclass
@@ -142,9 +152,9 @@ class GitlabEvents:
                 return
             job_id = await self._queue.enqueue(
                 GITLAB_EVENT_JOB,
-                {"delivery_id": delivery_id, "event": event.event, "payload": document},
+                GitlabEventPayload(delivery_id=delivery_id, event=event.event, payload=document),
                 key=f"{PLATFORM}:{trigger.thread_key}",
-                idempotency_key=f"{GITLAB_EVENT_JOB}:{delivery_id}",
+                idempotency_key=f"{GITLAB_EVENT_JOB.name}:{delivery_id}",
                 max_attempts=GITLAB_EVENT_MAX_ATTEMPTS,
             )
         outcome.queued = True

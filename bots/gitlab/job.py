@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bots.gitlab.api import DEVELOPER_ACCESS, GitlabApi, GitlabUser, Place
+from bots.gitlab.inbound import GITLAB_EVENT_JOB
 from bots.gitlab.triggers import PLATFORM, GitlabTrigger, Noteable, trigger_of
 from bots.mentions import (
     Turn,
@@ -31,7 +32,7 @@ from bots.mentions import (
     permission_refusal,
     record_turn,
 )
-from db.jobs import Job, JobQueue
+from db.jobs import Job, JobQueue, json_object
 from db.logcontext import bind
 from db.metrics import MENTIONS
 from db.store import Store
@@ -63,13 +64,14 @@ class GitlabMentions:
     trigger_label: str
 
     async def handle(self, job: Job) -> None:
-        delivery_id = str(job.payload["delivery_id"])
+        payload = GITLAB_EVENT_JOB.payload_of(job)
+        delivery_id = payload.delivery_id
         # The worker runs each job in a task of its own: what is bound here stays in it.
         bind(delivery=delivery_id)
         bot = await self.api.bot_user()
         trigger = trigger_of(
-            job.payload["event"],
-            job.payload["payload"],
+            payload.event,
+            json_object(payload.payload),
             mention=self.mention,
             label=self.trigger_label,
             bot_user_id=bot.id,

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bots.slack.api import new_web_client
-from bots.slack.job import SLACK_EVENT_JOB
+from bots.slack.job import SLACK_EVENT_JOB, SlackEventPayload
 from bots.slack.manifest import bot_scopes
 from bots.slack.triggers import PLATFORM, trigger_of
 from db.deliveries import record_delivery
@@ -116,15 +116,15 @@ def _event_recorder(
                 return
             job_id = await queue.enqueue(
                 SLACK_EVENT_JOB,
-                {
-                    "event_id": event_id,
-                    "team_id": team_id,
-                    "enterprise_id": context.enterprise_id,
-                    "bot_user_id": context.bot_user_id,
-                    "event": event,
-                },
+                SlackEventPayload(
+                    event_id=event_id,
+                    team_id=team_id,
+                    enterprise_id=context.enterprise_id,
+                    bot_user_id=context.bot_user_id,
+                    event=event,
+                ),
                 key=f"{PLATFORM}:{trigger.thread_key}",
-                idempotency_key=f"{SLACK_EVENT_JOB}:{event_id}",
+                idempotency_key=f"{SLACK_EVENT_JOB.name}:{event_id}",
                 # As long as a reply: a Slack outage of hours delays a mention
                 # but does not lose it.
                 max_attempts=SLACK_EVENT_MAX_ATTEMPTS,

@@ -20,14 +20,25 @@ from pydantic import BaseModel
 from bots.mentions import Turn, find_link, infer_repository, new_conversation_id, record_turn
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.triggers import PLATFORM, SlackTrigger, mentioned_users, trigger_of
-from db.jobs import Job, JobQueue
+from db.jobs import Job, JobKind, JobQueue
 from db.logcontext import bind
 from db.metrics import MENTIONS
 from db.store import Store
 
 log = logging.getLogger(__name__)
 
-SLACK_EVENT_JOB = "slack.event"
+
+class SlackEventPayload(BaseModel):
+    """An accepted Slack event, with what Bolt knew of its workspace."""
+
+    event_id: str
+    team_id: str
+    enterprise_id: str | None = None
+    bot_user_id: str | None = None
+    event: dict[str, Any]
+
+
+SLACK_EVENT_JOB = JobKind("slack.event", SlackEventPayload)
 # Marks agent-relay's "on it" replies (Slack message metadata), so a retried job
 # finds the one it posted instead of posting another.
 ACK_EVENT_TYPE = "agent_relay_ack"
@@ -52,13 +63,13 @@ class SlackMentions:
     default_repository: str | None = None
 
     async def handle(self, job: Job) -> None:
-        payload = job.payload
+        payload = SLACK_EVENT_JOB.payload_of(job)
         # The worker runs each job in a task of its own: what is bound here stays in it.
-        bind(delivery=payload["event_id"])
-        trigger = trigger_of(payload["event"], payload["team_id"], payload.get("bot_user_id"))
+        bind(delivery=payload.event_id)
+        trigger = trigger_of(payload.event, payload.team_id, payload.bot_user_id)
         if trigger is None:
             return
-        team = await self.teams.team(trigger.team_id, payload.get("enterprise_id"))
+        team = await self.teams.team(trigger.team_id, payload.enterprise_id)
         if not trigger.text:
             await team.post_in_thread(trigger.channel, trigger.thread_ts, USAGE_HINT)
             MENTIONS.labels(platform=PLATFORM, outcome="no_request").inc()
@@ -68,11 +79,11 @@ class SlackMentions:
         await team.react(trigger.channel, trigger.ts, WORKING_REACTION)
         thread = await team.thread_messages(trigger.channel, trigger.thread_ts)
         conversation_id = (
-            link.conversation_id if link else new_conversation_id(PLATFORM, payload["event_id"])
+            link.conversation_id if link else new_conversation_id(PLATFORM, payload.event_id)
         )
         bind(conversation=conversation_id)
         ack_ts = await self._acknowledge(team, trigger, thread, conversation_id, bool(link))
-        bot_user_id = payload.get("bot_user_id")
+        bot_user_id = payload.bot_user_id
         people = [m for m in thread if _is_person(m, bot_user_id) and m.get("ts") != trigger.ts]
         if link is not None:
             people = [m for m in people if _ts_after(m, link.cursor)]
@@ -88,12 +99,12 @@ class SlackMentions:
         turn = Turn(
             platform=PLATFORM,
             thread_key=trigger.thread_key,
-            delivery_id=payload["event_id"],
+            delivery_id=payload.event_id,
             conversation_id=conversation_id,
             text=text,
             processor=self.new_processor(
                 team_id=trigger.team_id,
-                enterprise_id=payload.get("enterprise_id"),
+                enterprise_id=payload.enterprise_id,
                 channel=trigger.channel,
                 thread_ts=trigger.thread_ts,
                 user=trigger.user,
