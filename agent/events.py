@@ -12,7 +12,9 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from db.jobs import JobKind
 
 
 class AgentState(StrEnum):
@@ -31,15 +33,6 @@ class AgentState(StrEnum):
     RATE_LIMITED = "rate_limited"
     STUCK = "stuck"
 
-
-# The job that runs a conversation's processors for one observation; payload
-# {"observation": ..., "callback_id": optional, to run only that callback}.
-STATE_CHANGED_JOB = "agent.state_changed"
-# Start a conversation with its prompt: {"conversation_id", "prompt", "tags"}; a
-# mention's also carries "platform", "delivery_id", "callback_id" and "received_at".
-START_JOB = "conversation.start"
-# Send a follow-up turn's message once earlier turns have answered: {"callback_id"}.
-TURN_MESSAGE_JOB = "conversation.message"
 
 # States in which the agent has stopped and will not go on by itself: each gets a
 # job, so that processors may act (today's act on the answer and failure states;
@@ -85,6 +78,47 @@ class AgentStateChangedObservation(BaseModel):
     received_at: float | None = Field(
         default=None, description="when agent-relay received that event (epoch seconds)"
     )
+
+
+class StateChangedPayload(BaseModel):
+    observation: AgentStateChangedObservation
+    # Run only this callback. Queued by earlier versions, whose /api/callbacks caught
+    # a new callback up this way (callback.catch_up does that now).
+    callback_id: int | None = None
+
+    @field_serializer("observation", when_used="json")
+    def _without_arrival(self, observation: AgentStateChangedObservation) -> dict[str, Any]:
+        # When the event arrived is the job's created_at; the handler fills it in.
+        return observation.model_dump(mode="json", exclude={"received_at"})
+
+
+# The job that runs a conversation's processors for one observation.
+STATE_CHANGED_JOB = JobKind("agent.state_changed", StateChangedPayload)
+
+
+class StartPayload(BaseModel):
+    conversation_id: str
+    prompt: str
+    tags: dict[str, str] = Field(default_factory=dict)
+    # A mention's start says where it came from; the API's does not.
+    platform: str | None = None
+    delivery_id: str | None = None
+    callback_id: int | None = None
+    received_at: float | None = Field(
+        default=None, description="when the platform's delivery arrived (epoch seconds)"
+    )
+
+
+# Start a conversation with its prompt.
+START_JOB = JobKind("conversation.start", StartPayload)
+
+
+class TurnMessagePayload(BaseModel):
+    callback_id: int
+
+
+# Send a follow-up turn's message once earlier turns have answered.
+TURN_MESSAGE_JOB = JobKind("conversation.message", TurnMessagePayload)
 
 
 class MalformedEvents(ValueError):

@@ -24,6 +24,7 @@ from agent.events import (
     AgentState,
     AgentStateChangedObservation,
     MalformedEvents,
+    StateChangedPayload,
     agent_event_kind,
     execution_status_of,
     is_user_message,
@@ -148,8 +149,7 @@ class AgentIntake:
         )
         job_id = await self.queue.enqueue(
             STATE_CHANGED_JOB,
-            # received_at is the job's created_at; the handler fills it in.
-            {"observation": observation.model_dump(mode="json", exclude={"received_at"})},
+            StateChangedPayload(observation=observation),
             key=observation.conversation_id,
             idempotency_key=f"agent-event:{observation.conversation_id}:{observation.event_id}",
         )

@@ -135,13 +135,14 @@ async def claims_by_process(
 async def start_latency(db: asyncpg.Connection, url: str, samples: int) -> list[float]:
     from db.jobs import JobQueue
     from db.store import Store
+    from processors.runtime import CATCH_UP_JOB, CatchUpPayload
 
     latencies = []
     async with Store(url) as store:
         queue = JobQueue(store)
         for sample in range(samples):
             enqueued = time.time()
-            job_id = await queue.enqueue(JOB_KIND, {"callback_id": -1 - sample})
+            job_id = await queue.enqueue(CATCH_UP_JOB, CatchUpPayload(callback_id=-1 - sample))
             assert job_id is not None
 
             async def claimed(job: int = job_id) -> float | None:
@@ -169,6 +170,7 @@ async def drain(db: asyncpg.Connection, url: str, jobs: int, keys: int) -> tuple
     last completion."""
     from db.jobs import JobQueue
     from db.store import Store
+    from processors.runtime import CATCH_UP_JOB, CatchUpPayload
 
     first = await db.fetchval("SELECT COALESCE(MAX(id), 0) FROM jobs")
     stamp = time.time()
@@ -194,7 +196,7 @@ async def drain(db: asyncpg.Connection, url: str, jobs: int, keys: int) -> tuple
             rows,
         )
         committed = time.time()
-        await queue.enqueue(JOB_KIND, {"callback_id": -1}, key="bench:wake-up")
+        await queue.enqueue(CATCH_UP_JOB, CatchUpPayload(callback_id=-1), key="bench:wake-up")
     remaining = jobs
 
     async def all_done() -> bool:

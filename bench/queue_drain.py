@@ -13,10 +13,19 @@ import asyncio
 import tempfile
 import time
 
-from db.jobs import Job, JobQueue
+from pydantic import BaseModel
+
+from db.jobs import Job, JobKind, JobQueue
 from db.migrations import migrate
 from db.store import Store
 from relay.worker import Worker
+
+
+class Noop(BaseModel):
+    n: int
+
+
+NOOP_JOB = JobKind("noop", Noop)
 
 
 async def drain(database_url: str, jobs: int, concurrency: int) -> float:
@@ -24,7 +33,7 @@ async def drain(database_url: str, jobs: int, concurrency: int) -> float:
         await migrate(store)
         queue = JobQueue(store)
         for number in range(jobs):
-            await queue.enqueue("noop", {"n": number}, key=f"conversation-{number % 50}")
+            await queue.enqueue(NOOP_JOB, Noop(n=number), key=f"conversation-{number % 50}")
         done = asyncio.Event()
         handled = 0
 
@@ -35,7 +44,7 @@ async def drain(database_url: str, jobs: int, concurrency: int) -> float:
                 done.set()
 
         stop = asyncio.Event()
-        worker = Worker(queue, {"noop": noop}, concurrency=concurrency, poll_interval=0.05)
+        worker = Worker(queue, {NOOP_JOB.name: noop}, concurrency=concurrency, poll_interval=0.05)
         started = time.perf_counter()
         task = asyncio.create_task(worker.run(stop))
         await asyncio.wait_for(done.wait(), timeout=600)

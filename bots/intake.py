@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel
+
 from db.deliveries import record_delivery
-from db.jobs import JobQueue
+from db.jobs import JobKind, JobQueue, VerbatimJson
 from db.logcontext import log_context
 from db.metrics import EVENTS_RECEIVED
 from db.store import Store
@@ -23,6 +25,17 @@ log = logging.getLogger(__name__)
 # As long as a reply's: a platform outage of hours delays a mention but does not
 # lose it.
 EVENT_JOB_MAX_ATTEMPTS = 20
+
+
+class WebhookEventPayload(BaseModel):
+    """A GitHub or GitLab delivery worth a job (their `<platform>.event` jobs)."""
+
+    delivery_id: str
+    # The platform's event name (X-GitHub-Event, X-Gitlab-Event).
+    event: str
+    # The delivery's body: queued as received when it is JSON text (VerbatimJson),
+    # which spares encoding it again (bench/RESULTS.md).
+    payload: dict[str, Any] | VerbatimJson
 
 
 class Intake(StrEnum):
@@ -41,8 +54,8 @@ class Delivery:
     delivery_id: str
     # What the log line says it was, e.g. "issue_comment.created".
     description: str
-    job_kind: str
-    payload: Any
+    job_kind: JobKind[Any]
+    payload: BaseModel
     # Serialises the jobs of one thread (or installation): they run in order.
     job_key: str
 
@@ -63,7 +76,7 @@ async def record_and_queue(store: Store, queue: JobQueue, delivery: Delivery) ->
             delivery.job_kind,
             delivery.payload,
             key=delivery.job_key,
-            idempotency_key=f"{delivery.job_kind}:{delivery.delivery_id}",
+            idempotency_key=f"{delivery.job_kind.name}:{delivery.delivery_id}",
             max_attempts=EVENT_JOB_MAX_ATTEMPTS,
         )
     count(delivery.platform, Intake.QUEUED)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agent.events import START_JOB, TURN_MESSAGE_JOB
+from agent.events import START_JOB, TURN_MESSAGE_JOB, StartPayload, TurnMessagePayload
 from bots.markers import MarkedThread, marker, post_once
 from bots.texts import acknowledgement, permission_refusal
 from db.callbacks import ConversationCallback, insert_callback
@@ -180,22 +180,22 @@ async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: 
             if continuing:
                 job_id = await queue.enqueue(
                     TURN_MESSAGE_JOB,
-                    {"callback_id": callback.id},
+                    TurnMessagePayload(callback_id=callback.id),
                     key=turn.conversation_id,
                     idempotency_key=f"mention:{turn.platform}:{turn.delivery_id}",
                 )
             else:
                 job_id = await queue.enqueue(
                     START_JOB,
-                    {
-                        "conversation_id": turn.conversation_id,
-                        "prompt": turn.text,
-                        "tags": turn.tags,
-                        "platform": turn.platform,
-                        "delivery_id": turn.delivery_id,
-                        "callback_id": callback.id,
-                        "received_at": turn.received_at,
-                    },
+                    StartPayload(
+                        conversation_id=turn.conversation_id,
+                        prompt=turn.text,
+                        tags=turn.tags,
+                        platform=turn.platform,
+                        delivery_id=turn.delivery_id,
+                        callback_id=callback.id,
+                        received_at=turn.received_at,
+                    ),
                     key=turn.conversation_id,
                     idempotency_key=f"mention:{turn.platform}:{turn.delivery_id}",
                 )

@@ -20,7 +20,9 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from db.store import Store, now
 from db.wakeups import notifying
@@ -100,6 +102,71 @@ class VerbatimJson:
             return cls(body.decode("utf-8"))
         except UnicodeDecodeError:
             return None
+
+
+def json_object(document: dict[str, Any] | VerbatimJson) -> dict[str, Any]:
+    """The JSON object of a payload field that may be queued as received: a handler
+    reads it back parsed; the VerbatimJson only ever exists on the way in."""
+    if isinstance(document, dict):
+        return document
+    parsed = json.loads(document.text)
+    if not isinstance(parsed, dict):
+        raise ValueError("the verbatim document is not a JSON object")
+    return parsed
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class JobKind(Generic[P]):
+    """A kind of job and the model of its payload, declared together so that the
+    code that queues such jobs and the handler that runs them agree on one shape.
+
+    Stored payloads outlive a release: a job queued by the previous version runs
+    in the next one. So a model keeps its field names, and a field it gains is
+    optional (rows queued before lack it)."""
+
+    name: str
+    payload: type[P]
+
+    def payload_of(self, job: Job) -> P:
+        """`job`'s payload, validated. One that does not fit the model fails the job
+        for good (no attempt could make it fit) with an error naming the kind."""
+        if job.kind != self.name:
+            raise PermanentJobError(f"job {job.id} is a {job.kind!r} job, not {self.name!r}")
+        try:
+            return self.payload.model_validate(job.payload)
+        except ValidationError as exc:
+            # Without the ValidationError's own text, which quotes the input.
+            raise PermanentJobError(
+                f"{self.name} job {job.id}: its payload does not load: {_problems(exc)}"
+            ) from None
+
+    def encode(self, payload: P) -> str:
+        """`payload` as its job stores it, which must be of exactly this kind's model.
+
+        Only the fields the caller set are stored: one left at its default reads
+        back as that default, and every job keeps the shape it had before these
+        models (a start job queued by the API has no `platform`, say). A VerbatimJson
+        field is stored as its text."""
+        if type(payload) is not self.payload:
+            raise TypeError(
+                f"{self.name} jobs take a {self.payload.__name__} payload,"
+                f" not {type(payload).__name__}"
+            )
+        verbatim = {name: value for name, value in payload if isinstance(value, VerbatimJson)}
+        unset = type(payload).model_fields.keys() - payload.model_fields_set
+        document = payload.model_dump(mode="json", exclude=unset | verbatim.keys())
+        return encode_payload({**document, **verbatim})
+
+
+def _problems(exc: ValidationError) -> str:
+    """Where and how a payload fails its model, without the values it holds."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or 'payload'}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)
+    )
 
 
 def encode_payload(payload: Mapping[str, Any]) -> str:
@@ -183,8 +250,8 @@ class JobQueue:
 
     async def enqueue(
         self,
-        kind: str,
-        payload: dict[str, Any],
+        kind: JobKind[P],
+        payload: P,
         *,
         key: str | None = None,
         idempotency_key: str | None = None,
@@ -194,9 +261,11 @@ class JobQueue:
         """Queue a job; returns its id, or None when the idempotency key was seen before.
 
         Runs in the caller's transaction when there is one, so the job exists
-        exactly when the caller's other writes do. A VerbatimJson member of `payload`
-        is stored as its text: a handler reads back the document it holds.
+        exactly when the caller's other writes do. `payload` is an instance of
+        exactly `kind`'s model (JobKind.encode says how it is stored); a VerbatimJson
+        field is stored as its text: a handler reads back the document it holds.
         """
+        encoded = kind.encode(payload)
         stamp = now()
         runnable_now = delay <= 0
         row = await self.store.fetch_one(
@@ -208,8 +277,8 @@ class JobQueue:
                 runnable_now,
             ),
             {
-                "kind": kind,
-                "payload": encode_payload(payload),
+                "kind": kind.name,
+                "payload": encoded,
                 "key": key,
                 "idempotency_key": idempotency_key,
                 "status": JobStatus.QUEUED.value,

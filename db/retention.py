@@ -35,13 +35,21 @@ import math
 import time
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from db.callbacks import REPLY_KEY_PREFIX, CallbackStatus
-from db.jobs import Job, JobQueue, JobStatus
+from db.jobs import Job, JobKind, JobQueue, JobStatus
 from db.store import Store, now
 
 log = logging.getLogger(__name__)
 
-PRUNE_JOB = "maintenance.prune"
+
+class PrunePayload(BaseModel):
+    # The number of the period the run belongs to (epoch seconds // period length).
+    period: int
+
+
+PRUNE_JOB = JobKind("maintenance.prune", PrunePayload)
 PRUNE_PERIOD_SECONDS = 3600.0
 BATCH_SIZE = 500
 BATCH_PAUSE_SECONDS = 0.02
@@ -152,7 +160,7 @@ class Retention:
         alive = await self.store.fetch_one(
             "SELECT id FROM jobs WHERE kind = :kind AND status IN (:queued, :running) LIMIT 1",
             {
-                "kind": PRUNE_JOB,
+                "kind": PRUNE_JOB.name,
                 "queued": JobStatus.QUEUED.value,
                 "running": JobStatus.RUNNING.value,
             },
@@ -164,8 +172,8 @@ class Retention:
     async def _queue_run(self, period_number: int) -> int | None:
         return await self.queue.enqueue(
             PRUNE_JOB,
-            {"period": period_number},
-            idempotency_key=f"{PRUNE_JOB}:{period_number}",
+            PrunePayload(period=period_number),
+            idempotency_key=f"{PRUNE_JOB.name}:{period_number}",
             delay=max(0.0, period_number * self.period - now()),
         )
 
@@ -176,7 +184,8 @@ class Retention:
         # The next run first, so that a run that keeps failing does not end the
         # series; after a stop of several periods, the next run is the next period's,
         # not each missed one in turn.
-        await self._queue_run(max(int(job.payload["period"]), self._current_period()) + 1)
+        period = PRUNE_JOB.payload_of(job).period
+        await self._queue_run(max(period, self._current_period()) + 1)
         started = time.monotonic()
         result = await prune(
             self.store,

@@ -21,7 +21,12 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from agent.client import AgentClient
-from agent.events import TURN_MESSAGE_JOB, AgentState, AgentStateChangedObservation
+from agent.events import (
+    TURN_MESSAGE_JOB,
+    AgentState,
+    AgentStateChangedObservation,
+    TurnMessagePayload,
+)
 from db.callbacks import (
     CallbackStatus,
     ConversationCallback,
@@ -31,7 +36,7 @@ from db.callbacks import (
     reply_idempotency_key,
     save_callback,
 )
-from db.jobs import JobQueue, PermanentJobError
+from db.jobs import JobKind, JobQueue, PermanentJobError
 from db.store import Store
 from processors.summary import SummaryMode, collect_summary
 
@@ -39,7 +44,6 @@ log = logging.getLogger(__name__)
 
 ApiT = TypeVar("ApiT")
 
-REPLY_JOB = "callback.reply"
 # Replies ride out platform outages of a few hours: 20 attempts with the queue's
 # backoff (doubling from 2 s, capped at 30 min) keep trying for 2.5 to 5 hours.
 REPLY_MAX_ATTEMPTS = 20
@@ -101,6 +105,10 @@ class Reply(BaseModel):
     # produced this reply arrived (for the stop -> reply latency); None when unknown.
     origin_delivery_id: str | None = None
     stopped_at: float | None = None
+
+
+# Deliver a reply to where its conversation came from; the payload is the Reply.
+REPLY_JOB = JobKind("callback.reply", Reply)
 
 
 class ConversationCallbackProcessor(BaseModel, ABC):
@@ -218,7 +226,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             )
             await context.queue.enqueue(
                 REPLY_JOB,
-                reply.model_dump(mode="json"),
+                reply,
                 # Replies of one conversation arrive in turn order; their own key
                 # keeps a platform outage from holding up the conversation's jobs.
                 key=f"reply:{callback.conversation_id}",
@@ -276,9 +284,10 @@ async def queue_next_turn(
     waiting = await waiting_turns(context, conversation_id)
     if waiting:
         next_callback, _ = waiting[0]
+        assert next_callback.id is not None  # a stored row
         await context.queue.enqueue(
             TURN_MESSAGE_JOB,
-            {"callback_id": next_callback.id},
+            TurnMessagePayload(callback_id=next_callback.id),
             key=conversation_id,
             idempotency_key=f"turn:{next_callback.id}:after:{closed_callback_id}",
         )

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agent.events import (
     START_JOB,
@@ -21,6 +20,7 @@ from agent.events import (
     STOPPED_STATES,
     TURN_MESSAGE_JOB,
     AgentStateChangedObservation,
+    StartPayload,
     state_for_status,
 )
 from db.callbacks import (
@@ -32,7 +32,7 @@ from db.callbacks import (
     save_callback,
 )
 from db.conversation_links import forget_links
-from db.jobs import Job, JobHandler, PermanentJobError
+from db.jobs import Job, JobHandler, JobKind, PermanentJobError
 from db.logcontext import bind, log_context
 from db.metrics import MENTION_TO_AGENT_SECONDS, REPLIES, REPLY_SECONDS
 from db.store import now
@@ -49,8 +49,13 @@ from processors.summary import send_user_message_once
 
 log = logging.getLogger(__name__)
 
+
+class CatchUpPayload(BaseModel):
+    callback_id: int
+
+
 # Runs one newly registered callback if its conversation has already stopped.
-CATCH_UP_JOB = "callback.catch_up"
+CATCH_UP_JOB = JobKind("callback.catch_up", CatchUpPayload)
 
 START_FAILED_TEXT = "The agent could not start working on this request."
 MESSAGE_FAILED_TEXT = "The agent could not take up this message."
@@ -60,12 +65,13 @@ GAVE_UP_TEXT = "agent-relay could not reach the agent for too long and stopped w
 
 def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
     async def on_state_changed(job: Job) -> None:
-        observation = AgentStateChangedObservation.model_validate(job.payload["observation"])
+        payload = STATE_CHANGED_JOB.payload_of(job)
+        observation = payload.observation
         if observation.received_at is None:
             # The job was queued when the event arrived.
             observation = observation.model_copy(update={"received_at": job.created_at})
         bind(conversation=observation.conversation_id)
-        only = job.payload.get("callback_id")
+        only = payload.callback_id
         await _closing_on_last_attempt(
             context,
             job,
@@ -75,7 +81,7 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
         )
 
     async def on_catch_up(job: Job) -> None:
-        callback = await get_callback(context.store, job.payload["callback_id"])
+        callback = await get_callback(context.store, CATCH_UP_JOB.payload_of(job).callback_id)
         if callback is None or callback.status is not CallbackStatus.ACTIVE:
             return
         bind(conversation=callback.conversation_id, callback=callback.id)
@@ -84,18 +90,18 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
         )
 
     async def on_start(job: Job) -> None:
-        conversation_id = job.payload["conversation_id"]
+        start = START_JOB.payload_of(job)
         bind(
-            delivery=job.payload.get("delivery_id"),
-            conversation=conversation_id,
-            callback=job.payload.get("callback_id"),
+            delivery=start.delivery_id,
+            conversation=start.conversation_id,
+            callback=start.callback_id,
         )
         await _closing_on_last_attempt(
-            context, job, conversation_id, None, start_conversation(context, job.payload)
+            context, job, start.conversation_id, None, start_conversation(context, start)
         )
 
     async def on_turn_message(job: Job) -> None:
-        callback = await get_callback(context.store, job.payload["callback_id"])
+        callback = await get_callback(context.store, TURN_MESSAGE_JOB.payload_of(job).callback_id)
         if callback is None or callback.status is not CallbackStatus.ACTIVE:
             return
         bind(conversation=callback.conversation_id, callback=callback.id)
@@ -104,7 +110,7 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
         )
 
     async def on_reply(job: Job) -> None:
-        reply = Reply.model_validate(job.payload)
+        reply = REPLY_JOB.payload_of(job)
         bind(
             delivery=reply.origin_delivery_id,
             conversation=reply.conversation_id,
@@ -118,11 +124,11 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
             raise
 
     return {
-        STATE_CHANGED_JOB: on_state_changed,
-        CATCH_UP_JOB: on_catch_up,
-        START_JOB: on_start,
-        TURN_MESSAGE_JOB: on_turn_message,
-        REPLY_JOB: on_reply,
+        STATE_CHANGED_JOB.name: on_state_changed,
+        CATCH_UP_JOB.name: on_catch_up,
+        START_JOB.name: on_start,
+        TURN_MESSAGE_JOB.name: on_turn_message,
+        REPLY_JOB.name: on_reply,
     }
 
 
@@ -276,11 +282,11 @@ async def deliver_reply(context: ProcessorContext, reply: Reply) -> None:
     log.info("reply of callback %s delivered (%s)", reply.callback_id, reply.status.value)
 
 
-async def start_conversation(context: ProcessorContext, payload: dict[str, Any]) -> None:
-    conversation_id = payload["conversation_id"]
+async def start_conversation(context: ProcessorContext, start: StartPayload) -> None:
+    conversation_id = start.conversation_id
     try:
         await context.agent.start_conversation(
-            payload["prompt"], conversation_id=conversation_id, tags=payload.get("tags") or {}
+            start.prompt, conversation_id=conversation_id, tags=start.tags
         )
     except PermanentJobError as exc:
         async with context.store.transaction():
@@ -289,11 +295,8 @@ async def start_conversation(context: ProcessorContext, payload: dict[str, Any])
             # starts a new one instead of continuing this one.
             await forget_links(context.store, conversation_id)
         raise
-    received_at = payload.get("received_at")
-    if received_at is not None:
-        MENTION_TO_AGENT_SECONDS.labels(platform=payload.get("platform")).observe(
-            now() - received_at
-        )
+    if start.received_at is not None:
+        MENTION_TO_AGENT_SECONDS.labels(platform=start.platform).observe(now() - start.received_at)
     log.info("conversation %s started", conversation_id)
 
 

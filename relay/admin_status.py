@@ -409,7 +409,7 @@ class StatusReader:
             "SELECT job_key, payload FROM jobs WHERE kind = :kind AND job_key IN ("
             + ", ".join(f":{name}" for name in names)
             + ")",
-            {"kind": START_JOB, **names},
+            {"kind": START_JOB.name, **names},
         )
         paths: dict[str, str] = {}
         for row in found:

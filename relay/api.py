@@ -17,6 +17,7 @@ from agent.events import (
     START_JOB,
     STOPPED_STATES,
     MalformedEvents,
+    StartPayload,
     normalize_conversation_id,
     state_for_status,
 )
@@ -32,7 +33,7 @@ from db.callbacks import (
 from db.jobs import JobQueue, PermanentJobError, RetryableJobError
 from db.store import Store
 from processors.receiver_guard import literal_refusal
-from processors.runtime import CATCH_UP_JOB
+from processors.runtime import CATCH_UP_JOB, CatchUpPayload
 from processors.webhook import WebhookProcessor
 
 
@@ -165,7 +166,7 @@ class RelayApi:
             )
             await self.queue.enqueue(
                 START_JOB,
-                {"conversation_id": conversation_id, "prompt": prompt, "tags": tags},
+                StartPayload(conversation_id=conversation_id, prompt=prompt, tags=tags),
                 key=conversation_id,
                 idempotency_key=f"start:{conversation_id}",
             )
@@ -245,12 +246,13 @@ class RelayApi:
             callback = await insert_callback(
                 self.store, ConversationCallback.for_processor(conversation_id, processor)
             )
+            assert callback.id is not None
             if _may_have_stopped(told_status, heard):
                 # No state change may ever come: the catch-up job looks at the agent
                 # once it runs, behind the jobs already queued for the conversation.
                 await self.queue.enqueue(
                     CATCH_UP_JOB,
-                    {"callback_id": callback.id},
+                    CatchUpPayload(callback_id=callback.id),
                     key=conversation_id,
                     idempotency_key=f"catch-up:{callback.id}",
                 )

@@ -112,7 +112,7 @@ class Relay:
             retention_days=settings.retention_days,
             period=settings.retention_interval_seconds,
         )
-        handlers[PRUNE_JOB] = retention.handle
+        handlers[PRUNE_JOB.name] = retention.handle
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
         return cls(
             settings,

@@ -21,14 +21,14 @@ from starlette.routing import Route
 
 from bots.github.credentials import GithubAppSource
 from bots.github.triggers import PLATFORM, trigger_of
-from bots.intake import Delivery, Intake, count, record_and_queue
-from db.jobs import JobQueue, VerbatimJson
+from bots.intake import Delivery, Intake, WebhookEventPayload, count, record_and_queue
+from db.jobs import JobKind, JobQueue, VerbatimJson
 from db.store import Store
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/github/events"
-GITHUB_EVENT_JOB = "github.event"
+GITHUB_EVENT_JOB = JobKind("github.event", WebhookEventPayload)
 INSTALLATION_EVENTS = frozenset({"installation", "installation_repositories"})
 
 
@@ -78,12 +78,11 @@ def github_routes(
         if key is None:
             count(PLATFORM, Intake.IGNORED)
             return JSONResponse({"ok": True, "queued": False})
-        payload = {
-            "delivery_id": event.delivery_id,
-            "event": event.event,
-            "payload": VerbatimJson.of_body(body, request.headers.get("content-type"))
-            or event.data,
-        }
+        payload = WebhookEventPayload(
+            delivery_id=event.delivery_id,
+            event=event.event,
+            payload=VerbatimJson.of_body(body, request.headers.get("content-type")) or event.data,
+        )
         delivery = Delivery(
             platform=PLATFORM,
             delivery_id=event.delivery_id,

@@ -21,6 +21,7 @@ from gidgethub.routing import Router
 from gidgethub.sansio import Event
 
 from bots.github.api import GithubApi, GithubThread
+from bots.github.inbound import GITHUB_EVENT_JOB
 from bots.github.reply import GithubCallbackProcessor
 from bots.github.triggers import PLATFORM, GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.markers import marker, post_once
@@ -32,7 +33,7 @@ from db.installations import (
     save_installation,
     set_installation_status,
 )
-from db.jobs import Job, JobQueue, PermanentJobError
+from db.jobs import Job, JobQueue, PermanentJobError, json_object
 from db.logcontext import bind
 from db.secrets import SecretBox
 from db.store import Store
@@ -63,9 +64,9 @@ class GithubEventJob:
     edit_ack_comment: bool = False
 
     async def handle(self, job: Job) -> None:
-        payload = job.payload
+        payload = GITHUB_EVENT_JOB.payload_of(job)
         event = Event(
-            payload["payload"], event=payload["event"], delivery_id=payload["delivery_id"]
+            json_object(payload.payload), event=payload.event, delivery_id=payload.delivery_id
         )
         # The worker runs each job in a task of its own: what is bound here stays in it.
         bind(delivery=event.delivery_id)

@@ -98,7 +98,7 @@ def build(settings: GithubSettings, shared: Shared) -> Platform:
         PLATFORM,
         enabled=True,
         api=api,
-        job_handlers={GITHUB_EVENT_JOB: event_job.handle},
+        job_handlers={GITHUB_EVENT_JOB.name: event_job.handle},
         routes=routes,
         # Parsing the App's key holds the event loop for tens of milliseconds: once,
         # now, rather than in the first job.

@@ -28,14 +28,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bots.gitlab.triggers import PLATFORM, TRIGGER_EVENTS, trigger_of
-from bots.intake import Delivery, Intake, count, record_and_queue
-from db.jobs import JobQueue, VerbatimJson
+from bots.intake import Delivery, Intake, WebhookEventPayload, count, record_and_queue
+from db.jobs import JobKind, JobQueue, VerbatimJson
 from db.store import Store
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/gitlab/events"
-GITLAB_EVENT_JOB = "gitlab.event"
+GITLAB_EVENT_JOB = JobKind("gitlab.event", WebhookEventPayload)
 
 
 @dataclass
@@ -138,7 +138,9 @@ class GitlabEvents:
                 delivery_id=delivery_id,
                 description=f"{event.event}, {trigger.thread_key}",
                 job_kind=GITLAB_EVENT_JOB,
-                payload={"delivery_id": delivery_id, "event": event.event, "payload": document},
+                payload=WebhookEventPayload(
+                    delivery_id=delivery_id, event=event.event, payload=document
+                ),
                 job_key=f"{PLATFORM}:{trigger.thread_key}",
             ),
         )

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bots.gitlab.api import DEVELOPER_ACCESS, GitlabApi, GitlabThread, GitlabUser, Place
+from bots.gitlab.inbound import GITLAB_EVENT_JOB
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import PLATFORM, GitlabTrigger, Noteable, trigger_of
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, shorten
 from bots.turns import Context, count_refusal, refuse, take_turn
-from db.jobs import Job, JobQueue
+from db.jobs import Job, JobQueue, json_object
 from db.logcontext import bind
 from db.store import Store
 
@@ -52,13 +53,14 @@ class GitlabEventJob:
     trigger_label: str
 
     async def handle(self, job: Job) -> None:
-        delivery_id = str(job.payload["delivery_id"])
+        payload = GITLAB_EVENT_JOB.payload_of(job)
+        delivery_id = payload.delivery_id
         # The worker runs each job in a task of its own: what is bound here stays in it.
         bind(delivery=delivery_id)
         bot = await self.api.bot_user()
         trigger = trigger_of(
-            job.payload["event"],
-            job.payload["payload"],
+            payload.event,
+            json_object(payload.payload),
             mention=self.mention,
             label=self.trigger_label,
             bot_user_id=bot.id,

@@ -59,7 +59,7 @@ def build(settings: GitlabSettings, shared: Shared) -> Platform:
         PLATFORM,
         enabled=True,
         api=api,
-        job_handlers={GITLAB_EVENT_JOB: event_job.handle},
+        job_handlers={GITLAB_EVENT_JOB.name: event_job.handle},
         routes=routes,
     )
 

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from bots.intake import Delivery, Intake, count, record_and_queue
 from bots.slack.api import new_web_client
-from bots.slack.job import SLACK_EVENT_JOB
+from bots.slack.job import SLACK_EVENT_JOB, SlackEventPayload
 from bots.slack.manifest import bot_scopes
 from bots.slack.triggers import PLATFORM, trigger_of
 from db.jobs import JobQueue
@@ -105,13 +105,13 @@ def _event_recorder(
         if trigger is None or not isinstance(event_id, str):
             count(PLATFORM, Intake.IGNORED)
             return
-        payload = {
-            "event_id": event_id,
-            "team_id": team_id,
-            "enterprise_id": context.enterprise_id,
-            "bot_user_id": context.bot_user_id,
-            "event": event,
-        }
+        payload = SlackEventPayload(
+            event_id=event_id,
+            team_id=team_id,
+            enterprise_id=context.enterprise_id,
+            bot_user_id=context.bot_user_id,
+            event=event,
+        )
         await record_and_queue(
             store,
             queue,

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.formatting import slack_link
 from bots.slack.reply import SlackCallbackProcessor
@@ -22,13 +24,24 @@ from bots.slack.triggers import PLATFORM, SlackTrigger, mentioned_users, trigger
 from bots.texts import WORKING_REACTION
 from bots.triggers import infer_repository
 from bots.turns import Context, count_refusal, take_turn
-from db.jobs import Job, JobQueue
+from db.jobs import Job, JobKind, JobQueue
 from db.logcontext import bind
 from db.store import Store
 
 log = logging.getLogger(__name__)
 
-SLACK_EVENT_JOB = "slack.event"
+
+class SlackEventPayload(BaseModel):
+    """An accepted Slack event, with what Bolt knew of its workspace."""
+
+    event_id: str
+    team_id: str
+    enterprise_id: str | None = None
+    bot_user_id: str | None = None
+    event: dict[str, Any]
+
+
+SLACK_EVENT_JOB = JobKind("slack.event", SlackEventPayload)
 # Marks agent-relay's "on it" replies (Slack message metadata), so a retried job
 # finds the one it posted instead of posting another.
 ACK_EVENT_TYPE = "agent_relay_ack"
@@ -49,13 +62,13 @@ class SlackEventJob:
     default_repository: str | None = None
 
     async def handle(self, job: Job) -> None:
-        payload = job.payload
+        payload = SLACK_EVENT_JOB.payload_of(job)
         # The worker runs each job in a task of its own: what is bound here stays in it.
-        bind(delivery=payload["event_id"])
-        trigger = trigger_of(payload["event"], payload["team_id"], payload.get("bot_user_id"))
+        bind(delivery=payload.event_id)
+        trigger = trigger_of(payload.event, payload.team_id, payload.bot_user_id)
         if trigger is None:
             return
-        team = await self.api.team(trigger.team_id, payload.get("enterprise_id"))
+        team = await self.api.team(trigger.team_id, payload.enterprise_id)
         if not trigger.text:
             await team.post_in_thread(trigger.channel, trigger.thread_ts, USAGE_HINT)
             count_refusal(PLATFORM, "no_request")
@@ -64,9 +77,9 @@ class SlackEventJob:
         mention = SlackMention(
             team,
             trigger,
-            delivery_id=payload["event_id"],
-            enterprise_id=payload.get("enterprise_id"),
-            bot_user_id=payload.get("bot_user_id"),
+            delivery_id=payload.event_id,
+            enterprise_id=payload.enterprise_id,
+            bot_user_id=payload.bot_user_id,
             default_repository=self.default_repository,
         )
         await take_turn(

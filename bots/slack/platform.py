@@ -80,7 +80,7 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
         PLATFORM,
         enabled=True,
         api=api,
-        job_handlers={SLACK_EVENT_JOB: event_job.handle},
+        job_handlers={SLACK_EVENT_JOB.name: event_job.handle},
         routes=routes,
         parts={"installations": installations},
     )

@@ -102,7 +102,7 @@ async def test_corpus_replay_queues_exactly_the_state_changes(
 
     assert jobs_after_batch == {2: 0, 3: 1, 4: 1, 5: 1, 6: 2, 7: 3, 8: 3}
     jobs = await state_jobs(store)
-    assert [job["kind"] for job in jobs] == [STATE_CHANGED_JOB] * 3
+    assert [job["kind"] for job in jobs] == [STATE_CHANGED_JOB.name] * 3
     assert all(job["job_key"] == CONVERSATION_HEX for job in jobs)
     for job, (number, state, event_prefix) in zip(jobs, EXPECTED_STATE_CHANGES, strict=True):
         assert set(job["payload"]) == {"observation"}
@@ -242,7 +242,7 @@ async def test_seed_format_object_queues_one_job(client: httpx.AsyncClient, stor
     assert response.status_code == 200
     assert response.json()["jobs"] == 1
     [job] = await state_jobs(store)
-    assert job["kind"] == STATE_CHANGED_JOB
+    assert job["kind"] == STATE_CHANGED_JOB.name
     assert job["job_key"] == CONVERSATION_HEX
     assert job["payload"]["observation"]["agent_state"] == "finished"
     assert job["payload"]["observation"]["reason"] == "done"
@@ -382,7 +382,7 @@ async def test_deleted_conversation_info_queues_one_stopped_job(
     assert response.json() == {"accepted": True, "jobs": 1}
     [job] = await state_jobs(store)
     conversation_hex = info["id"].replace("-", "")
-    assert job["kind"] == STATE_CHANGED_JOB
+    assert job["kind"] == STATE_CHANGED_JOB.name
     assert job["job_key"] == conversation_hex
     observation = job["payload"]["observation"]
     assert observation["conversation_id"] == conversation_hex

@@ -98,7 +98,7 @@ async def test_new_turn_records_link_callback_and_start_job(store: Store) -> Non
     # Where the turn came from, for its log lines and its latency.
     assert (processor.origin_delivery_id, processor.origin_received_at) == ("Ev1", 1700000000.5)
     [job] = await jobs(store)
-    assert job["kind"] == START_JOB
+    assert job["kind"] == START_JOB.name
     assert job["job_key"] == first.conversation_id
     assert job["payload"] == {
         "conversation_id": first.conversation_id,
@@ -173,8 +173,8 @@ async def test_continuing_turn_queues_its_message_and_moves_the_cursor(store: St
     assert follow_up.processor.turn_message is None  # type: ignore[attr-defined]
 
     start, message = await jobs(store)
-    assert start["kind"] == START_JOB
-    assert message["kind"] == TURN_MESSAGE_JOB
+    assert start["kind"] == START_JOB.name
+    assert message["kind"] == TURN_MESSAGE_JOB.name
     assert message["job_key"] == first.conversation_id
     assert message["payload"] == {"callback_id": callback_id}
 

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from db.deliveries import record_delivery
-from db.jobs import Job, JobQueue, JobStatus, VerbatimJson, backoff_delay, encode_payload
+from db.jobs import (
+    Job,
+    JobKind,
+    JobQueue,
+    JobStatus,
+    PermanentJobError,
+    VerbatimJson,
+    backoff_delay,
+    encode_payload,
+    json_object,
+)
 from db.migrations import migrate
 from db.store import Store, now
+from tests.support.job_kinds import AnyPayload, kind_named
 from tests.support.waiting import wait_for
+
+NOTIFY = kind_named("notify")
 
 SHORT_LEASE_SECONDS = 0.2
 
@@ -49,7 +64,7 @@ async def total_jobs(queue: JobQueue) -> int:
 
 async def test_enqueue_returns_an_id_and_stores_a_queued_job(queue: JobQueue) -> None:
     before = now()
-    job_id = await queue.enqueue("notify", {"text": "hello", "n": 1}, key="conv-1")
+    job_id = await queue.enqueue(NOTIFY, AnyPayload(text="hello", n=1), key="conv-1")
 
     assert isinstance(job_id, int)
     job = await fetch(queue, job_id)
@@ -67,8 +82,8 @@ async def test_enqueue_returns_an_id_and_stores_a_queued_job(queue: JobQueue) ->
 async def test_enqueue_with_a_seen_idempotency_key_returns_none_and_adds_no_row(
     queue: JobQueue,
 ) -> None:
-    first = await queue.enqueue("notify", {"n": 1}, idempotency_key="delivery-42")
-    duplicate = await queue.enqueue("notify", {"n": 2}, idempotency_key="delivery-42")
+    first = await queue.enqueue(NOTIFY, AnyPayload(n=1), idempotency_key="delivery-42")
+    duplicate = await queue.enqueue(NOTIFY, AnyPayload(n=2), idempotency_key="delivery-42")
 
     assert first is not None
     assert duplicate is None
@@ -77,14 +92,14 @@ async def test_enqueue_with_a_seen_idempotency_key_returns_none_and_adds_no_row(
 
 
 async def test_jobs_without_idempotency_key_never_collide(queue: JobQueue) -> None:
-    ids = [await queue.enqueue("notify", {}) for _ in range(3)]
+    ids = [await queue.enqueue(NOTIFY, AnyPayload()) for _ in range(3)]
 
     assert None not in ids
     assert len(set(ids)) == 3
 
 
 async def test_enqueue_with_delay_is_not_claimable_before_its_time(queue: JobQueue) -> None:
-    await queue.enqueue("notify", {}, delay=60)
+    await queue.enqueue(NOTIFY, AnyPayload(), delay=60)
 
     assert await queue.claim() is None
 
@@ -92,7 +107,7 @@ async def test_enqueue_with_delay_is_not_claimable_before_its_time(queue: JobQue
 async def test_enqueue_in_a_committed_transaction_keeps_the_job(store: Store) -> None:
     queue = JobQueue(store)
     async with store.transaction():
-        job_id = await queue.enqueue("notify", {})
+        job_id = await queue.enqueue(NOTIFY, AnyPayload())
 
     assert job_id is not None
     assert await queue.get(job_id) is not None
@@ -107,7 +122,7 @@ async def test_enqueue_in_a_transaction_that_raises_leaves_no_job(store: Store) 
     with pytest.raises(Boom):
         async with store.transaction():
             assert await record_delivery(store, "github", "delivery-1")
-            job_id = await queue.enqueue("notify", {}, idempotency_key="delivery-1")
+            job_id = await queue.enqueue(NOTIFY, AnyPayload(), idempotency_key="delivery-1")
             assert job_id is not None
             raise Boom
 
@@ -121,7 +136,7 @@ async def test_enqueue_in_a_transaction_that_raises_leaves_no_job(store: Store) 
 
 
 async def test_claim_leases_the_job_and_a_second_claim_gets_nothing(queue: JobQueue) -> None:
-    job_id = await queue.enqueue("notify", {"n": 1})
+    job_id = await queue.enqueue(NOTIFY, AnyPayload(n=1))
 
     before = now()
     job = await claim_one(queue)
@@ -143,7 +158,7 @@ async def test_claim_on_an_empty_queue_returns_none(queue: JobQueue) -> None:
 
 
 async def test_claim_takes_jobs_in_enqueue_order(queue: JobQueue) -> None:
-    ids = [await queue.enqueue("notify", {"n": n}) for n in range(3)]
+    ids = [await queue.enqueue(NOTIFY, AnyPayload(n=n)) for n in range(3)]
 
     claimed = [(await claim_one(queue)).id for _ in ids]
 
@@ -151,7 +166,7 @@ async def test_claim_takes_jobs_in_enqueue_order(queue: JobQueue) -> None:
 
 
 async def test_complete_marks_the_job_done_and_releases_the_lease(queue: JobQueue) -> None:
-    await queue.enqueue("notify", {})
+    await queue.enqueue(NOTIFY, AnyPayload())
     job = await claim_one(queue)
 
     assert await queue.complete(job)
@@ -163,10 +178,10 @@ async def test_complete_marks_the_job_done_and_releases_the_lease(queue: JobQueu
 
 
 async def test_jobs_sharing_a_key_run_one_at_a_time_in_enqueue_order(queue: JobQueue) -> None:
-    first_of_k = await queue.enqueue("notify", {}, key="K")
-    second_of_k = await queue.enqueue("notify", {}, key="K")
-    other_key = await queue.enqueue("notify", {}, key="L")
-    keyless = await queue.enqueue("notify", {})
+    first_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K")
+    second_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K")
+    other_key = await queue.enqueue(NOTIFY, AnyPayload(), key="L")
+    keyless = await queue.enqueue(NOTIFY, AnyPayload())
 
     first = await claim_one(queue)
     assert first.id == first_of_k
@@ -180,10 +195,10 @@ async def test_jobs_sharing_a_key_run_one_at_a_time_in_enqueue_order(queue: JobQ
 
 
 async def test_claim_batch_takes_one_job_per_key_in_claim_order(queue: JobQueue) -> None:
-    first_of_k = await queue.enqueue("notify", {}, key="K")
-    second_of_k = await queue.enqueue("notify", {}, key="K")
-    other_key = await queue.enqueue("notify", {}, key="L")
-    keyless = [await queue.enqueue("notify", {}) for _ in range(3)]
+    first_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K")
+    second_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K")
+    other_key = await queue.enqueue(NOTIFY, AnyPayload(), key="L")
+    keyless = [await queue.enqueue(NOTIFY, AnyPayload()) for _ in range(3)]
 
     batch = await queue.claim_batch(10)
 
@@ -195,7 +210,7 @@ async def test_claim_batch_takes_one_job_per_key_in_claim_order(queue: JobQueue)
 
 
 async def test_claim_batch_takes_no_more_than_its_limit(queue: JobQueue) -> None:
-    ids = [await queue.enqueue("notify", {}) for _ in range(5)]
+    ids = [await queue.enqueue(NOTIFY, AnyPayload()) for _ in range(5)]
 
     first = await queue.claim_batch(2)
     rest = await queue.claim_batch(10)
@@ -207,9 +222,9 @@ async def test_claim_batch_takes_no_more_than_its_limit(queue: JobQueue) -> None
 async def test_complete_and_claim_records_the_finished_and_takes_their_keys_next_jobs(
     queue: JobQueue,
 ) -> None:
-    first_of_k = await queue.enqueue("notify", {}, key="K")
-    second_of_k = await queue.enqueue("notify", {}, key="K")
-    other = await queue.enqueue("notify", {})
+    first_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K")
+    second_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K")
+    other = await queue.enqueue(NOTIFY, AnyPayload())
     finished, lost = await queue.claim_batch(2)
     assert [finished.id, lost.id] == [first_of_k, other]
     # `lost` was taken over by another worker: its lease token is no longer ours.
@@ -228,7 +243,7 @@ async def test_complete_and_claim_records_the_finished_and_takes_their_keys_next
 async def test_concurrent_batch_claims_never_share_a_job_or_a_key(store: Store) -> None:
     queue = JobQueue(store)
     for n in range(40):
-        await queue.enqueue("notify", {"n": n}, key=f"key-{n % 8}")
+        await queue.enqueue(NOTIFY, AnyPayload(n=n), key=f"key-{n % 8}")
 
     batches = await asyncio.gather(*(JobQueue(store).claim_batch(6) for _ in range(4)))
 
@@ -241,9 +256,9 @@ async def test_a_keyed_job_waits_while_an_earlier_job_of_its_key_is_queued(
     queue: JobQueue,
 ) -> None:
     # The first job is queued but not yet due; the second is due, and must still wait.
-    first_of_k = await queue.enqueue("notify", {}, key="K", delay=60)
-    second_of_k = await queue.enqueue("notify", {}, key="K")
-    other_key = await queue.enqueue("notify", {}, key="L")
+    first_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K", delay=60)
+    second_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K")
+    other_key = await queue.enqueue(NOTIFY, AnyPayload(), key="L")
 
     assert (await claim_one(queue)).id == other_key
     assert await queue.claim() is None
@@ -260,8 +275,8 @@ async def test_a_keyed_job_waits_while_an_earlier_job_of_its_key_is_queued(
 async def test_a_keyed_job_waits_while_an_earlier_job_of_its_key_awaits_its_retry(
     queue: JobQueue,
 ) -> None:
-    await queue.enqueue("notify", {}, key="K")
-    second_of_k = await queue.enqueue("notify", {}, key="K")
+    await queue.enqueue(NOTIFY, AnyPayload(), key="K")
+    second_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K")
     first = await claim_one(queue)
 
     assert await queue.fail(first, "rate limited", retry_after=60) is JobStatus.QUEUED
@@ -275,8 +290,8 @@ async def test_a_keyed_job_waits_while_an_earlier_job_of_its_key_awaits_its_retr
 
 
 async def test_a_failed_job_does_not_block_the_later_jobs_of_its_key(queue: JobQueue) -> None:
-    await queue.enqueue("notify", {}, key="K")
-    second_of_k = await queue.enqueue("notify", {}, key="K")
+    await queue.enqueue(NOTIFY, AnyPayload(), key="K")
+    second_of_k = await queue.enqueue(NOTIFY, AnyPayload(), key="K")
     first = await claim_one(queue)
 
     assert await queue.fail(first, "broken", permanent=True) is JobStatus.FAILED
@@ -285,8 +300,8 @@ async def test_a_failed_job_does_not_block_the_later_jobs_of_its_key(queue: JobQ
 
 
 async def test_a_retried_job_waits_while_a_later_job_of_its_key_runs(queue: JobQueue) -> None:
-    first = await queue.enqueue("k", {}, key="conversation-1")
-    second = await queue.enqueue("k", {}, key="conversation-1")
+    first = await queue.enqueue(NOTIFY, AnyPayload(), key="conversation-1")
+    second = await queue.enqueue(NOTIFY, AnyPayload(), key="conversation-1")
     await queue.fail(await claim_one(queue), "boom", permanent=True)
     running = await claim_one(queue)
     assert running.id == second
@@ -310,14 +325,14 @@ async def test_a_job_committed_after_a_later_one_of_its_key_waits_for_it(
 
         async def slow_transaction() -> None:
             async with store.transaction():
-                await queue.enqueue("k", {}, key="conversation-1")
+                await queue.enqueue(NOTIFY, AnyPayload(), key="conversation-1")
                 inserted.set()
                 await release.wait()
 
         slow = asyncio.create_task(slow_transaction())
         await inserted.wait()
         async with store.transaction():
-            later = await queue.enqueue("k", {}, key="conversation-1")
+            later = await queue.enqueue(NOTIFY, AnyPayload(), key="conversation-1")
         running = await claim_one(queue)
         assert running.id == later
         release.set()
@@ -330,7 +345,7 @@ async def test_a_job_committed_after_a_later_one_of_its_key_waits_for_it(
 
 async def test_a_job_whose_lease_expired_is_claimable_again(store: Store) -> None:
     queue = JobQueue(store, lease_seconds=SHORT_LEASE_SECONDS)
-    job_id = await queue.enqueue("notify", {})
+    job_id = await queue.enqueue(NOTIFY, AnyPayload())
     first_lease = await claim_one(queue)
     assert await queue.claim() is None
 
@@ -346,7 +361,7 @@ async def test_a_job_whose_lease_expired_is_claimable_again(store: Store) -> Non
 
 async def test_the_old_holder_changes_nothing_after_losing_its_lease(store: Store) -> None:
     queue = JobQueue(store, lease_seconds=SHORT_LEASE_SECONDS)
-    await queue.enqueue("notify", {})
+    await queue.enqueue(NOTIFY, AnyPayload())
     old_holder = await claim_one(queue)
     new_holder = await wait_for(queue.claim, timeout=5, message="the lease never expired")
     taken_over = await fetch(queue, new_holder.id)
@@ -365,7 +380,7 @@ async def test_the_old_holder_changes_nothing_after_losing_its_lease(store: Stor
 
 async def test_extend_lease_pushes_lease_until_forward(store: Store) -> None:
     queue = JobQueue(store, lease_seconds=30)
-    await queue.enqueue("notify", {})
+    await queue.enqueue(NOTIFY, AnyPayload())
     job = await claim_one(queue)
     await store.execute(
         "UPDATE jobs SET lease_until = :soon WHERE id = :id", {"soon": now() + 1, "id": job.id}
@@ -381,7 +396,7 @@ async def test_extend_lease_pushes_lease_until_forward(store: Store) -> None:
 
 
 async def test_fail_with_retry_after_requeues_after_that_delay(queue: JobQueue) -> None:
-    await queue.enqueue("notify", {})
+    await queue.enqueue(NOTIFY, AnyPayload())
     job = await claim_one(queue)
 
     before = now()
@@ -402,7 +417,7 @@ async def test_fail_without_retry_after_backs_off_exponentially_within_bounds(
     store: Store,
 ) -> None:
     queue = JobQueue(store, backoff_base=10, backoff_cap=40, max_attempts=10)
-    job_id = await queue.enqueue("notify", {})
+    job_id = await queue.enqueue(NOTIFY, AnyPayload())
     assert job_id is not None
     expected_ceilings = [10, 20, 40, 40, 40]
 
@@ -446,7 +461,7 @@ def test_backoff_delay_grows_with_attempts_until_the_cap() -> None:
 async def test_a_job_failing_max_attempts_times_ends_failed_with_its_last_error(
     queue: JobQueue,
 ) -> None:
-    job_id = await queue.enqueue("notify", {}, max_attempts=3)
+    job_id = await queue.enqueue(NOTIFY, AnyPayload(), max_attempts=3)
 
     statuses = []
     for attempt in range(1, 4):
@@ -464,7 +479,7 @@ async def test_a_job_failing_max_attempts_times_ends_failed_with_its_last_error(
 
 
 async def test_fail_permanently_fails_at_once(queue: JobQueue) -> None:
-    job_id = await queue.enqueue("notify", {})
+    job_id = await queue.enqueue(NOTIFY, AnyPayload())
     job = await claim_one(queue)
 
     assert await queue.fail(job, "404 repository gone", permanent=True) is JobStatus.FAILED
@@ -478,7 +493,7 @@ async def test_fail_permanently_fails_at_once(queue: JobQueue) -> None:
 
 
 async def test_fail_keeps_a_bounded_error_text(queue: JobQueue) -> None:
-    await queue.enqueue("notify", {})
+    await queue.enqueue(NOTIFY, AnyPayload())
     job = await claim_one(queue)
 
     await queue.fail(job, "x" * 10_000, permanent=True)
@@ -488,7 +503,7 @@ async def test_fail_keeps_a_bounded_error_text(queue: JobQueue) -> None:
 
 
 async def test_retry_queues_a_failed_job_again_with_fresh_attempts(queue: JobQueue) -> None:
-    job_id = await queue.enqueue("notify", {}, max_attempts=1)
+    job_id = await queue.enqueue(NOTIFY, AnyPayload(), max_attempts=1)
     job = await claim_one(queue)
     assert await queue.fail(job, "gave up") is JobStatus.FAILED
     assert job_id is not None
@@ -505,9 +520,9 @@ async def test_retry_queues_a_failed_job_again_with_fresh_attempts(queue: JobQue
 
 
 async def test_retry_of_a_job_that_is_not_failed_returns_false(queue: JobQueue) -> None:
-    running_id = await queue.enqueue("notify", {})
-    done_id = await queue.enqueue("notify", {})
-    queued_id = await queue.enqueue("notify", {}, delay=60)
+    running_id = await queue.enqueue(NOTIFY, AnyPayload())
+    done_id = await queue.enqueue(NOTIFY, AnyPayload())
+    queued_id = await queue.enqueue(NOTIFY, AnyPayload(), delay=60)
     assert queued_id is not None and running_id is not None and done_id is not None
     running = await claim_one(queue)
     done = await claim_one(queue)
@@ -532,7 +547,7 @@ async def test_counts_reports_every_status_even_when_empty(queue: JobQueue) -> N
 
 async def test_counts_reports_jobs_per_status(queue: JobQueue) -> None:
     for n in range(5):
-        await queue.enqueue("notify", {"n": n})
+        await queue.enqueue(NOTIFY, AnyPayload(n=n))
     done = await claim_one(queue)
     failed = await claim_one(queue)
     await claim_one(queue)  # stays running
@@ -545,7 +560,7 @@ async def test_counts_reports_jobs_per_status(queue: JobQueue) -> None:
 async def test_newest_returns_newest_first_filtered_by_status_and_limited(
     queue: JobQueue,
 ) -> None:
-    ids = [await queue.enqueue("notify", {"n": n}) for n in range(4)]
+    ids = [await queue.enqueue(NOTIFY, AnyPayload(n=n)) for n in range(4)]
     first = await claim_one(queue)
     assert await queue.fail(first, "broken", permanent=True) is JobStatus.FAILED
 
@@ -559,17 +574,81 @@ async def test_newest_returns_newest_first_filtered_by_status_and_limited(
     assert await queue.newest(status=JobStatus.DONE) == []
 
 
+class Delivery(BaseModel):
+    """Shaped like a webhook's event job: the body may be queued as received."""
+
+    delivery_id: str
+    payload: dict[str, Any] | VerbatimJson
+    note: str | None = None
+
+
+DELIVERY = JobKind("delivery", Delivery)
+
+
 async def test_a_verbatim_json_member_is_stored_as_its_text_and_read_back_as_its_document(
     queue: JobQueue,
 ) -> None:
     text = '{\n  "title": "caf\u00e9 é",\n  "labels": [1, 2.5, null]\n}'
-    job_id = await queue.enqueue("kind", {"delivery_id": "d-1", "payload": VerbatimJson(text)})
+    job_id = await queue.enqueue(DELIVERY, Delivery(delivery_id="d-1", payload=VerbatimJson(text)))
     assert job_id is not None
 
     row = await queue.store.fetch_one("SELECT payload FROM jobs WHERE id = :id", {"id": job_id})
     assert row is not None and text in row["payload"]
     job = await fetch(queue, job_id)
     assert job.payload == {"delivery_id": "d-1", "payload": json.loads(text)}
+    read = DELIVERY.payload_of(job)
+    assert read.payload == json.loads(text) == json_object(read.payload)
+
+
+async def test_fields_left_at_their_default_are_not_stored(queue: JobQueue) -> None:
+    """A job keeps the shape it had before payloads had models: what the caller set."""
+    await queue.enqueue(DELIVERY, Delivery(delivery_id="d-1", payload={"a": 1}))
+    await queue.enqueue(DELIVERY, Delivery(delivery_id="d-2", payload={}, note=None))
+
+    first, second = sorted(await queue.newest(), key=lambda job: job.id)
+    assert first.payload == {"delivery_id": "d-1", "payload": {"a": 1}}
+    assert second.payload == {"delivery_id": "d-2", "payload": {}, "note": None}
+    assert DELIVERY.payload_of(first) == Delivery(delivery_id="d-1", payload={"a": 1})
+
+
+async def test_enqueue_takes_only_a_payload_of_the_kind_s_own_model(queue: JobQueue) -> None:
+    with pytest.raises(TypeError, match="delivery jobs take a Delivery payload"):
+        await queue.enqueue(DELIVERY, AnyPayload(delivery_id="d-1", payload={}))  # type: ignore[arg-type]
+
+    assert await total_jobs(queue) == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ({"payload": {}}, "delivery_id: Field required"),
+        ({"delivery_id": "d-1", "payload": [1, 2]}, "payload.dict[str,any]: Input should be"),
+        ({"delivery_id": 7, "payload": {}}, "delivery_id: Input should be a valid string"),
+    ],
+)
+async def test_a_payload_that_does_not_fit_its_model_fails_its_job_for_good(
+    store: Store, payload: dict[str, Any], problem: str
+) -> None:
+    await store.execute(
+        "INSERT INTO jobs (kind, payload, status, attempts, max_attempts, run_after,"
+        " created_at, updated_at) VALUES ('delivery', :payload, 'queued', 0, 5, 0, 0, 0)",
+        {"payload": json.dumps(payload)},
+    )
+    job = await claim_one(JobQueue(store))
+
+    with pytest.raises(PermanentJobError) as failed:
+        DELIVERY.payload_of(job)
+
+    assert str(failed.value).startswith(f"delivery job {job.id}: its payload does not load: ")
+    assert problem in str(failed.value)
+
+
+async def test_a_payload_is_read_only_as_its_own_kind(queue: JobQueue) -> None:
+    await queue.enqueue(NOTIFY, AnyPayload())
+    job = await claim_one(queue)
+
+    with pytest.raises(PermanentJobError, match="is a 'notify' job, not 'delivery'"):
+        DELIVERY.payload_of(job)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,10 @@ from db.jobs import JobQueue, JobStatus
 from db.migrations import migrate
 from db.store import Store
 from db.wakeups import APPLICATION_NAME
+from tests.support.job_kinds import AnyPayload, kind_named
 from tests.support.waiting import wait_for
+
+RECORD = kind_named("record")
 
 pytestmark = pytest.mark.postgres
 
@@ -153,13 +156,13 @@ async def test_two_worker_processes_share_the_queue_without_running_a_job_twice(
     keyed_ids: dict[str, list[int]] = defaultdict(list)
     async with pg_store.transaction():  # all jobs appear at once, for both workers
         for n in range(KEYLESS_JOBS):
-            job_id = await queue.enqueue("record", {"n": n})
+            job_id = await queue.enqueue(RECORD, AnyPayload(n=n))
             assert job_id is not None
             keyless_ids.append(job_id)
             if n % BURST_EVERY == 0:
                 for _ in range(JOBS_PER_KEY_IN_BURST):
                     for key in KEYS:
-                        keyed_id = await queue.enqueue("record", {"n": n}, key=key)
+                        keyed_id = await queue.enqueue(RECORD, AnyPayload(n=n), key=key)
                         assert keyed_id is not None
                         keyed_ids[key].append(keyed_id)
     all_ids = keyless_ids + [job_id for ids in keyed_ids.values() for job_id in ids]
@@ -202,7 +205,7 @@ async def test_a_job_of_a_sigkilled_worker_is_finished_by_another_after_its_leas
     queue = JobQueue(pg_store)
     doomed = start_worker("--lease-seconds", "1", "--hang", "block")
     await wait_ready(doomed)
-    job_id = await queue.enqueue("hang", {})
+    job_id = await queue.enqueue(kind_named("hang"), AnyPayload())
     assert job_id is not None
 
     async def running() -> bool:
@@ -261,7 +264,7 @@ async def wait_listening(store: Store, count: int, *, besides: set[int] | None =
 async def start_delay(store: Store, queue: JobQueue) -> float:
     """Enqueue one job; seconds from the enqueue until a worker's handler started it."""
     enqueued_at = time.time()
-    job_id = await queue.enqueue("record", {})
+    job_id = await queue.enqueue(RECORD, AnyPayload())
 
     async def started() -> dict[str, Any] | None:
         return await store.fetch_one(
@@ -323,13 +326,13 @@ async def test_two_listening_worker_processes_never_run_a_job_twice(
 
     job_ids: list[int] = []
     for n in range(100):  # one commit, and so one notification, each
-        job_id = await queue.enqueue("record", {"n": n})
+        job_id = await queue.enqueue(RECORD, AnyPayload(n=n))
         assert job_id is not None
         job_ids.append(job_id)
     async with pg_store.transaction():  # and a burst of keyed jobs in one commit
         for _ in range(JOBS_PER_KEY_IN_BURST):
             for key in KEYS:
-                job_id = await queue.enqueue("record", {}, key=key)
+                job_id = await queue.enqueue(RECORD, AnyPayload(), key=key)
                 assert job_id is not None
                 job_ids.append(job_id)
 

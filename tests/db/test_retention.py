@@ -21,12 +21,14 @@ from db.retention import (
     DAY_SECONDS,
     PRUNE_JOB,
     PRUNED_PROCESSOR_JSON,
+    PrunePayload,
     PruneResult,
     Retention,
     prune,
 )
 from db.store import Store, now
 from relay.worker import Worker
+from tests.support.job_kinds import AnyPayload, kind_named
 
 CONVERSATION = "c" * 32
 PROCESSOR_JSON = '{"url": "https://receiver.example/hook", "secret": "s3cret"}'
@@ -47,7 +49,7 @@ async def job_in(
     *,
     idempotency_key: str | None = None,
 ) -> int:
-    job_id = await queue.enqueue("echo", {}, idempotency_key=idempotency_key)
+    job_id = await queue.enqueue(kind_named("echo"), AnyPayload(), idempotency_key=idempotency_key)
     assert job_id is not None
     await store.execute(
         "UPDATE jobs SET status = :status, updated_at = :at WHERE id = :id",
@@ -251,7 +253,7 @@ async def test_other_writers_get_in_between_batches_on_sqlite(tmp_path: Path) ->
 
 
 async def prune_jobs(store: Store) -> list[Job]:
-    return [job for job in await JobQueue(store).newest(limit=100) if job.kind == PRUNE_JOB]
+    return [job for job in await JobQueue(store).newest(limit=100) if job.kind == PRUNE_JOB.name]
 
 
 def current_period() -> int:
@@ -270,7 +272,7 @@ async def test_start_up_queues_one_run_however_many_processes_start(
 
     [job] = await prune_jobs(store)
     assert job.payload == {"period": current_period()}
-    assert job.idempotency_key == f"{PRUNE_JOB}:{current_period()}"
+    assert job.idempotency_key == f"{PRUNE_JOB.name}:{current_period()}"
     assert job.run_after <= now()  # due at once
 
 
@@ -281,10 +283,10 @@ async def test_a_run_queues_the_next_period_once_then_prunes(
     old_done = await job_in(store, queue, JobStatus.DONE, now() - 8 * DAY_SECONDS)
     await retention.schedule()
     job = await queue.claim()
-    assert job is not None and job.kind == PRUNE_JOB
+    assert job is not None and job.kind == PRUNE_JOB.name
 
     with caplog.at_level(logging.INFO, logger="db.retention"):
-        await Worker(queue, {PRUNE_JOB: retention.handle}).run_job(job)
+        await Worker(queue, {PRUNE_JOB.name: retention.handle}).run_job(job)
         await retention.handle(job)  # the same run again (a retry) queues nothing more
 
     finished = await queue.get(job.id)
@@ -293,7 +295,7 @@ async def test_a_run_queues_the_next_period_once_then_prunes(
     queued = [j for j in await prune_jobs(store) if j.status is JobStatus.QUEUED]
     next_period = current_period() + 1
     assert [(j.payload, j.idempotency_key) for j in queued] == [
-        ({"period": next_period}, f"{PRUNE_JOB}:{next_period}")
+        ({"period": next_period}, f"{PRUNE_JOB.name}:{next_period}")
     ]
     assert queued[0].run_after == pytest.approx(next_period * PERIOD)
     # One line per run, with its counts.
@@ -307,7 +309,7 @@ async def test_a_run_late_by_many_periods_queues_the_next_one_from_now(
     store: Store, queue: JobQueue
 ) -> None:
     retention = Retention(store, queue, retention_days=7, period=PERIOD)
-    late = await queue.enqueue(PRUNE_JOB, {"period": current_period() - 5})
+    late = await queue.enqueue(PRUNE_JOB, PrunePayload(period=current_period() - 5))
     assert late is not None
     job = await queue.claim()
     assert job is not None
@@ -325,7 +327,7 @@ async def test_zero_days_disables_retention(store: Store, queue: JobQueue) -> No
     assert await prune_jobs(store) == []
 
     old_done = await job_in(store, queue, JobStatus.DONE, now() - 800 * DAY_SECONDS)
-    leftover = await queue.enqueue(PRUNE_JOB, {"period": current_period()})
+    leftover = await queue.enqueue(PRUNE_JOB, PrunePayload(period=current_period()))
     job = await queue.claim()
     assert job is not None and job.id == leftover
     await retention.handle(job)

@@ -16,7 +16,10 @@ from db.jobs import JobQueue, JobStatus
 from db.migrations import migrate
 from db.store import Store
 from db.wakeups import APPLICATION_NAME, CHANNEL, JobWakeupListener, job_wakeups
+from tests.support.job_kinds import AnyPayload, kind_named
 from tests.support.waiting import wait_for
+
+ECHO = kind_named("echo")
 
 PROBE = "probe"
 
@@ -30,7 +33,7 @@ def queue(store: Store) -> JobQueue:
 
 
 async def test_enqueue_outside_a_transaction_wakes_at_once(queue: JobQueue) -> None:
-    await queue.enqueue("echo", {})
+    await queue.enqueue(ECHO, AnyPayload())
     assert queue.wakeup.is_set()
 
 
@@ -38,7 +41,7 @@ async def test_enqueue_inside_a_transaction_wakes_only_after_the_commit(
     queue: JobQueue, store: Store
 ) -> None:
     async with store.transaction():
-        await queue.enqueue("echo", {})
+        await queue.enqueue(ECHO, AnyPayload())
         await store.execute(
             "INSERT INTO inbound_deliveries (source, delivery_id, received_at)"
             " VALUES ('test', '1', 0)"
@@ -50,21 +53,21 @@ async def test_enqueue_inside_a_transaction_wakes_only_after_the_commit(
 async def test_a_rolled_back_enqueue_wakes_no_one(queue: JobQueue, store: Store) -> None:
     with pytest.raises(RuntimeError):
         async with store.transaction():
-            await queue.enqueue("echo", {})
+            await queue.enqueue(ECHO, AnyPayload())
             raise RuntimeError("roll back")
     assert not queue.wakeup.is_set()
 
 
 async def test_duplicate_and_delayed_jobs_wake_no_one(queue: JobQueue) -> None:
-    await queue.enqueue("echo", {}, idempotency_key="once")
+    await queue.enqueue(ECHO, AnyPayload(), idempotency_key="once")
     queue.wakeup.clear()
-    assert await queue.enqueue("echo", {}, idempotency_key="once") is None
-    assert await queue.enqueue("later", {}, delay=60) is not None
+    assert await queue.enqueue(ECHO, AnyPayload(), idempotency_key="once") is None
+    assert await queue.enqueue(kind_named("later"), AnyPayload(), delay=60) is not None
     assert not queue.wakeup.is_set()
 
 
 async def test_retrying_a_failed_job_wakes_after_the_commit(queue: JobQueue, store: Store) -> None:
-    job_id = await queue.enqueue("echo", {}, max_attempts=1)
+    job_id = await queue.enqueue(ECHO, AnyPayload(), max_attempts=1)
     job = await queue.claim()
     assert job is not None and job.id == job_id
     assert await queue.fail(job, "boom") is JobStatus.FAILED
@@ -126,7 +129,7 @@ async def test_enqueue_notifies_other_processes_on_commit_only(
     queue = JobQueue(pg_store)
     async with pg_store.transaction():
         for n in range(3):
-            await queue.enqueue("echo", {"n": n})
+            await queue.enqueue(ECHO, AnyPayload(n=n))
         await notifications.probe(empty_postgres_url)
         assert notifications.payloads == [PROBE], "notified before the commit"
     # One notification for the whole transaction: PostgreSQL folds repeats.
@@ -138,15 +141,15 @@ async def test_rolled_back_duplicate_and_delayed_jobs_notify_no_one(
     pg_store: Store, notifications: Notifications, empty_postgres_url: str
 ) -> None:
     queue = JobQueue(pg_store)
-    await queue.enqueue("echo", {}, idempotency_key="once")
+    await queue.enqueue(ECHO, AnyPayload(), idempotency_key="once")
     await notifications.probe(empty_postgres_url)
     notifications.payloads.clear()
 
-    assert await queue.enqueue("echo", {}, idempotency_key="once") is None
-    assert await queue.enqueue("later", {}, delay=60) is not None
+    assert await queue.enqueue(ECHO, AnyPayload(), idempotency_key="once") is None
+    assert await queue.enqueue(kind_named("later"), AnyPayload(), delay=60) is not None
     with pytest.raises(RuntimeError):
         async with pg_store.transaction():
-            await queue.enqueue("echo", {})
+            await queue.enqueue(ECHO, AnyPayload())
             raise RuntimeError("roll back")
     await notifications.probe(empty_postgres_url)
     assert notifications.payloads == [PROBE]
@@ -157,7 +160,7 @@ async def test_retry_notifies(
     pg_store: Store, notifications: Notifications, empty_postgres_url: str
 ) -> None:
     queue = JobQueue(pg_store)
-    await queue.enqueue("echo", {}, max_attempts=1)
+    await queue.enqueue(ECHO, AnyPayload(), max_attempts=1)
     job = await queue.claim()
     assert job is not None
     await queue.fail(job, "boom")
@@ -196,7 +199,7 @@ async def test_the_listener_wakes_a_queue_of_another_store(
             await wait_for(listener.listening.is_set, timeout=10)
             worker_side.wakeup.clear()
 
-            await JobQueue(pg_store).enqueue("echo", {})
+            await JobQueue(pg_store).enqueue(ECHO, AnyPayload())
             await asyncio.wait_for(worker_side.wakeup.wait(), 5)
 
 
@@ -216,7 +219,7 @@ async def test_the_listener_reconnects_after_its_connection_is_terminated(
             message="the listener did not reconnect",
         )
         wakeup.clear()
-        await JobQueue(pg_store).enqueue("echo", {})
+        await JobQueue(pg_store).enqueue(ECHO, AnyPayload())
         await asyncio.wait_for(wakeup.wait(), 5)
 
 

@@ -13,16 +13,17 @@ from typing import Any
 
 import pytest
 
-from agent.events import START_JOB, STATE_CHANGED_JOB, AgentState
+from agent.events import START_JOB, STATE_CHANGED_JOB, AgentState, StartPayload, StateChangedPayload
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.conversation_links import find_link
-from db.jobs import PermanentJobError, RetryableJobError
+from db.jobs import JobKind, PermanentJobError, RetryableJobError
 from db.store import Store
-from processors.base import REPLY_JOB, ProcessorContext
+from processors.base import REPLY_JOB, ProcessorContext, Reply, ReplyStatus
 from processors.runtime import (
     CATCH_UP_JOB,
     GAVE_UP_TEXT,
     START_FAILED_TEXT,
+    CatchUpPayload,
     job_handlers,
 )
 from processors.summary import SUMMARY_INSTRUCTION, SummaryMode
@@ -60,17 +61,16 @@ async def queue_state_change(
     *,
     callback_id: int | None = None,
 ) -> None:
-    """Queue the job the intake (or the API's catch-up) would queue."""
+    """Queue the job the intake would queue (with `callback_id`: the one earlier
+    versions' API queued to catch a new callback up)."""
     observation = observation_of(conversation_id, state, event)
-    payload: dict[str, object] = {"observation": observation.model_dump(mode="json")}
-    if callback_id is not None:
-        payload["callback_id"] = callback_id
+    payload = StateChangedPayload(observation=observation, callback_id=callback_id)
     await context.queue.enqueue(STATE_CHANGED_JOB, payload, key=conversation_id)
 
 
-async def run_next_job(context: ProcessorContext, kind: str) -> None:
+async def run_next_job(context: ProcessorContext, kind: JobKind[Any]) -> None:
     job = await claim_job(context.queue, kind)
-    await job_handlers(context)[kind](job)
+    await job_handlers(context)[kind.name](job)
     await context.queue.complete(job)
 
 
@@ -145,7 +145,7 @@ async def test_catch_up_job_runs_only_its_own_callback(
 async def queue_catch_up(context: ProcessorContext, callback: ConversationCallback) -> None:
     """Queue the job POST /api/callbacks queues."""
     await context.queue.enqueue(
-        CATCH_UP_JOB, {"callback_id": callback.id}, key=callback.conversation_id
+        CATCH_UP_JOB, CatchUpPayload(callback_id=callback.id), key=callback.conversation_id
     )
 
 
@@ -328,7 +328,7 @@ async def test_agent_outage_is_retried_and_leaves_the_callback_active(
     job = await claim_job(context.queue, STATE_CHANGED_JOB)
 
     with pytest.raises(RetryableJobError) as raised:
-        await job_handlers(context)[STATE_CHANGED_JOB](job)
+        await job_handlers(context)[STATE_CHANGED_JOB.name](job)
     assert raised.value.retry_after == retry_after
     assert str(status) in str(raised.value)
     stored = await reload_callback(store, callback)
@@ -337,7 +337,7 @@ async def test_agent_outage_is_retried_and_leaves_the_callback_active(
     assert await jobs_of_kind(store, REPLY_JOB) == []
 
     # The retry, once the agent is back, does the work exactly once.
-    await job_handlers(context)[STATE_CHANGED_JOB](job)
+    await job_handlers(context)[STATE_CHANGED_JOB.name](job)
     assert len(agent_server.sent_messages(conversation_id)) == 1
 
 
@@ -352,18 +352,16 @@ async def test_the_last_failed_attempt_closes_the_callbacks_with_a_readable_fail
     agent_server.fail_next("GET", "/events/search", 503, times=100)
     await context.queue.enqueue(
         STATE_CHANGED_JOB,
-        {
-            "observation": observation_of(
-                conversation_id, AgentState.FINISHED, finished
-            ).model_dump(mode="json")
-        },
+        StateChangedPayload(
+            observation=observation_of(conversation_id, AgentState.FINISHED, finished)
+        ),
         key=conversation_id,
         max_attempts=1,
     )
     job = await claim_job(context.queue, STATE_CHANGED_JOB)
 
     with pytest.raises(RetryableJobError):
-        await job_handlers(context)[STATE_CHANGED_JOB](job)
+        await job_handlers(context)[STATE_CHANGED_JOB.name](job)
 
     stored = await reload_callback(store, callback)
     assert stored.status is CallbackStatus.ERROR
@@ -437,17 +435,17 @@ async def test_invalid_processor_json_is_closed_with_a_readable_reason(
 async def test_reply_for_a_deleted_callback_fails_for_good(context: ProcessorContext) -> None:
     await context.queue.enqueue(
         REPLY_JOB,
-        {
-            "callback_id": 999_999,
-            "conversation_id": uuid.uuid4().hex,
-            "status": "completed",
-            "summary": "text",
-            "delivery_id": "d1",
-        },
+        Reply(
+            callback_id=999_999,
+            conversation_id=uuid.uuid4().hex,
+            status=ReplyStatus.COMPLETED,
+            summary="text",
+            delivery_id="d1",
+        ),
     )
     job = await claim_job(context.queue, REPLY_JOB)
     with pytest.raises(PermanentJobError):
-        await job_handlers(context)[REPLY_JOB](job)
+        await job_handlers(context)[REPLY_JOB.name](job)
 
 
 # -- conversation.start -----------------------------------------------------------------------
@@ -456,7 +454,9 @@ async def test_reply_for_a_deleted_callback_fails_for_good(context: ProcessorCon
 async def queue_start(context: ProcessorContext, conversation_id: str) -> None:
     await context.queue.enqueue(
         START_JOB,
-        {"conversation_id": conversation_id, "prompt": "Fix issue #2", "tags": {"source": "api"}},
+        StartPayload(
+            conversation_id=conversation_id, prompt="Fix issue #2", tags={"source": "api"}
+        ),
         key=conversation_id,
     )
 
@@ -469,8 +469,8 @@ async def test_start_job_starts_the_conversation_under_our_id(
     await queue_start(context, conversation_id)
     job = await claim_job(context.queue, START_JOB)
 
-    await job_handlers(context)[START_JOB](job)
-    await job_handlers(context)[START_JOB](job)  # a re-run lands on the same conversation
+    await job_handlers(context)[START_JOB.name](job)
+    await job_handlers(context)[START_JOB.name](job)  # a re-run lands on the same conversation
 
     starts = agent_server.calls_to("POST", "/api/conversations")
     assert len(starts) == 2
@@ -494,7 +494,7 @@ async def test_start_refused_by_the_agent_closes_the_callbacks_with_an_error_rep
     job = await claim_job(context.queue, START_JOB)
 
     with pytest.raises(PermanentJobError):
-        await job_handlers(context)[START_JOB](job)
+        await job_handlers(context)[START_JOB.name](job)
 
     stored = await reload_callback(store, callback)
     assert stored.status is CallbackStatus.ERROR
@@ -521,7 +521,7 @@ async def test_a_refused_start_unlinks_its_thread(
     job = await claim_job(context.queue, START_JOB)
 
     with pytest.raises(PermanentJobError):
-        await job_handlers(context)[START_JOB](job)
+        await job_handlers(context)[START_JOB.name](job)
 
     assert await find_link(store, "slack", "T1:C1:1.0") is None
 
@@ -536,6 +536,6 @@ async def test_start_during_an_agent_outage_is_retried(
     job = await claim_job(context.queue, START_JOB)
 
     with pytest.raises(RetryableJobError):
-        await job_handlers(context)[START_JOB](job)
+        await job_handlers(context)[START_JOB.name](job)
     assert (await reload_callback(store, callback)).status is CallbackStatus.ACTIVE
     assert await jobs_of_kind(store, REPLY_JOB) == []

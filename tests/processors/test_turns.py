@@ -12,10 +12,16 @@ from typing import Any
 
 import pytest
 
-from agent.events import STATE_CHANGED_JOB, TURN_MESSAGE_JOB, AgentState
+from agent.events import (
+    STATE_CHANGED_JOB,
+    TURN_MESSAGE_JOB,
+    AgentState,
+    StateChangedPayload,
+    TurnMessagePayload,
+)
 from bots.turns import Turn, record_turn
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
-from db.jobs import Job, PermanentJobError
+from db.jobs import Job, JobKind, PermanentJobError
 from db.store import Store
 from processors.base import REPLY_JOB, ProcessorContext, ReplyStatus
 from processors.runtime import MESSAGE_FAILED_TEXT, job_handlers
@@ -84,7 +90,7 @@ async def drain(context: ProcessorContext) -> None:
         await run(context, job)
 
 
-async def run_next_job(context: ProcessorContext, kind: str) -> Job:
+async def run_next_job(context: ProcessorContext, kind: JobKind[Any]) -> Job:
     job = await claim_job(context.queue, kind)
     await run(context, job)
     return job
@@ -99,7 +105,7 @@ async def queue_state_change(
     """Queue the job the intake queues for a state change."""
     observation = observation_of(conversation_id, state, event)
     await context.queue.enqueue(
-        STATE_CHANGED_JOB, {"observation": observation.model_dump(mode="json")}, key=conversation_id
+        STATE_CHANGED_JOB, StateChangedPayload(observation=observation), key=conversation_id
     )
 
 
@@ -132,7 +138,7 @@ async def test_follow_up_is_sent_once_and_cleared(
     assert processor_of(callback).turn_message == FOLLOW_UP
 
     job = await claim_job(context.queue, TURN_MESSAGE_JOB)
-    await job_handlers(context)[TURN_MESSAGE_JOB](job)
+    await job_handlers(context)[TURN_MESSAGE_JOB.name](job)
 
     assert texts_sent(agent_server, conversation_id) == [FOLLOW_UP]
     stored = await reload_callback(store, callback)
@@ -144,7 +150,7 @@ async def test_follow_up_is_sent_once_and_cleared(
     assert [e["source"] for e in agent_server.events[conversation_id]][-1] == "user"
 
     # The queue delivers at least once: the same job again sends nothing more.
-    await job_handlers(context)[TURN_MESSAGE_JOB](job)
+    await job_handlers(context)[TURN_MESSAGE_JOB.name](job)
     assert texts_sent(agent_server, conversation_id) == [FOLLOW_UP]
     assert await jobs_of_kind(store, REPLY_JOB) == []
 
@@ -349,7 +355,7 @@ async def test_follow_up_behind_an_unloadable_callback_is_not_stuck(
 
 async def queue_turn_job(context: ProcessorContext, callback: ConversationCallback) -> None:
     await context.queue.enqueue(
-        TURN_MESSAGE_JOB, {"callback_id": callback.id}, key=callback.conversation_id
+        TURN_MESSAGE_JOB, TurnMessagePayload(callback_id=callback.id), key=callback.conversation_id
     )
 
 
@@ -407,7 +413,7 @@ async def test_message_refused_by_the_agent_closes_the_follow_up_with_an_error(
     job = await claim_job(context.queue, TURN_MESSAGE_JOB)
 
     with pytest.raises(PermanentJobError):
-        await job_handlers(context)[TURN_MESSAGE_JOB](job)
+        await job_handlers(context)[TURN_MESSAGE_JOB.name](job)
 
     stored = await reload_callback(store, callback)
     assert stored.status is CallbackStatus.ERROR

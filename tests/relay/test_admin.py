@@ -57,6 +57,7 @@ from tests.support.fake_github import FakeGitHub, generate_private_key_pem
 from tests.support.fake_gitlab import BOT_TOKEN as GITLAB_BOT_TOKEN
 from tests.support.fake_gitlab import FakeGitlab
 from tests.support.fake_slack import FakeSlack
+from tests.support.job_kinds import AnyPayload, kind_named
 
 PUBLIC_URL = "https://relay.example.com"
 API_TOKEN = "admin-page-api-token-0123456789"
@@ -174,7 +175,7 @@ def set_cookies(response: httpx.Response) -> dict[str, str]:
 
 
 async def failed_job(queue: JobQueue, error: str = ERROR) -> int:
-    job_id = await queue.enqueue("callback.reply", {"callback_id": 7})
+    job_id = await queue.enqueue(kind_named("callback.reply"), AnyPayload(callback_id=7))
     assert job_id is not None
     job = await queue.claim()
     assert job is not None and job.id == job_id

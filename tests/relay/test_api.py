@@ -160,7 +160,7 @@ async def test_start_conversation_stores_a_callback_and_a_start_job(api: Running
     assert callback["status"] == "ACTIVE"
     assert callback["processor_type"] == "webhook"
     [job] = await rows(api.store, "jobs")
-    assert job["kind"] == START_JOB
+    assert job["kind"] == START_JOB.name
     assert job["job_key"] == conversation_id
     payload = json.loads(job["payload"])
     assert payload["conversation_id"] == conversation_id
@@ -294,7 +294,7 @@ async def test_callback_on_a_stopped_conversation_queues_a_catch_up_behind_it(
     assert callback["conversation_id"] == conversation_id
     assert callback["status"] == "ACTIVE"
     [job] = await rows(api.store, "jobs")
-    assert job["kind"] == CATCH_UP_JOB
+    assert job["kind"] == CATCH_UP_JOB.name
     assert job["job_key"] == conversation_id
     assert json.loads(job["payload"]) == {"callback_id": callback_id}
 
@@ -319,7 +319,7 @@ async def test_callback_on_a_running_conversation_waits_for_its_stop_without_ask
     )
     assert answer.status_code == 200
     [job] = await rows(api.store, "jobs")
-    assert job["kind"] == STATE_CHANGED_JOB
+    assert job["kind"] == STATE_CHANGED_JOB.name
     assert job["job_key"] == conversation_id
 
 
@@ -339,7 +339,7 @@ async def test_callback_on_a_conversation_known_from_webhooks_queues_a_catch_up(
     )
     assert response.status_code == 201
     [job] = await rows(api.store, "jobs")
-    assert job["kind"] == CATCH_UP_JOB
+    assert job["kind"] == CATCH_UP_JOB.name
 
 
 async def test_a_stop_recorded_while_a_callback_registers_is_not_missed(
@@ -380,7 +380,7 @@ async def test_a_stop_recorded_while_a_callback_registers_is_not_missed(
         response = await registering
     assert response.status_code == 201
     [job] = await rows(api.store, "jobs")
-    assert job["kind"] == CATCH_UP_JOB
+    assert job["kind"] == CATCH_UP_JOB.name
 
 
 @pytest.mark.parametrize(

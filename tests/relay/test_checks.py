@@ -35,6 +35,7 @@ from tests.support.deployment import (
     peers,
 )
 from tests.support.fake_github import generate_private_key_pem
+from tests.support.job_kinds import AnyPayload, kind_named
 
 # The shared fixtures, imported so that pytest finds them here.
 __all__ = ["database_url", "github_key", "peers"]
@@ -298,7 +299,7 @@ async def test_failed_jobs_are_a_warning_pointing_at_jobs_list(
 ) -> None:
     async with Store(database_url) as store:
         queue = JobQueue(store)
-        await queue.enqueue("test.kind", {}, max_attempts=1)
+        await queue.enqueue(kind_named("test.kind"), AnyPayload(), max_attempts=1)
         job = await queue.claim()
         assert job is not None
         await queue.fail(job, "broken for good", permanent=True)

@@ -22,6 +22,7 @@ from db.migrations import LATEST_VERSION, migrate
 from db.store import Store
 from relay.settings import Settings
 from tests.support.fake_agent_api import WEBHOOK_SECRET, insert_webhook_callback
+from tests.support.job_kinds import AnyPayload, kind_named
 
 CLI = Path(sys.executable).parent / "agent-relay"
 CONVERSATION_ID = "35d77258005d458983a8431e1722da40"
@@ -131,8 +132,10 @@ async def test_jobs_list_and_retry(
 ) -> None:
     async with migrated_store as store:
         queue = JobQueue(store)
-        failed_id = await queue.enqueue("callback.reply", {"n": 1}, max_attempts=3)
-        queued_id = await queue.enqueue("agent.state_changed", {"n": 2})
+        failed_id = await queue.enqueue(
+            kind_named("callback.reply"), AnyPayload(n=1), max_attempts=3
+        )
+        queued_id = await queue.enqueue(kind_named("agent.state_changed"), AnyPayload(n=2))
         job = await queue.claim()
         assert job is not None and job.id == failed_id
         await queue.fail(job, "receiver answered 500", permanent=True)

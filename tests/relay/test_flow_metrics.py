@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 from agent.events import START_JOB, STATE_CHANGED_JOB
 from bots.gitlab.inbound import GITLAB_EVENT_JOB
+from db.jobs import JobKind
 from processors.base import REPLY_JOB
 from relay.app import Relay, create_app
 from relay.logs import TextFormatter
@@ -57,9 +58,9 @@ class RunningRelay:
                 samples[name] = float(value)
         return samples
 
-    async def run_next(self, kind: str) -> None:
+    async def run_next(self, kind: JobKind[Any]) -> None:
         job = await self.relay.queue.claim()
-        assert job is not None and job.kind == kind, job
+        assert job is not None and job.kind == kind.name, job
         await self.relay.worker.run_job(job)
         done = await self.relay.queue.get(job.id)
         assert done is not None and done.status == "done", done

@@ -21,6 +21,7 @@ from db.logcontext import bind, log_context, log_ids
 from db.store import Store
 from relay.logs import JsonFormatter, TextFormatter, configure_logging
 from relay.worker import Worker
+from tests.support.job_kinds import AnyPayload, kind_named
 
 log = logging.getLogger("tests.relay.test_logs")
 
@@ -151,7 +152,7 @@ async def test_a_job_s_lines_carry_its_id_and_kind_and_what_its_handler_bound(
         bind(delivery=job.payload["event_id"], conversation="c0ffee")
         log.info("conversation started")
 
-    job_id = await queue.enqueue("slack.event", {"event_id": "EvABC"})
+    job_id = await queue.enqueue(kind_named("slack.event"), AnyPayload(event_id="EvABC"))
     job = await queue.claim()
     assert job is not None and job.id == job_id
 

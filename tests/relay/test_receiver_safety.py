@@ -67,9 +67,9 @@ async def reply_to(relay: Relay, receiver: RecordingReceiver) -> int:
         summary="Done.",
         delivery_id=uuid.uuid4().hex,
     )
-    await relay.queue.enqueue(REPLY_JOB, reply.model_dump(mode="json"), max_attempts=20)
+    await relay.queue.enqueue(REPLY_JOB, reply, max_attempts=20)
     job = await relay.queue.claim()
-    assert job is not None and job.kind == REPLY_JOB
+    assert job is not None and job.kind == REPLY_JOB.name
     await relay.worker.run_job(job)
     return callback.id
 

@@ -25,7 +25,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
 async def prune_jobs(database_url: str) -> list[int]:
     async with Store(database_url) as store:
         jobs = await JobQueue(store).newest(limit=100)
-    return [job.id for job in jobs if job.kind == PRUNE_JOB]
+    return [job.id for job in jobs if job.kind == PRUNE_JOB.name]
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ async def test_workers_handle_the_prune_job_and_starting_queues_one_run(
 ) -> None:
     for _ in range(2):  # two processes starting, or one restarting
         relay = Relay.build(settings_for(migrated_url))
-        assert PRUNE_JOB in relay.worker.handlers
+        assert PRUNE_JOB.name in relay.worker.handlers
         await relay.start(migrate_sqlite=False)
         await relay.close()
     assert len(await prune_jobs(migrated_url)) == 1

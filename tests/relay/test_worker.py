@@ -10,6 +10,7 @@ import pytest
 from db.jobs import Job, JobQueue, JobStatus, PermanentJobError, RetryableJobError
 from db.store import Store, now
 from relay.worker import Worker
+from tests.support.job_kinds import AnyPayload, kind_named
 from tests.support.waiting import wait_for
 
 SHORT_LEASE_SECONDS = 0.3
@@ -53,7 +54,7 @@ def queue(store: Store) -> JobQueue:
 
 
 async def enqueue(queue: JobQueue, kind: str, payload: dict[str, Any], **options: Any) -> int:
-    job_id = await queue.enqueue(kind, payload, **options)
+    job_id = await queue.enqueue(kind_named(kind), AnyPayload(**payload), **options)
     assert job_id is not None
     return job_id
 

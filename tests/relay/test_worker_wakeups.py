@@ -19,6 +19,7 @@ from db.jobs import Job, JobQueue
 from db.migrations import migrate
 from db.store import Store
 from relay.worker import Worker
+from tests.support.job_kinds import AnyPayload, kind_named
 from tests.support.waiting import wait_for
 
 POLL_SECONDS = 30.0
@@ -75,7 +76,7 @@ async def test_a_job_enqueued_in_a_transaction_wakes_the_worker_after_the_commit
     async with running(worker):
         await wait_for(lambda: queue.claims >= 1, message="the worker never looked for work")
         async with store.transaction():
-            job_id = await queue.enqueue("echo", {})
+            job_id = await queue.enqueue(kind_named("echo"), AnyPayload())
             assert job_id is not None
             # More of the caller's work, during which a worker woken too early would
             # find nothing and go back to sleep for a whole poll interval. (Whether one
@@ -113,7 +114,7 @@ async def test_a_worker_on_another_connection_pool_is_woken_by_the_listener(
                 message="the worker never listened",
             )
             enqueued_at = time.monotonic()
-            job_id = await JobQueue(pg_store).enqueue("echo", {})
+            job_id = await JobQueue(pg_store).enqueue(kind_named("echo"), AnyPayload())
             assert job_id is not None
             delay = await start_delay(handler, job_id, enqueued_at)
         assert worker.wakeups is None  # the listener stopped with the worker

@@ -35,7 +35,7 @@ import httpx
 from agent.client import AgentClient, LLMSettings
 from agent.events import AgentState, AgentStateChangedObservation
 from db.callbacks import ConversationCallback, get_callback, insert_callback
-from db.jobs import Job, JobQueue
+from db.jobs import Job, JobKind, JobQueue
 from db.store import Store
 from processors.base import ProcessorContext
 from processors.summary import SummaryMode
@@ -409,18 +409,18 @@ async def processor_context(
         await http.aclose()
 
 
-async def claim_job(queue: JobQueue, kind: str) -> Job:
+async def claim_job(queue: JobQueue, kind: JobKind[Any]) -> Job:
     """Claim the next runnable job, which must be of `kind`."""
     job = await queue.claim()
-    assert job is not None, f"no runnable job (expected {kind!r})"
-    assert job.kind == kind, f"next job is {job.kind!r}, expected {kind!r}"
+    assert job is not None, f"no runnable job (expected {kind.name!r})"
+    assert job.kind == kind.name, f"next job is {job.kind!r}, expected {kind.name!r}"
     return job
 
 
-async def jobs_of_kind(store: Store, kind: str) -> list[dict[str, Any]]:
+async def jobs_of_kind(store: Store, kind: JobKind[Any]) -> list[dict[str, Any]]:
     rows = await store.fetch_all(
         "SELECT id, kind, payload, job_key, status FROM jobs WHERE kind = :kind ORDER BY id",
-        {"kind": kind},
+        {"kind": kind.name},
     )
     return [{**row, "payload": json.loads(row["payload"])} for row in rows]
 

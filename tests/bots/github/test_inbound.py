@@ -60,7 +60,7 @@ async def deliver(
 
 async def stored_payload(store: Store) -> str:
     [job] = await store.fetch_all("SELECT kind, payload FROM jobs")
-    assert job["kind"] == GITHUB_EVENT_JOB
+    assert job["kind"] == GITHUB_EVENT_JOB.name
     return str(job["payload"])
 
 

@@ -88,7 +88,7 @@ async def test_a_mention_is_recorded_and_queued_before_the_answer(
     jobs, deliveries = await stored(store)
     assert deliveries == [{"source": "gitlab", "delivery_id": "6f1f7f5a-uuid-1"}]
     [job] = jobs
-    assert job["kind"] == GITLAB_EVENT_JOB
+    assert job["kind"] == GITLAB_EVENT_JOB.name
     assert job["job_key"] == f"gitlab:{PROJECT_ID}:issue:3"
     assert job["max_attempts"] == EVENT_JOB_MAX_ATTEMPTS
     assert json.loads(job["payload"]) == {

@@ -70,7 +70,7 @@ def job_of(event: str, payload: dict[str, Any], delivery_id: str | None = None) 
     number = next(_job_ids)
     return Job(
         id=number,
-        kind=GITLAB_EVENT_JOB,
+        kind=GITLAB_EVENT_JOB.name,
         payload={
             "delivery_id": delivery_id or f"delivery-{number}",
             "event": event,

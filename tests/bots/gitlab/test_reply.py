@@ -85,7 +85,7 @@ async def deliver(context: ProcessorContext, reply: Reply) -> None:
 def reply_job(reply: Reply, *, attempts: int = 1) -> Job:
     return Job(
         id=1,
-        kind=REPLY_JOB,
+        kind=REPLY_JOB.name,
         payload=reply.model_dump(mode="json"),
         job_key=None,
         status=JobStatus.RUNNING,
@@ -174,7 +174,7 @@ async def test_a_refused_reply_fails_the_job_and_the_callback_says_why(
 ) -> None:
     callback, _ = await gitlab_callback(store, gitlab)
     gitlab.fail_next("POST", r"/notes$", status=status)
-    on_reply = job_handlers(gitlab_context)[REPLY_JOB]
+    on_reply = job_handlers(gitlab_context)[REPLY_JOB.name]
 
     with pytest.raises(PermanentJobError) as failed:
         await on_reply(reply_job(a_reply(callback)))
