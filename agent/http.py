@@ -11,6 +11,9 @@ Inbound routes answer errors with `problem` and read bearer tokens with
 from __future__ import annotations
 
 import hmac
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -100,7 +103,7 @@ async def send(
         raise PermanentJobError(f"{what} answered {response.status_code} (redirects are refused)")
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableJobError(
-            f"{what} answered {response.status_code}", retry_after=retry_after(response)
+            f"{what} answered {response.status_code}", retry_after=retry_after(response.headers)
         )
     if response.status_code >= 400:
         raise PermanentJobError(f"{what} answered {response.status_code}: {response.text[:200]}")
@@ -133,12 +136,32 @@ def failure_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds (the delta form; platforms here do not send the date form)."""
-    try:
-        return max(0.0, float(response.headers["retry-after"]))
-    except (KeyError, ValueError):
-        return None
+def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait before asking again, from a refusal's headers (any platform's,
+    the agent-server's, a receiver's): Retry-After in seconds or as an HTTP date; else
+    the epoch second a rate limit resets, GitLab's RateLimit-Reset or GitHub's
+    X-RateLimit-Reset (which counts only when X-RateLimit-Remaining says none are
+    left); else None, and the queue's own backoff decides."""
+    lowered = {str(name).lower(): str(value) for name, value in headers.items()}
+    current = time.time() if now is None else now
+    value = lowered.get("retry-after")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - current)
+            except (TypeError, ValueError):
+                pass
+    reset = lowered.get("ratelimit-reset")
+    if not reset and lowered.get("x-ratelimit-remaining") == "0":
+        reset = lowered.get("x-ratelimit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - current)
+        except ValueError:
+            return None
+    return None
 
 
 def problem(status: int, detail: str) -> JSONResponse:

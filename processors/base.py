@@ -12,15 +12,11 @@ from __future__ import annotations
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
-from agent.client import AgentClient
 from agent.events import (
     TURN_MESSAGE_JOB,
     AgentState,
@@ -36,53 +32,15 @@ from db.callbacks import (
     reply_idempotency_key,
     save_callback,
 )
-from db.jobs import JobKind, JobQueue, PermanentJobError
-from db.store import Store
-from processors.summary import SummaryMode, collect_summary
+from db.jobs import JobKind
+from processors.context import ProcessorContext
+from processors.summary import collect_summary
 
 log = logging.getLogger(__name__)
-
-ApiT = TypeVar("ApiT")
 
 # Replies ride out platform outages of a few hours: 20 attempts with the queue's
 # backoff (doubling from 2 s, capped at 30 min) keep trying for 2.5 to 5 hours.
 REPLY_MAX_ATTEMPTS = 20
-
-
-@dataclass(frozen=True)
-class ProcessorContext:
-    """What processors may use; built once by the composition root (relay)."""
-
-    store: Store
-    queue: JobQueue
-    agent: AgentClient
-    http: httpx.AsyncClient
-    summary_mode: SummaryMode = SummaryMode.INSTRUCTION
-    conversation_url_template: str | None = None
-    # The platforms' API clients by platform name ("slack": bots.slack.api.SlackApi),
-    # for the processors that deliver there; absent when the platform is disabled.
-    platforms: Mapping[str, Any] = field(default_factory=dict)
-    # The client for URLs API users choose (webhook receivers): guarded against
-    # private networks unless WEBHOOK_ALLOW_PRIVATE_NETWORKS (processors/receiver_guard.py).
-    # None: `http`.
-    receiver_http: httpx.AsyncClient | None = None
-
-    def platform(self, name: str, client: type[ApiT], title: str) -> ApiT:
-        """The API client of platform `name` (`title` as people write it), which a
-        processor delivers through; a reply for a platform this process has not
-        configured fails for good."""
-        api = self.platforms.get(name)
-        if not isinstance(api, client):
-            raise PermanentJobError(f"{title} is not configured in this process")
-        return api
-
-    def receiver_client(self) -> httpx.AsyncClient:
-        return self.http if self.receiver_http is None else self.receiver_http
-
-    def conversation_url(self, conversation_id: str) -> str | None:
-        if not self.conversation_url_template:
-            return None
-        return self.conversation_url_template.format(conversation_id=conversation_id)
 
 
 class ReplyStatus(StrEnum):

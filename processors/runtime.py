@@ -39,12 +39,12 @@ from db.store import now
 from processors.base import (
     REPLY_JOB,
     ConversationCallbackProcessor,
-    ProcessorContext,
     Reply,
     ReplyingProcessor,
     ReplyStatus,
     queue_next_turn,
 )
+from processors.context import ProcessorContext
 from processors.summary import send_user_message_once
 
 log = logging.getLogger(__name__)

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agent.events import agent_event_kind
 from db.callbacks import ConversationCallback
 from db.jobs import RetryableJobError
-
-if TYPE_CHECKING:
-    from processors.base import ProcessorContext, ReplyingProcessor
+from processors.context import ProcessorContext, SummaryMode
 
 log = logging.getLogger(__name__)
 
 
-class SummaryMode(StrEnum):
-    INSTRUCTION = "instruction"
-    ASK_AGENT = "ask_agent"
-    FINAL_RESPONSE = "final_response"
+class SummaryState(Protocol):
+    """The round trip's state, which a ReplyingProcessor keeps in its callback row."""
+
+    summary_instruction_event_id: str | None
+    summary_instruction_timestamp: str | None
+    summary_instruction_pending: bool
+    summary_requested_after: str | None
+
+    async def remember(self, callback: ConversationCallback, context: ProcessorContext) -> None:
+        """Persist the state in the callback row."""
 
 
 SUMMARY_INSTRUCTION = (
@@ -43,7 +46,7 @@ _MAX_PAGES = 20
 
 
 async def collect_summary(
-    processor: ReplyingProcessor,
+    processor: SummaryState,
     callback: ConversationCallback,
     context: ProcessorContext,
 ) -> str | None:
@@ -60,7 +63,7 @@ async def collect_summary(
 
 
 async def _request_summary(
-    processor: ReplyingProcessor, callback: ConversationCallback, context: ProcessorContext
+    processor: SummaryState, callback: ConversationCallback, context: ProcessorContext
 ) -> None:
     """Send the summary instruction once, and remember its event id."""
 
@@ -126,7 +129,7 @@ async def _newest_user_message(
 
 
 async def _answer_after_instruction(
-    processor: ReplyingProcessor, conversation_id: str, context: ProcessorContext
+    processor: SummaryState, conversation_id: str, context: ProcessorContext
 ) -> str | None:
     page_id = None
     for _ in range(_MAX_PAGES):

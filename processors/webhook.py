@@ -15,7 +15,8 @@ from typing import ClassVar
 from pydantic import SecretStr, field_serializer, field_validator
 
 from agent.http import send
-from processors.base import ProcessorContext, Reply, ReplyingProcessor
+from processors.base import Reply, ReplyingProcessor
+from processors.context import ProcessorContext
 from processors.receiver_guard import RefusedReceiverAddress
 
 SIGNATURE_HEADER = "X-Relay-Signature-256"

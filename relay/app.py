@@ -30,7 +30,7 @@ from db.migrations import is_current, migrate
 from db.retention import PRUNE_JOB, Retention
 from db.secrets import SecretBox
 from db.store import Store
-from processors.base import ProcessorContext
+from processors.context import ProcessorContext
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
 from relay.admin import AdminPage

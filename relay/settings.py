@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from db.secrets import MIN_SECRET_KEY_CHARS
-from processors.summary import SummaryMode
+from processors.context import SummaryMode
 
 
 class Settings(BaseSettings):

@@ -19,7 +19,7 @@ import pytest
 
 from db.migrations import migrate
 from db.store import Store
-from processors.base import ProcessorContext
+from processors.context import ProcessorContext
 from relay.platforms import register_processor_kinds
 from tests.support.fake_agent_api import FakeAgentServer, FakeWebhookReceiver, processor_context
 

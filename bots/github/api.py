@@ -27,7 +27,7 @@ from gidgethub import BadRequest, GitHubBroken, HTTPException
 from gidgethub.apps import get_installation_access_token, get_jwt
 from gidgethub.httpx import GitHubAPI
 
-from agent.http import USER_AGENT
+from agent.http import USER_AGENT, retry_after
 from bots.github.credentials import AppCredentials, GithubAppSource
 from db.jobs import PermanentJobError, RetryableJobError
 
@@ -63,9 +63,9 @@ async def github_errors(what: str) -> AsyncIterator[None]:
             message += f" {detail[:200]}"
         headers = getattr(exc, "headers", None) or {}
         if status == 429 or (status == 403 and _rate_limited(headers, detail)):
-            raise RetryableJobError(message, retry_after=_retry_after(headers)) from None
+            raise RetryableJobError(message, retry_after=retry_after(headers)) from None
         if isinstance(exc, GitHubBroken) or status >= 500:
-            raise RetryableJobError(message, retry_after=_retry_after(headers)) from None
+            raise RetryableJobError(message, retry_after=retry_after(headers)) from None
         raise PermanentJobError(message) from None
     except (httpx.TimeoutException, httpx.TransportError) as exc:
         raise RetryableJobError(f"github {what}: {type(exc).__name__}") from None
@@ -77,19 +77,6 @@ def _rate_limited(headers: Any, detail: object) -> bool:
     if str(headers.get("x-ratelimit-remaining", "")) == "0" or headers.get("retry-after"):
         return True
     return isinstance(detail, str) and "rate limit" in detail.lower()
-
-
-def _retry_after(headers: Any) -> float | None:
-    try:
-        if headers.get("retry-after"):
-            return max(0.0, float(headers["retry-after"]))
-        if str(headers.get("x-ratelimit-remaining", "")) == "0" and headers.get(
-            "x-ratelimit-reset"
-        ):
-            return max(0.0, float(headers["x-ratelimit-reset"]) - time.time())
-    except (TypeError, ValueError):
-        return None
-    return None
 
 
 class GithubApi:

@@ -13,7 +13,8 @@ from bots.github.api import GithubApi, GithubThread
 from bots.github.triggers import PLATFORM
 from bots.markers import marker, post_once
 from bots.texts import comment_answer
-from processors.base import ProcessorContext, Reply, ReplyingProcessor
+from processors.base import Reply, ReplyingProcessor
+from processors.context import ProcessorContext
 
 # GitHub refuses a comment body over 65,536 characters.
 GITHUB_COMMENT_LIMIT = 65_536

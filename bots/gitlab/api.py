@@ -11,11 +11,9 @@ again. Messages name the call and GitLab's reason, never the token.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +21,7 @@ import httpx
 from gidgetlab import HTTPException
 from gidgetlab.httpx import GitLabAPI
 
-from agent.http import USER_AGENT
+from agent.http import USER_AGENT, retry_after
 from bots.gitlab.triggers import Noteable
 from db.jobs import PermanentJobError, RetryableJobError
 
@@ -97,29 +95,6 @@ async def gitlab_errors(what: str) -> AsyncIterator[None]:
     except ValueError:
         # A 2xx whose body is not JSON: a proxy in the way, usually for a moment.
         raise RetryableJobError(f"gitlab {what}: the answer was not JSON") from None
-
-
-def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait: Retry-After (seconds or an HTTP date), else RateLimit-Reset
-    (an epoch second), else None (the queue's own backoff)."""
-    lowered = {name.lower(): value for name, value in headers.items()}
-    current = time.time() if now is None else now
-    value = lowered.get("retry-after")
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - current)
-            except (TypeError, ValueError):
-                pass
-    reset = lowered.get("ratelimit-reset")
-    if reset:
-        try:
-            return max(0.0, float(reset) - current)
-        except ValueError:
-            return None
-    return None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from bots.gitlab.api import GitlabApi, GitlabThread, Place
 from bots.gitlab.triggers import PLATFORM, Noteable
 from bots.markers import marker, post_once
 from bots.texts import comment_answer
-from processors.base import ProcessorContext, Reply, ReplyingProcessor
+from processors.base import Reply, ReplyingProcessor
+from processors.context import ProcessorContext
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.web.async_client import AsyncWebClient
 
+from agent.http import retry_after
 from db.jobs import PermanentJobError, RetryableJobError
 
 log = logging.getLogger(__name__)
@@ -61,18 +62,12 @@ async def slack_errors(method: str) -> AsyncIterator[None]:
         error = data.get("error") if isinstance(data, dict) else None
         what = f"slack {method}: {error or f'HTTP {status}'}"
         if status == 429 or status >= 500 or error in _TRANSIENT_ERRORS:
-            raise RetryableJobError(what, retry_after=_retry_after(response)) from None
+            raise RetryableJobError(
+                what, retry_after=retry_after(getattr(response, "headers", None) or {})
+            ) from None
         raise PermanentJobError(what) from None
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise RetryableJobError(f"slack {method}: {type(exc).__name__}") from None
-
-
-def _retry_after(response: Any) -> float | None:
-    headers = getattr(response, "headers", None) or {}
-    try:
-        return max(0.0, float(headers.get("Retry-After") or headers.get("retry-after") or ""))
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass

@@ -16,7 +16,8 @@ from bots.slack.formatting import markdown_to_mrkdwn, slack_link, split_for_slac
 from bots.slack.triggers import PLATFORM
 from bots.texts import WORKING_REACTION, answer
 from db.jobs import PermanentJobError, RetryableJobError
-from processors.base import ProcessorContext, Reply, ReplyingProcessor, ReplyStatus
+from processors.base import Reply, ReplyingProcessor, ReplyStatus
+from processors.context import ProcessorContext
 
 log = logging.getLogger(__name__)
 

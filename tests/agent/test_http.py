@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from email.utils import formatdate
 
 import aiohttp
 import httpx
 import pytest
 
 from agent.client import AgentClient, LLMSettings
-from agent.http import new_http_client, send
+from agent.http import new_http_client, retry_after, send
 from db.jobs import RetryableJobError
 from tests.support.deployment import closed_port_url
 
@@ -155,3 +156,24 @@ async def test_a_cookie_a_peer_sets_never_rides_along_to_the_next_request(
                 client.cookies = {"session": "set-by-hand"}
     assert len(request_heads) == 2
     assert b"cookie" not in request_heads[1].lower()
+
+
+def test_retry_after_reads_seconds_dates_and_reset_times() -> None:
+    now = 1_700_000_000.0
+    assert retry_after({"Retry-After": "12"}, now=now) == 12
+    assert retry_after({"retry-after": "-3"}, now=now) == 0
+    date = formatdate(now + 40, usegmt=True)
+    assert retry_after({"Retry-After": date}, now=now) == pytest.approx(40, abs=1)
+    assert retry_after({"RateLimit-Reset": str(int(now + 60))}, now=now) == 60
+    assert retry_after({"RateLimit-Reset": str(int(now - 60))}, now=now) == 0
+    assert retry_after({"Retry-After": "soon"}, now=now) is None
+    assert retry_after({}, now=now) is None
+
+
+def test_retry_after_reads_github_s_reset_only_when_no_requests_are_left() -> None:
+    now = 1_700_000_000.0
+    reset = str(int(now + 30))
+    exhausted = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+    assert retry_after(exhausted, now=now) == 30
+    assert retry_after({"X-RateLimit-Remaining": "12", "X-RateLimit-Reset": reset}, now=now) is None
+    assert retry_after({**exhausted, "Retry-After": "5"}, now=now) == 5

@@ -18,7 +18,8 @@ from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.conversation_links import find_link
 from db.jobs import JobKind, PermanentJobError, RetryableJobError
 from db.store import Store
-from processors.base import REPLY_JOB, ProcessorContext, Reply, ReplyStatus
+from processors.base import REPLY_JOB, Reply, ReplyStatus
+from processors.context import ProcessorContext, SummaryMode
 from processors.runtime import (
     CATCH_UP_JOB,
     GAVE_UP_TEXT,
@@ -26,7 +27,7 @@ from processors.runtime import (
     CatchUpPayload,
     job_handlers,
 )
-from processors.summary import SUMMARY_INSTRUCTION, SummaryMode
+from processors.summary import SUMMARY_INSTRUCTION
 from processors.webhook import SIGNATURE_HEADER, sign
 from tests.support.fake_agent_api import (
     CONVERSATION_URL_TEMPLATE,

@@ -15,9 +15,10 @@ import processors.base
 from agent.events import AgentState
 from db.callbacks import CallbackStatus
 from db.store import Store
-from processors.base import EMPTY_ANSWER_TEXT, REPLY_JOB, ProcessorContext
+from processors.base import EMPTY_ANSWER_TEXT, REPLY_JOB
+from processors.context import ProcessorContext, SummaryMode
 from processors.runtime import run_processors
-from processors.summary import SUMMARY_INSTRUCTION, SummaryMode
+from processors.summary import SUMMARY_INSTRUCTION
 from tests.support.fake_agent_api import (
     CONVERSATION_URL_TEMPLATE,
     FakeAgentServer,

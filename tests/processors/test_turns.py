@@ -23,7 +23,8 @@ from bots.turns import Turn, record_turn
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
 from db.jobs import Job, JobKind, PermanentJobError
 from db.store import Store
-from processors.base import REPLY_JOB, ProcessorContext, ReplyStatus
+from processors.base import REPLY_JOB, ReplyStatus
+from processors.context import ProcessorContext
 from processors.runtime import MESSAGE_FAILED_TEXT, job_handlers
 from processors.summary import SUMMARY_INSTRUCTION
 from processors.webhook import WebhookProcessor

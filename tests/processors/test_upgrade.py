@@ -35,9 +35,8 @@ from db.jobs import Job, JobHandler, JobStatus
 from db.retention import PRUNE_JOB, Retention
 from db.secrets import SecretBox
 from db.store import Store, now
-from processors.base import ProcessorContext
+from processors.context import ProcessorContext, SummaryMode
 from processors.runtime import job_handlers
-from processors.summary import SummaryMode
 from relay.worker import Worker
 from tests.support import github_webhooks
 from tests.support.fake_agent_api import (

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from db.callbacks import ConversationCallback, get_callback, insert_callback
 from db.jobs import PermanentJobError, RetryableJobError
 from db.store import Store
-from processors.base import ProcessorContext, Reply, ReplyStatus
+from processors.base import Reply, ReplyStatus
+from processors.context import ProcessorContext
 from processors.receiver_guard import guarded_receiver_client
 from processors.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, WebhookProcessor
 from tests.support.fake_agent_api import (

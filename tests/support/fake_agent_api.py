@@ -37,8 +37,7 @@ from agent.events import AgentState, AgentStateChangedObservation
 from db.callbacks import ConversationCallback, get_callback, insert_callback
 from db.jobs import Job, JobKind, JobQueue
 from db.store import Store
-from processors.base import ProcessorContext
-from processors.summary import SummaryMode
+from processors.context import ProcessorContext, SummaryMode
 from processors.webhook import WebhookProcessor
 from tests.support.loopback import LoopbackServer
 

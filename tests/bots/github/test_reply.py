@@ -15,7 +15,8 @@ from bots.texts import comment_answer
 from db.jobs import PermanentJobError, RetryableJobError
 from db.secrets import SecretBox
 from db.store import Store
-from processors.base import ProcessorContext, Reply, ReplyStatus
+from processors.base import Reply, ReplyStatus
+from processors.context import ProcessorContext
 from tests.support.fake_github import FakeGitHub
 
 REPO = "acme/api"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from email.utils import formatdate
 
 import httpx
 import pytest
@@ -17,7 +16,6 @@ from bots.gitlab.api import (
     Place,
     gitlab_errors,
     project_ref,
-    retry_after,
 )
 from bots.gitlab.triggers import Noteable
 from bots.markers import marker, post_once
@@ -167,18 +165,6 @@ async def test_gitlab_s_field_errors_are_spelled_out() -> None:
                 422, "note is too long (maximum is 1000000 characters)", {"X-Request-Id": "1"}
             )
     assert "note is too long" in str(raised.value)
-
-
-def test_retry_after_reads_seconds_dates_and_reset_times() -> None:
-    now = 1_700_000_000.0
-    assert retry_after({"Retry-After": "12"}, now=now) == 12
-    assert retry_after({"retry-after": "-3"}, now=now) == 0
-    date = formatdate(now + 40, usegmt=True)
-    assert retry_after({"Retry-After": date}, now=now) == pytest.approx(40, abs=1)
-    assert retry_after({"RateLimit-Reset": str(int(now + 60))}, now=now) == 60
-    assert retry_after({"RateLimit-Reset": str(int(now - 60))}, now=now) == 0
-    assert retry_after({"Retry-After": "soon"}, now=now) is None
-    assert retry_after({}, now=now) is None
 
 
 # -- calls ----------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from bots.texts import comment_answer
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
 from db.jobs import Job, JobStatus, PermanentJobError, RetryableJobError
 from db.store import Store
-from processors.base import REPLY_JOB, ProcessorContext, Reply, ReplyStatus
+from processors.base import REPLY_JOB, Reply, ReplyStatus
+from processors.context import ProcessorContext
 from processors.runtime import job_handlers
 from tests.support.fake_gitlab import BOT_TOKEN, FakeGitlab
 
