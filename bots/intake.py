@@ -58,6 +58,8 @@ class Delivery:
     payload: BaseModel
     # Serialises the jobs of one thread (or installation): they run in order.
     job_key: str
+    # What the platform calls one (Slack: an event), in the log lines.
+    noun: str = "delivery"
 
 
 async def record_and_queue(store: Store, queue: JobQueue, delivery: Delivery) -> Intake:
@@ -67,8 +69,9 @@ async def record_and_queue(store: Store, queue: JobQueue, delivery: Delivery) ->
             count(delivery.platform, Intake.DUPLICATE)
             with log_context(delivery=delivery.delivery_id):
                 log.info(
-                    "%s delivery %s received again; ignored",
+                    "%s %s %s received again; ignored",
                     delivery.platform,
+                    delivery.noun,
                     delivery.delivery_id,
                 )
             return Intake.DUPLICATE
@@ -82,8 +85,9 @@ async def record_and_queue(store: Store, queue: JobQueue, delivery: Delivery) ->
     count(delivery.platform, Intake.QUEUED)
     with log_context(delivery=delivery.delivery_id, job=job_id):
         log.info(
-            "%s delivery %s queued (%s)",
+            "%s %s %s queued (%s)",
             delivery.platform,
+            delivery.noun,
             delivery.delivery_id,
             delivery.description,
         )

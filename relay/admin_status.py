@@ -24,11 +24,11 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from agent.events import START_JOB
 from agent.intake import DELIVERY_SOURCE as AGENT_SOURCE
+from bots.github import PLATFORM as GITHUB
 from bots.github.setup import SETUP_PATH as GITHUB_SETUP_PATH
-from bots.github.triggers import PLATFORM as GITHUB
-from bots.gitlab.triggers import PLATFORM as GITLAB
+from bots.gitlab import PLATFORM as GITLAB
 from bots.gitlab.triggers import Noteable
-from bots.slack.triggers import PLATFORM as SLACK
+from bots.slack import PLATFORM as SLACK
 from db.callbacks import CallbackStatus
 from db.jobs import Job, JobQueue, JobStatus
 from db.store import Store

@@ -17,14 +17,14 @@ from starlette.routing import BaseRoute
 from agent.client import AgentClient, LLMSettings
 from agent.http import new_http_client
 from agent.intake import AgentIntake
+from bots.github import PLATFORM as GITHUB
 from bots.github.api import GithubApi
 from bots.github.credentials import GithubAppSource
-from bots.github.triggers import PLATFORM as GITHUB
+from bots.gitlab import PLATFORM as GITLAB
 from bots.gitlab.api import GitlabApi
-from bots.gitlab.triggers import PLATFORM as GITLAB
 from bots.platform import Platform, Shared
+from bots.slack import PLATFORM as SLACK
 from bots.slack.installations import DatabaseInstallationStore
-from bots.slack.triggers import PLATFORM as SLACK
 from db.jobs import JobQueue
 from db.migrations import is_current, migrate
 from db.retention import PRUNE_JOB, Retention

@@ -33,8 +33,8 @@ from bots.github.credentials import APP_PLATFORM as GITHUB_APP_PLATFORM
 from bots.github.credentials import AppCredentials
 from bots.gitlab.api import GitlabApi
 from bots.gitlab.setup import hook_events, hook_url
+from bots.slack import PLATFORM as SLACK
 from bots.slack.api import SlackApi, SlackTeam, new_web_client
-from bots.slack.installations import SLACK_PLATFORM
 from db.installations import STATUS_ACTIVE, get_installation, list_installations
 from db.jobs import JobStatus, PermanentJobError, RetryableJobError
 from db.migrations import LATEST_VERSION, current_version
@@ -435,7 +435,7 @@ class _Run:
         sealed = [
             row
             for row in await list_installations(self.relay.store)
-            if row.platform in (SLACK_PLATFORM, GITHUB_APP_PLATFORM)
+            if row.platform in (SLACK, GITHUB_APP_PLATFORM)
         ]
         if not sealed:
             return ok("stored credentials", "none stored")
@@ -558,7 +558,7 @@ class _Run:
     async def _slack_workspaces(self) -> list[CheckResult]:
         try:
             async with asyncio.timeout(self.timeout):
-                rows = await list_installations(self.relay.store, platform=SLACK_PLATFORM)
+                rows = await list_installations(self.relay.store, platform=SLACK)
         except TimeoutError:
             return [
                 fail("slack", "listing the installed workspaces timed out", "check the database")

@@ -171,7 +171,7 @@ def github_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _github_installations(store: Store) -> int:
-    from bots.github.triggers import PLATFORM
+    from bots.github import PLATFORM
     from db.installations import list_installations
 
     rows = await list_installations(store, platform=PLATFORM)

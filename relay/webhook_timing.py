@@ -11,13 +11,16 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bots.github import PLATFORM as GITHUB
 from bots.github.inbound import EVENTS_PATH as GITHUB_EVENTS_PATH
+from bots.gitlab import PLATFORM as GITLAB
 from bots.gitlab.inbound import EVENTS_PATH as GITLAB_EVENTS_PATH
+from bots.slack import PLATFORM as SLACK
 from bots.slack.inbound import EVENTS_PATH as SLACK_EVENTS_PATH
 from db.metrics import WEBHOOK_ACK_SECONDS
 
 AGENT_EVENTS_PREFIX = "/agent/events/"
-_ROUTES = {SLACK_EVENTS_PATH: "slack", GITHUB_EVENTS_PATH: "github", GITLAB_EVENTS_PATH: "gitlab"}
+_ROUTES = {SLACK_EVENTS_PATH: SLACK, GITHUB_EVENTS_PATH: GITHUB, GITLAB_EVENTS_PATH: GITLAB}
 
 
 def platform_of(path: str) -> str | None:

@@ -21,7 +21,6 @@ from db.store import Store
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "github"
 # The installations row that holds the app created by the manifest flow.
 APP_PLATFORM = "github-app"
 APP_ACCOUNT = "app"

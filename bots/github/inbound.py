@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bots.github import PLATFORM
 from bots.github.credentials import GithubAppSource
-from bots.github.triggers import PLATFORM, trigger_of
+from bots.github.triggers import trigger_of
 from bots.intake import Delivery, Intake, WebhookEventPayload, count, record_and_queue
 from db.jobs import JobKind, JobQueue, VerbatimJson
 from db.store import Store

@@ -20,10 +20,11 @@ from typing import Any
 from gidgethub.routing import Router
 from gidgethub.sansio import Event
 
+from bots.github import PLATFORM
 from bots.github.api import GithubApi, GithubThread
 from bots.github.inbound import GITHUB_EVENT_JOB
 from bots.github.reply import GithubCallbackProcessor
-from bots.github.triggers import PLATFORM, GithubTrigger, TriggerKind, is_bot, trigger_of
+from bots.github.triggers import GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, shorten
 from bots.turns import Context, count_refusal, refuse, take_turn

@@ -8,13 +8,13 @@ from typing import Literal, Protocol
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
+from bots.github import PLATFORM
 from bots.github.api import GithubApi
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.github.inbound import GITHUB_EVENT_JOB, github_routes
 from bots.github.job import GithubEventJob
 from bots.github.reply import GithubCallbackProcessor
 from bots.github.setup import github_setup_routes
-from bots.github.triggers import PLATFORM
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 
 

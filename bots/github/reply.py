@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from bots.github import PLATFORM
 from bots.github.api import GithubApi, GithubThread
-from bots.github.triggers import PLATFORM
 from bots.markers import marker, post_once
 from bots.texts import comment_answer
 from processors.base import Reply, ReplyingProcessor
@@ -21,7 +21,7 @@ GITHUB_COMMENT_LIMIT = 65_536
 
 
 class GithubCallbackProcessor(ReplyingProcessor):
-    processor_kind: ClassVar[str] = "github"
+    processor_kind: ClassVar[str] = PLATFORM
     installation_id: int
     repository: str
     number: int

@@ -40,6 +40,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from agent.http import USER_AGENT
+from bots.github import PLATFORM
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.github.manifest import render_manifest
 from bots.pages import Pages
@@ -49,7 +50,6 @@ from db.store import Store
 
 log = logging.getLogger(__name__)
 
-STATE_PLATFORM = "github"
 STATE_COOKIE = "agent_relay_github_state"
 # Between this page and the callback the person is on GitHub, naming the app; GitHub's
 # code itself lives an hour, so the state does too.
@@ -214,7 +214,7 @@ class _SetupFlow:
         if organization and not _ORGANIZATION.fullmatch(organization):
             organization_error = organization
             organization = ""
-        state = await issue_state(self._store, STATE_PLATFORM, ttl_seconds=STATE_TTL_SECONDS)
+        state = await issue_state(self._store, PLATFORM, ttl_seconds=STATE_TTL_SECONDS)
         query = urlencode({"state": state})
         response = self._page(
             request,
@@ -301,7 +301,7 @@ class _SetupFlow:
                 "Start again from the setup page.",
                 clear_cookie=False,
             )
-        if not await consume_state(self._store, STATE_PLATFORM, state):
+        if not await consume_state(self._store, PLATFORM, state):
             log.warning("github setup: callback refused, unknown, expired or used state")
             raise _Refusal(
                 400,

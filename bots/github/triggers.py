@@ -16,8 +16,6 @@ from typing import Any
 
 from bots.triggers import mentions_bot, request_text
 
-PLATFORM = "github"
-
 
 class TriggerKind(StrEnum):
     COMMENT = "comment"  # issue_comment on an issue or a PR

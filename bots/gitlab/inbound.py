@@ -27,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bots.gitlab.triggers import PLATFORM, TRIGGER_EVENTS, trigger_of
+from bots.gitlab import PLATFORM
+from bots.gitlab.triggers import TRIGGER_EVENTS, trigger_of
 from bots.intake import Delivery, Intake, WebhookEventPayload, count, record_and_queue
 from db.jobs import JobKind, JobQueue, VerbatimJson
 from db.store import Store

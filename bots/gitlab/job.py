@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bots.gitlab import PLATFORM
 from bots.gitlab.api import DEVELOPER_ACCESS, GitlabApi, GitlabThread, GitlabUser, Place
 from bots.gitlab.inbound import GITLAB_EVENT_JOB
 from bots.gitlab.reply import GitlabCallbackProcessor
-from bots.gitlab.triggers import PLATFORM, GitlabTrigger, Noteable, trigger_of
+from bots.gitlab.triggers import GitlabTrigger, Noteable, trigger_of
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, shorten
 from bots.turns import Context, count_refusal, refuse, take_turn

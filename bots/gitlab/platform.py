@@ -9,11 +9,11 @@ from typing import Protocol
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
+from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi
 from bots.gitlab.inbound import GITLAB_EVENT_JOB, GitlabEvents
 from bots.gitlab.job import GitlabEventJob
 from bots.gitlab.reply import GitlabCallbackProcessor
-from bots.gitlab.triggers import PLATFORM
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi, GitlabThread, Place
-from bots.gitlab.triggers import PLATFORM, Noteable
+from bots.gitlab.triggers import Noteable
 from bots.markers import marker, post_once
 from bots.texts import comment_answer
 from processors.base import Reply, ReplyingProcessor
@@ -29,7 +30,7 @@ NOTE_LIMIT = 1_000_000
 
 
 class GitlabCallbackProcessor(ReplyingProcessor):
-    processor_kind: ClassVar[str] = "gitlab"
+    processor_kind: ClassVar[str] = PLATFORM
     project_id: int
     noteable: Noteable
     iid: int

@@ -21,8 +21,6 @@ from typing import Any
 
 from bots.triggers import mentions_bot, request_text
 
-PLATFORM = "gitlab"
-
 NOTE_EVENTS = frozenset({"Note Hook", "Confidential Note Hook"})
 # A confidential issue's updates arrive under an event name of their own.
 LABEL_EVENTS = frozenset({"Issue Hook", "Confidential Issue Hook", "Merge Request Hook"})

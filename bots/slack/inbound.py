@@ -25,10 +25,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bots.intake import Delivery, Intake, count, record_and_queue
+from bots.slack import PLATFORM
 from bots.slack.api import new_web_client
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventPayload
 from bots.slack.manifest import bot_scopes
-from bots.slack.triggers import PLATFORM, trigger_of
+from bots.slack.triggers import trigger_of
 from db.jobs import JobQueue
 from db.store import Store
 
@@ -122,6 +123,7 @@ def _event_recorder(
                 job_kind=SLACK_EVENT_JOB,
                 payload=payload,
                 job_key=f"{PLATFORM}:{trigger.thread_key}",
+                noun="event",
             ),
         )
 

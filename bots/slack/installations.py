@@ -17,6 +17,7 @@ from slack_sdk.oauth.installation_store import Installation as SlackInstallation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 
+from bots.slack import PLATFORM
 from db.installations import (
     STATUS_ACTIVE,
     Installation,
@@ -28,7 +29,6 @@ from db.oauth_states import consume_state, issue_state
 from db.secrets import SecretBox
 from db.store import Store
 
-SLACK_PLATFORM = "slack"
 _NO_ID = "-"
 
 log = logging.getLogger(__name__)
@@ -215,14 +215,14 @@ class DatabaseInstallationStore(AsyncInstallationStore):
         # An org-wide install is stored without a team; events from any workspace of
         # the org name that workspace's team, and say is_enterprise_install.
         account_id = slack_account_id(enterprise_id, None if is_enterprise_install else team_id)
-        return await get_installation(self._store, self._box, SLACK_PLATFORM, account_id)
+        return await get_installation(self._store, self._box, PLATFORM, account_id)
 
     async def _write(self, installation: SlackInstallation, *, status: str) -> None:
         team_id = None if installation.is_enterprise_install else installation.team_id
         await save_installation(
             self._store,
             self._box,
-            platform=SLACK_PLATFORM,
+            platform=PLATFORM,
             account_id=slack_account_id(installation.enterprise_id, team_id),
             details=_details_of(installation),
             credentials=_credentials_of(installation),
@@ -231,7 +231,7 @@ class DatabaseInstallationStore(AsyncInstallationStore):
 
     async def _delete(self, enterprise_id: str | None, team_id: str | None) -> None:
         account_id = slack_account_id(enterprise_id, team_id)
-        if await delete_installation(self._store, SLACK_PLATFORM, account_id):
+        if await delete_installation(self._store, PLATFORM, account_id):
             log.info("removed Slack installation %s", account_id)
 
 
@@ -247,7 +247,7 @@ class DatabaseOAuthStateStore(AsyncOAuthStateStore):
         return log
 
     async def async_issue(self, *args: Any, **kwargs: Any) -> str:
-        return await issue_state(self._store, SLACK_PLATFORM, ttl_seconds=self.expiration_seconds)
+        return await issue_state(self._store, PLATFORM, ttl_seconds=self.expiration_seconds)
 
     async def async_consume(self, state: str) -> bool:
-        return await consume_state(self._store, SLACK_PLATFORM, state)
+        return await consume_state(self._store, PLATFORM, state)

@@ -17,10 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.formatting import slack_link
 from bots.slack.reply import SlackCallbackProcessor
-from bots.slack.triggers import PLATFORM, SlackTrigger, mentioned_users, trigger_of
+from bots.slack.triggers import SlackTrigger, mentioned_users, trigger_of
 from bots.texts import WORKING_REACTION
 from bots.triggers import infer_repository
 from bots.turns import Context, count_refusal, take_turn

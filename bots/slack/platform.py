@@ -10,12 +10,12 @@ from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
+from bots.slack import PLATFORM
 from bots.slack.api import SlackApi
 from bots.slack.inbound import build_slack_app, slack_routes
 from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthStateStore
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.slack.reply import SlackCallbackProcessor
-from bots.slack.triggers import PLATFORM
 
 
 class SlackSettings(Protocol):

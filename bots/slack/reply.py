@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.formatting import markdown_to_mrkdwn, slack_link, split_for_slack
-from bots.slack.triggers import PLATFORM
 from bots.texts import WORKING_REACTION, answer
 from db.jobs import PermanentJobError, RetryableJobError
 from processors.base import Reply, ReplyingProcessor, ReplyStatus
@@ -26,7 +26,7 @@ FAILED_REACTION = "x"
 
 
 class SlackCallbackProcessor(ReplyingProcessor):
-    processor_kind: ClassVar[str] = "slack"
+    processor_kind: ClassVar[str] = PLATFORM
     team_id: str
     enterprise_id: str | None = None
     channel: str

@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-PLATFORM = "slack"
-
 # Subtypes that are still a person writing something new: a message with files, and
 # a thread reply also sent to the channel. Edits, deletions, joins... are not.
 _PERSON_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})

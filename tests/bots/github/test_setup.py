@@ -20,8 +20,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from bots.github import PLATFORM
 from bots.github.credentials import APP_PLATFORM, AppCredentials, GithubAppSource
-from bots.github.setup import STATE_COOKIE, STATE_PLATFORM, github_setup_routes
+from bots.github.setup import STATE_COOKIE, github_setup_routes
 from db.oauth_states import issue_state
 from db.secrets import SecretBox
 from db.store import Store
@@ -199,7 +200,7 @@ async def test_the_button_posts_the_manifest_with_a_fresh_state_to_github(
     row = await relay.store.fetch_one(
         "SELECT platform FROM oauth_states WHERE state = :state", {"state": state}
     )
-    assert row is not None and row["platform"] == STATE_PLATFORM
+    assert row is not None and row["platform"] == PLATFORM
 
     cookie = page.headers["set-cookie"]
     assert cookie.startswith(f"{STATE_COOKIE}={state};")
@@ -268,7 +269,7 @@ async def test_without_secret_key_the_page_says_so_and_the_callback_stores_nothi
         assert "SECRET_KEY" in page.text and 'id="needs-secret-key"' in page.text
         assert forms_of(page.text) == {}
 
-        state = await issue_state(store, STATE_PLATFORM)
+        state = await issue_state(store, PLATFORM)
         relay.client.cookies.set(STATE_COOKIE, state, domain="relay.example.com")
         refused = await callback(relay, "good-code", state)
         assert refused.status_code == 400
@@ -350,7 +351,7 @@ async def test_a_second_app_is_refused(relay: Harness) -> None:
     assert (await callback(relay, "good-code", state)).status_code == 303
 
     # A state issued before the first app finished, used afterwards.
-    late_state = await issue_state(relay.store, STATE_PLATFORM)
+    late_state = await issue_state(relay.store, PLATFORM)
     relay.client.cookies.set(STATE_COOKIE, late_state, domain="relay.example.com")
     relay.github.answers["other-code"] = (201, conversion("second-app", 777))
     refused = await callback(relay, "other-code", late_state)
@@ -406,7 +407,7 @@ async def test_unknown_expired_and_missing_states_are_refused(relay: Harness) ->
     relay.client.cookies.set(STATE_COOKIE, forged, domain="relay.example.com")
     assert (await callback(relay, "good-code", forged)).status_code == 400
 
-    expired = await issue_state(relay.store, STATE_PLATFORM, ttl_seconds=-1)
+    expired = await issue_state(relay.store, PLATFORM, ttl_seconds=-1)
     relay.client.cookies.set(STATE_COOKIE, expired, domain="relay.example.com")
     refused = await callback(relay, "good-code", expired)
     assert refused.status_code == 400
@@ -505,7 +506,7 @@ async def test_an_app_from_the_settings_is_shown_and_no_second_one_offered(
         else:
             assert f'href="{install_link}"' in page.text
 
-        state = await issue_state(store, STATE_PLATFORM)
+        state = await issue_state(store, PLATFORM)
         relay.client.cookies.set(STATE_COOKIE, state, domain="relay.example.com")
         assert (await callback(relay, "good-code", state)).status_code == 409
         assert relay.github.requests == []

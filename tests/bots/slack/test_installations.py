@@ -13,8 +13,8 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.oauth.installation_store import Installation as SlackInstallation
 
+from bots.slack import PLATFORM
 from bots.slack.installations import (
-    SLACK_PLATFORM,
     DatabaseInstallationStore,
     DatabaseOAuthStateStore,
     slack_account_id,
@@ -63,7 +63,7 @@ def acme(
 
 
 async def stored_account_ids(store: Store) -> list[str]:
-    return [i.account_id for i in await list_installations(store, platform=SLACK_PLATFORM)]
+    return [i.account_id for i in await list_installations(store, platform=PLATFORM)]
 
 
 # --- saving and finding ----------------------------------------------------------------
@@ -248,7 +248,7 @@ async def test_a_suspended_installation_is_not_found(
     store: Store, installations: DatabaseInstallationStore
 ) -> None:
     await installations.async_save(acme())
-    await set_installation_status(store, SLACK_PLATFORM, "-:T1", "suspended")
+    await set_installation_status(store, PLATFORM, "-:T1", "suspended")
 
     assert await installations.async_find_bot(enterprise_id=None, team_id="T1") is None
     assert await installations.async_find_installation(enterprise_id=None, team_id="T1") is None
@@ -469,7 +469,7 @@ async def test_a_slack_state_is_stored_for_slack_only(store: Store) -> None:
 
     row = await store.fetch_one("SELECT platform FROM oauth_states WHERE state = :s", {"s": state})
 
-    assert row == {"platform": SLACK_PLATFORM}
+    assert row == {"platform": PLATFORM}
 
 
 def test_account_ids_name_the_org_and_the_workspace() -> None:
@@ -483,7 +483,7 @@ async def test_a_saved_row_is_readable_through_the_repository(
 ) -> None:
     await installations.async_save(acme())
 
-    row = await get_installation(store, box, SLACK_PLATFORM, "-:T1")
+    row = await get_installation(store, box, PLATFORM, "-:T1")
 
     assert row is not None and row.credentials is not None
     assert row.credentials["bot_token"] == BOT_TOKEN
