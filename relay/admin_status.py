@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from agent.events import START_JOB
 from agent.intake import DELIVERY_SOURCE as AGENT_SOURCE
+from bots.checks import CheckResult, CheckStatus
 from bots.github.setup import SETUP_PATH as GITHUB_SETUP_PATH
 from bots.github.triggers import PLATFORM as GITHUB
 from bots.gitlab.triggers import PLATFORM as GITLAB
@@ -32,7 +33,6 @@ from bots.slack.triggers import PLATFORM as SLACK
 from db.callbacks import CallbackStatus
 from db.jobs import Job, JobQueue, JobStatus
 from db.store import Store
-from relay.checks import CheckResult, CheckStatus
 from relay.settings import Settings
 
 log = logging.getLogger(__name__)

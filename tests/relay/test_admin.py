@@ -25,6 +25,7 @@ import pytest
 from itsdangerous.encoding import base64_decode, base64_encode, bytes_to_int, int_to_bytes
 from starlette.applications import Starlette
 
+from bots.checks import CheckResult, fail, ok, skip, warn
 from bots.github.reply import GithubCallbackProcessor
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import Noteable
@@ -44,7 +45,6 @@ from relay.admin import (
     safe_next,
 )
 from relay.app import create_app
-from relay.checks import CheckResult, fail, ok, skip, warn
 from relay.settings import Settings
 from tests.support.fake_agent_api import (
     AGENT_API_KEY,

@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 from slack_sdk.oauth.installation_store import Installation as SlackInstallation
 
+from bots.checks import CheckResult
 from db.installations import set_installation_status
 from db.jobs import JobQueue
 from db.migrations import LATEST_VERSION, migrate
 from db.store import Store
 from relay.app import Relay
-from relay.checks import CheckResult, Checks, settings_checks, settings_failures
+from relay.doctor.runner import Checks
+from relay.doctor.settings import settings_checks, settings_failures
 from relay.settings import Settings, SettingsError, load_settings
 from tests.support.deployment import (
     GITHUB_APP_ID,
