@@ -43,7 +43,7 @@ from processors import webhook  # noqa: F401  (registers the "webhook" processor
 from processors.base import ProcessorContext
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
-from relay.admin import AdminPage
+from relay.admin.page import AdminPage
 from relay.api import RelayApi
 from relay.doctor.runner import Checks
 from relay.health import Health

@@ -31,18 +31,17 @@ from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import Noteable
 from bots.mentions import Turn, record_turn
 from bots.slack.reply import SlackCallbackProcessor
+from bots.web_session import LoginThrottle, safe_next
 from db.deliveries import record_delivery
 from db.jobs import JobQueue, JobStatus
 from db.store import Store
-from relay.admin import (
+from relay.admin.page import AdminPage
+from relay.admin.session import (
     FLASH_COOKIE,
     LOGIN_COOKIE,
     LOGIN_FORM_SECONDS,
     SESSION_COOKIE,
     SESSION_SECONDS,
-    AdminPage,
-    LoginThrottle,
-    safe_next,
 )
 from relay.app import create_app
 from relay.settings import Settings
@@ -354,13 +353,13 @@ async def test_login_goes_on_only_to_paths_of_this_relay(
 
 
 def test_safe_next() -> None:
-    assert safe_next("/admin") == "/admin"
+    assert safe_next("/admin", "/admin") == "/admin"
     assert (
-        safe_next("/github/setup/callback?code=1&state=2")
+        safe_next("/github/setup/callback?code=1&state=2", "/admin")
         == "/github/setup/callback?code=1&state=2"
     )
     for bad in (None, "", "admin", "//x", "/\\x", "http://x/", "/a b", "/a\tb", "/a\\b"):
-        assert safe_next(bad) == "/admin"
+        assert safe_next(bad, "/admin") == "/admin"
 
 
 @pytest.mark.parametrize(
