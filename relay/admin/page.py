@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -25,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bots.pages import Pages
 from bots.web_session import LoginThrottle, PublicSite, safe_next
 from db.jobs import JobQueue
 from db.store import Store
 from relay.admin.outbound import CHECK_TTL_SECONDS, NoChecks, OutboundChecks
+from relay.admin.render import render
 from relay.admin.session import AdminSession
 from relay.admin.status import StatusReader
 from relay.settings import Settings
@@ -45,26 +43,6 @@ REFRESH_SECONDS = 15
 # The page's forms have at most three small fields (csrf, next, token).
 _MAX_FORM_FIELDS = 10
 _MAX_FORM_FIELD_BYTES = 8 * 1024
-
-
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "never"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-_PAGES = Pages(Path(__file__).resolve().parent / "templates", filters={"when": _when})
-
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    # No script at all; forms post to this relay only.
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
-        "frame-ancestors 'none'; form-action 'self'"
-    ),
-}
 
 
 class AdminPage:
@@ -269,12 +247,8 @@ class AdminPage:
         headers: dict[str, str] | None = None,
         **context: Any,
     ) -> Response:
-        return _PAGES.render(
-            request,
-            template,
-            {"base": self._base, **context},
-            status_code=status_code,
-            headers={**_HEADERS, **(headers or {})},
+        return render(
+            request, template, base=self._base, status_code=status_code, headers=headers, **context
         )
 
     def _disabled(self, request: Request) -> Response:
