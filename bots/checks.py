@@ -107,8 +107,7 @@ PlatformCheck = Callable[[CheckRun], Awaitable[list[CheckResult]]]
 class PublicUrlSettings(Protocol):
     """The setting every platform's checks read: where this relay is reached."""
 
-    @property
-    def public_url(self) -> str | None: ...
+    public_url: str | None
 
 
 def public_link(public_url: str | None, path: str) -> str:

@@ -29,11 +29,10 @@ _GITHUB_DOWN = "check GITHUB_API_URL and GitHub's status"
 class GithubCheckSettings(PublicUrlSettings, Protocol):
     """The settings GitHub's checks read."""
 
-    @property
-    def github_mode(self) -> Literal["settings", "setup"] | None: ...
+    github_api_url: str
 
     @property
-    def github_api_url(self) -> str: ...
+    def github_mode(self) -> Literal["settings", "setup"] | None: ...
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 from urllib.parse import quote
 
 from bots.github.triggers import PLATFORM
@@ -13,15 +15,16 @@ from db.store import Store
 _GITHUB_KEY = re.compile(r"(?P<repo>[^#\s]+/[^#\s]+)#(?P<number>\d+)(?:/r(?P<review>\d+))?")
 
 
+@dataclass(frozen=True)
 class GithubLinks:
-    platform = PLATFORM
-    title = "GitHub"
+    """Issues, pull requests and review threads on GitHub (`web_url`)."""
 
-    def __init__(self, web_url: str) -> None:
-        self._web_url = web_url
+    web_url: str
+    platform: ClassVar[str] = PLATFORM
+    title: ClassVar[str] = "GitHub"
 
     async def thread_links(self, store: Store, threads: Sequence[Thread]) -> list[ThreadLink]:
-        return [thread_link(thread.key, self._web_url) for thread in threads]
+        return [thread_link(thread.key, self.web_url) for thread in threads]
 
 
 def thread_link(thread_key: str, github_url: str) -> ThreadLink:

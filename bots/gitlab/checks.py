@@ -31,14 +31,11 @@ _GITLAB_DOWN = "check GITLAB_URL and GitLab's status"
 class GitlabCheckSettings(PublicUrlSettings, Protocol):
     """The settings GitLab's checks read."""
 
+    gitlab_url: str
+    gitlab_token: SecretStr | None
+
     @property
     def gitlab_enabled(self) -> bool: ...
-
-    @property
-    def gitlab_url(self) -> str: ...
-
-    @property
-    def gitlab_token(self) -> SecretStr | None: ...
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 from urllib.parse import quote
 
 from agent.events import START_JOB
@@ -16,17 +18,19 @@ from db.store import Store
 _GITLAB_KEY = re.compile(r"(?P<project>\d+):(?P<kind>issue|merge_request):(?P<iid>\d+)")
 
 
+@dataclass(frozen=True)
 class GitlabLinks:
-    platform = PLATFORM
-    title = "GitLab"
+    """Issues and merge requests on GitLab (`web_url`), by their project's path
+    where the job that started the conversation still tells it."""
 
-    def __init__(self, web_url: str) -> None:
-        self._web_url = web_url
+    web_url: str
+    platform: ClassVar[str] = PLATFORM
+    title: ClassVar[str] = "GitLab"
 
     async def thread_links(self, store: Store, threads: Sequence[Thread]) -> list[ThreadLink]:
         paths = await project_paths(store, (thread.conversation_id for thread in threads))
         return [
-            thread_link(thread.key, self._web_url, paths.get(thread.conversation_id))
+            thread_link(thread.key, self.web_url, paths.get(thread.conversation_id))
             for thread in threads
         ]
 

@@ -37,14 +37,11 @@ _SLACK_DOWN = "check SLACK_API_URL and Slack's status"
 class SlackCheckSettings(PublicUrlSettings, Protocol):
     """The settings Slack's checks read."""
 
+    slack_api_url: str
+    slack_bot_token: SecretStr | None
+
     @property
     def slack_mode(self) -> Literal["oauth", "single"] | None: ...
-
-    @property
-    def slack_api_url(self) -> str: ...
-
-    @property
-    def slack_bot_token(self) -> SecretStr | None: ...
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 from urllib.parse import urlencode
 
 from bots.links import Thread, ThreadLink
@@ -13,8 +14,10 @@ _SLACK_WEB = "https://slack.com"
 
 
 class SlackLinks:
-    platform = PLATFORM
-    title = "Slack"
+    """Slack threads, by their channel: the thread keys name no workspace domain."""
+
+    platform: ClassVar[str] = PLATFORM
+    title: ClassVar[str] = "Slack"
 
     async def thread_links(self, store: Store, threads: Sequence[Thread]) -> list[ThreadLink]:
         return [thread_link(thread.key) for thread in threads]
