@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -177,8 +178,21 @@ class Settings(BaseSettings):
         return [feature.line() for feature in self.features()]
 
 
+@dataclass(frozen=True)
+class InvalidSetting:
+    variable: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"invalid setting {self.variable}: {self.reason}"
+
+
 class SettingsError(SystemExit):
     """Start-up stops with a message that names each offending variable."""
+
+    def __init__(self, problems: list[InvalidSetting]) -> None:
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = problems
 
 
 def load_settings() -> Settings:
@@ -189,10 +203,9 @@ def load_settings() -> Settings:
         # message names the field.
         field = re.search(r'field "(\w+)"', str(exc))
         name = field.group(1).upper() if field else "(unknown)"
-        raise SettingsError(f"invalid setting {name}: not valid JSON") from None
+        raise SettingsError([InvalidSetting(name, "not valid JSON")]) from None
     except ValidationError as exc:
         problems = [
-            f"invalid setting {str(error['loc'][0]).upper()}: {error['msg']}"
-            for error in exc.errors()
+            InvalidSetting(str(error["loc"][0]).upper(), error["msg"]) for error in exc.errors()
         ]
-        raise SettingsError("\n".join(problems)) from None
+        raise SettingsError(problems) from None

@@ -3,8 +3,6 @@ settings turn on (`Settings.features()`), and their risky combinations."""
 
 from __future__ import annotations
 
-import re
-
 from bots.checks import CheckResult, fail, ok, skip, warn
 from relay.features import Feature, Risk
 from relay.settings import Settings, SettingsError
@@ -12,21 +10,14 @@ from relay.settings import Settings, SettingsError
 
 def settings_failures(error: SettingsError) -> list[CheckResult]:
     """The failed `settings` lines of settings that do not load (one per variable)."""
-    results = []
-    for problem in str(error.code).splitlines():
-        named = re.match(r"invalid setting (\S+): (.*)", problem)
-        if named is None:
-            results.append(fail("settings", problem, "fix it in the environment or .env"))
-            continue
-        variable, reason = named.groups()
-        results.append(
-            fail(
-                "settings",
-                f"{variable} is invalid: {reason}",
-                f"fix {variable} (environment or .env)",
-            )
+    return [
+        fail(
+            "settings",
+            f"{problem.variable} is invalid: {problem.reason}",
+            f"fix {problem.variable} (environment or .env)",
         )
-    return results
+        for problem in error.problems
+    ]
 
 
 def settings_checks(settings: Settings) -> list[CheckResult]:
