@@ -27,11 +27,7 @@ from db.store import Store
 from relay.admin.page import AdminPage
 from relay.app import create_app
 from relay.settings import Settings
-from tests.support.fake_agent_api import (
-    AGENT_API_KEY,
-    FakeAgentServer,
-    LoopbackAgentServer,
-)
+from tests.support.fake_agent_api import AGENT_API_KEY, FakeAgentServer, LoopbackAgentServer
 from tests.support.fake_github import FakeGitHub, generate_private_key_pem
 from tests.support.fake_gitlab import BOT_TOKEN as GITLAB_BOT_TOKEN
 from tests.support.fake_gitlab import FakeGitlab

@@ -13,13 +13,7 @@ from tests.support.deployment import (
     github_key,
     peers,
 )
-from tests.support.doctor import (
-    TIMEOUT,
-    clean_environment,
-    only,
-    run_checks,
-    settings_of,
-)
+from tests.support.doctor import TIMEOUT, clean_environment, only, run_checks, settings_of
 from tests.support.fake_github import generate_private_key_pem
 
 # The shared fixtures, imported so that pytest finds them here.

@@ -3,19 +3,8 @@ against the fake GitLab on loopback."""
 
 from __future__ import annotations
 
-from tests.support.deployment import (
-    GITLAB_PROJECT,
-    Peers,
-    database_url,
-    github_key,
-    peers,
-)
-from tests.support.doctor import (
-    clean_environment,
-    only,
-    run_checks,
-    settings_of,
-)
+from tests.support.deployment import GITLAB_PROJECT, Peers, database_url, github_key, peers
+from tests.support.doctor import clean_environment, only, run_checks, settings_of
 
 # The shared fixtures, imported so that pytest finds them here.
 __all__ = ["clean_environment", "database_url", "github_key", "peers"]

@@ -6,13 +6,7 @@ from __future__ import annotations
 from db.installations import set_installation_status
 from relay.app import Relay
 from relay.doctor.runner import Checks
-from tests.support.deployment import (
-    SLACK_TOKEN,
-    Peers,
-    database_url,
-    github_key,
-    peers,
-)
+from tests.support.deployment import SLACK_TOKEN, Peers, database_url, github_key, peers
 from tests.support.doctor import (
     TIMEOUT,
     clean_environment,

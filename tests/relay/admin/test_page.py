@@ -22,9 +22,7 @@ from tests.support.admin_page import (
     status_page,
     whole_app,
 )
-from tests.support.fake_agent_api import (
-    LoopbackAgentServer,
-)
+from tests.support.fake_agent_api import LoopbackAgentServer
 
 # The shared fixtures, imported so that pytest finds them here.
 __all__ = ["agent_api"]

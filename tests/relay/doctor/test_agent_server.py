@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-from tests.support.deployment import (
-    Peers,
-    closed_port_url,
-    database_url,
-    github_key,
-    peers,
-)
-from tests.support.doctor import (
-    clean_environment,
-    only,
-    run_checks,
-    settings_of,
-)
-
-# The shared fixtures, imported so that pytest finds them here.
-__all__ = ["clean_environment", "database_url", "github_key", "peers"]
+from tests.support.deployment import Peers, closed_port_url
+from tests.support.doctor import only, run_checks, settings_of
 
 
 async def test_an_agent_server_that_is_down_fails(peers: Peers, database_url: str) -> None:

@@ -11,25 +11,8 @@ from db.jobs import JobQueue
 from db.migrations import LATEST_VERSION, migrate
 from db.store import Store
 from relay.app import Relay
-from tests.support.deployment import (
-    SLACK_TOKEN,
-    Peers,
-    database_url,
-    github_key,
-    peers,
-)
-from tests.support.doctor import (
-    clean_environment,
-    lines,
-    oauth_environment,
-    only,
-    run_checks,
-    settings_of,
-    slack_installation,
-)
-
-# The shared fixtures, imported so that pytest finds them here.
-__all__ = ["clean_environment", "database_url", "github_key", "oauth_environment", "peers"]
+from tests.support.deployment import SLACK_TOKEN, Peers
+from tests.support.doctor import lines, only, run_checks, settings_of, slack_installation
 
 
 async def test_a_schema_behind_this_release_fails_with_migrate(

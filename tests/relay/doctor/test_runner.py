@@ -13,22 +13,9 @@ from tests.support.deployment import (
     GITLAB_PROJECT,
     Peers,
     SilentPeer,
-    database_url,
-    github_key,
     install_gitlab_hook,
-    peers,
 )
-from tests.support.doctor import (
-    TIMEOUT,
-    clean_environment,
-    lines,
-    only,
-    run_checks,
-    settings_of,
-)
-
-# The shared fixtures, imported so that pytest finds them here.
-__all__ = ["clean_environment", "database_url", "github_key", "peers"]
+from tests.support.doctor import TIMEOUT, lines, only, run_checks, settings_of
 
 
 async def test_a_working_deployment_passes_every_check(peers: Peers, database_url: str) -> None:

@@ -7,14 +7,7 @@ import pytest
 
 from relay.doctor.settings import settings_checks, settings_failures
 from relay.settings import Settings, SettingsError, load_settings
-from tests.support.doctor import (
-    clean_environment,
-    lines,
-    only,
-)
-
-# The shared fixtures, imported so that pytest finds them here.
-__all__ = ["clean_environment"]
+from tests.support.doctor import lines, only
 
 
 def test_invalid_settings_are_one_failed_line_per_variable(
