@@ -65,7 +65,7 @@ AGENT_OK = [
 
 @dataclass
 class CountingChecks:
-    """Outbound checks (relay.admin_status.OutboundChecks) that answer what the test
+    """Outbound checks (relay.admin.outbound.OutboundChecks) that answer what the test
     sets, and count how often the page asks."""
 
     platform_results: list[CheckResult] = field(default_factory=list)
