@@ -33,9 +33,9 @@ from db.store import Store
 from processors.context import ProcessorContext
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
-from relay.admin import AdminPage
+from relay.admin.page import AdminPage
 from relay.api import RelayApi
-from relay.checks import Checks
+from relay.doctor.runner import Checks
 from relay.health import Health
 from relay.limits import BodySizeLimit
 from relay.platforms import PLATFORMS, register_processor_kinds

@@ -225,10 +225,12 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def doctor_command(args: argparse.Namespace) -> int:
-    """One line per check (relay/checks.py); 1 when any failed. Settings that do not
+    """One line per check (relay/doctor); 1 when any failed. Settings that do not
     load are failed checks too, not a stop, so this runs before load_settings."""
+    from bots.checks import CheckResult, skip
     from relay.app import Relay
-    from relay.checks import CheckResult, Checks, settings_failures, skip
+    from relay.doctor.runner import Checks
+    from relay.doctor.settings import settings_failures
     from relay.settings import SettingsError
 
     try:

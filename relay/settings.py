@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -12,6 +13,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from db.secrets import MIN_SECRET_KEY_CHARS
 from processors.context import SummaryMode
+from relay.features import Feature, Risk, features_of, risks_of
 
 
 class Settings(BaseSettings):
@@ -162,52 +164,35 @@ class Settings(BaseSettings):
                 return key_file.read()
         return None
 
+    def features(self) -> list[Feature]:
+        """The optional features, in the order the report lists them: on (and how)
+        or off (and what would turn them on)."""
+        return features_of(self)
+
+    def risks(self) -> list[Risk]:
+        """Combinations of settings that leave something off or look like a mistake."""
+        return risks_of(self)
+
     def feature_report(self) -> list[str]:
         """One line per optional feature: on, or off and what would turn it on."""
+        return [feature.line() for feature in self.features()]
 
-        def line(name: str, enabled: bool, how: str) -> str:
-            return f"{name}: enabled" if enabled else f"{name}: disabled ({how})"
 
-        slack_line = line(
-            "slack",
-            False,
-            "set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN or SLACK_CLIENT_ID/SECRET",
-        )
-        if self.slack_mode == "oauth":
-            slack_line = "slack: enabled (many workspaces, OAuth at /slack/install)"
-        elif self.slack_mode == "single":
-            slack_line = "slack: enabled (one workspace, SLACK_BOT_TOKEN)"
-        elif self.slack_signing_secret and self.slack_client_id and not self.secret_key:
-            slack_line = "slack: disabled (OAuth needs SECRET_KEY to encrypt bot tokens)"
-        github_line = line(
-            "github",
-            False,
-            "set GITHUB_APP_ID, GITHUB_PRIVATE_KEY(_PATH) and GITHUB_WEBHOOK_SECRET,"
-            " or SECRET_KEY for the setup page",
-        )
-        if self.github_mode == "settings":
-            github_line = "github: enabled (app from GITHUB_APP_ID)"
-        elif self.github_mode == "setup":
-            github_line = "github: enabled (app from the setup page at /github/setup)"
-        return [
-            line(
-                "agent webhooks",
-                bool(self.agent_server_api_key or self.agent_webhook_secret),
-                "set AGENT_SERVER_API_KEY or AGENT_WEBHOOK_SECRET",
-            ),
-            line("api", bool(self.api_token), "set API_TOKEN"),
-            slack_line,
-            github_line,
-            line(
-                "gitlab",
-                self.gitlab_enabled,
-                "set GITLAB_TOKEN and GITLAB_WEBHOOK_SECRET",
-            ),
-        ]
+@dataclass(frozen=True)
+class InvalidSetting:
+    variable: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"invalid setting {self.variable}: {self.reason}"
 
 
 class SettingsError(SystemExit):
     """Start-up stops with a message that names each offending variable."""
+
+    def __init__(self, problems: list[InvalidSetting]) -> None:
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = problems
 
 
 def load_settings() -> Settings:
@@ -218,10 +203,9 @@ def load_settings() -> Settings:
         # message names the field.
         field = re.search(r'field "(\w+)"', str(exc))
         name = field.group(1).upper() if field else "(unknown)"
-        raise SettingsError(f"invalid setting {name}: not valid JSON") from None
+        raise SettingsError([InvalidSetting(name, "not valid JSON")]) from None
     except ValidationError as exc:
         problems = [
-            f"invalid setting {str(error['loc'][0]).upper()}: {error['msg']}"
-            for error in exc.errors()
+            InvalidSetting(str(error["loc"][0]).upper(), error["msg"]) for error in exc.errors()
         ]
-        raise SettingsError("\n".join(problems)) from None
+        raise SettingsError(problems) from None

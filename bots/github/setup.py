@@ -16,8 +16,9 @@ install link and offers no second one; the callback refuses with 409.
 Nothing secret is rendered or logged: pages show the app id, slug and links only.
 
 Who may open the pages at all is the composition root's decision: it passes
-`require_admin` (relay/admin.py: the status page's login), which answers instead of
-the page when the browser has no operator session.
+`require_admin` (relay/admin/page.py: the status page's login), which answers instead
+of the page when the browser has no operator session. The state cookie is written as
+the status page's cookies are (bots/web_session.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -44,6 +44,7 @@ from bots.github import PLATFORM
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.github.manifest import render_manifest
 from bots.pages import Pages
+from bots.web_session import PublicSite, RequireAdmin, origin
 from db.oauth_states import consume_state, issue_state
 from db.secrets import CredentialsUnreadable, SecretKeyMissing
 from db.store import Store
@@ -63,15 +64,8 @@ _ORGANIZATION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
 # GitHub's manifest codes are short hex strings; anything else never leaves the relay.
 _CODE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _CONVERSION_FIELDS = ("id", "slug", "pem", "webhook_secret")
-# None lets a request through to the page; a Response answers instead.
-RequireAdmin = Callable[[Request], Response | None]
 
 _PAGES = Pages(Path(__file__).resolve().parent / "templates")
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 class _SetupFlow:
@@ -97,13 +91,13 @@ class _SetupFlow:
         self._secret_key_set = secret_key_set
         # Serialises "is there an app yet? store this one" within the process.
         self._saving = asyncio.Lock()
-        base_path = urlsplit(self._public_url).path.rstrip("/") if self._public_url else ""
+        self._site = PublicSite(self._public_url)
         # The cookie goes back only to the setup pages, also behind a path prefix.
-        self._cookie_path = base_path + SETUP_PATH
+        self._cookie_path = self._site.base + SETUP_PATH
         self._setup_url = (self._public_url or "") + SETUP_PATH
-        form_targets = {"'self'", _origin(self._github_url)}
-        if self._public_url:
-            form_targets.add(_origin(self._public_url))
+        form_targets = {"'self'", origin(self._github_url)}
+        if self._site.origin:
+            form_targets.add(self._site.origin)
         self._headers = {
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
@@ -158,17 +152,7 @@ class _SetupFlow:
         return response
 
     def _clear_cookie(self, response: Response) -> None:
-        response.delete_cookie(
-            STATE_COOKIE,
-            path=self._cookie_path,
-            secure=self._secure_cookie,
-            httponly=True,
-            samesite="lax",
-        )
-
-    @property
-    def _secure_cookie(self) -> bool:
-        return bool(self._public_url and self._public_url.startswith("https://"))
+        self._site.delete_cookie(response, STATE_COOKIE, self._cookie_path)
 
     def _app_view(self, app: AppCredentials) -> dict[str, Any]:
         install_url = (
@@ -233,13 +217,12 @@ class _SetupFlow:
             # to PUBLIC_URL. When they differ, the callback cannot match the two.
             other_host=request.url.netloc != urlsplit(self._public_url).netloc,
         )
-        response.set_cookie(
+        self._site.set_cookie(
+            response,
             STATE_COOKIE,
             state,
             max_age=int(STATE_TTL_SECONDS),
             path=self._cookie_path,
-            secure=self._secure_cookie,
-            httponly=True,
             samesite="lax",
         )
         return response

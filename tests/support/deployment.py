@@ -1,7 +1,7 @@
 """A deployment's peers for doctor's checks: fake Slack, GitHub, GitLab and agent-server,
 a PUBLIC_URL that answers /healthz, and the settings of a deployment that works
-against them. Shared by tests/relay/test_checks.py and test_doctor.py, which import
-the fixtures so that pytest finds them."""
+against them. Shared by doctor's tests (tests/relay/doctor, tests/bots/*/test_checks.py),
+which import the fixtures so that pytest finds them."""
 
 from __future__ import annotations
 

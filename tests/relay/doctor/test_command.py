@@ -18,15 +18,9 @@ from tests.support.deployment import (
     SLACK_TOKEN,
     Peers,
     closed_port_url,
-    database_url,
-    github_key,
     install_gitlab_hook,
-    peers,
 )
 from tests.support.fake_github import generate_private_key_pem
-
-# The shared fixtures, imported so that pytest finds them here.
-__all__ = ["database_url", "github_key", "peers"]
 
 CLI = Path(sys.executable).parent / "agent-relay"
 LINE = re.compile(r"^(ok  |FAIL|warn|skip) [a-z][a-z -]*[a-z0-9]: \S")
