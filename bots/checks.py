@@ -83,6 +83,12 @@ class CheckRun(Protocol):
         """What stored credentials are sealed with (SECRET_KEY)."""
         ...
 
+    @property
+    def project(self) -> str | None:
+        """The repository or project the operator asked about ("group/name", doctor's
+        --gitlab-project), whose webhook to this relay is checked too."""
+        ...
+
     async def bounded(
         self, name: str, check: Callable[[], Awaitable[CheckResult]], fix: str | None
     ) -> CheckResult:

@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from bots.checks import PlatformCheck
+from bots.links import ThreadLinks
 from db.jobs import JobHandler, JobQueue
 from db.secrets import SecretBox
 from db.store import Store
@@ -48,6 +50,11 @@ class Platform:
 
     name: str
     enabled: bool
+    # Its credentials' check (`agent-relay doctor`, the status page); a disabled
+    # platform's says "not configured".
+    check: PlatformCheck
+    # How the status page shows its threads (label and link of each thread key).
+    links: ThreadLinks
     # The client its processors deliver through (ProcessorContext.platforms[name]);
     # None when the platform is disabled.
     api: object | None = None
@@ -56,9 +63,6 @@ class Platform:
     routes: Callable[[AdminGate], Sequence[BaseRoute]] = lambda gate: ()
     # Work done once when the process starts (e.g. parsing a key); failures are logged.
     start: Callable[[], Awaitable[None]] | None = None
-    # Platform-specific parts the status page and doctor read (its credentials source,
-    # installation store...), by name.
-    parts: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

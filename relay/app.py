@@ -17,14 +17,7 @@ from starlette.routing import BaseRoute
 from agent.client import AgentClient, LLMSettings
 from agent.http import new_http_client
 from agent.intake import AgentIntake
-from bots.github import PLATFORM as GITHUB
-from bots.github.api import GithubApi
-from bots.github.credentials import GithubAppSource
-from bots.gitlab import PLATFORM as GITLAB
-from bots.gitlab.api import GitlabApi
 from bots.platform import Platform, Shared
-from bots.slack import PLATFORM as SLACK
-from bots.slack.installations import DatabaseInstallationStore
 from db.jobs import JobQueue
 from db.migrations import is_current, migrate
 from db.retention import PRUNE_JOB, Retention
@@ -127,30 +120,6 @@ class Relay:
             receiver_http=context.receiver_http,
         )
 
-    def enabled(self, name: str) -> Platform | None:
-        platform = self.platforms.get(name)
-        return platform if platform is not None and platform.enabled else None
-
-    @property
-    def slack_installations(self) -> DatabaseInstallationStore | None:
-        slack = self.enabled(SLACK)
-        return slack.parts.get("installations") if slack else None
-
-    @property
-    def github_source(self) -> GithubAppSource | None:
-        github = self.enabled(GITHUB)
-        return github.parts.get("source") if github else None
-
-    @property
-    def github(self) -> GithubApi | None:
-        github = self.enabled(GITHUB)
-        return github.api if github and isinstance(github.api, GithubApi) else None
-
-    @property
-    def gitlab(self) -> GitlabApi | None:
-        gitlab = self.enabled(GITLAB)
-        return gitlab.api if gitlab and isinstance(gitlab.api, GitlabApi) else None
-
     async def start(
         self, *, migrate_sqlite: bool = True, schedule_maintenance: bool = True
     ) -> None:
@@ -229,7 +198,13 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
 
     # The operator status page; also the login that guards /github/setup.
     # Its agent-server and platform lines are `agent-relay doctor`'s checks.
-    admin = AdminPage(settings=settings, store=relay.store, queue=relay.queue, checks=Checks(relay))
+    admin = AdminPage(
+        settings=settings,
+        store=relay.store,
+        queue=relay.queue,
+        links=[platform.links for platform in relay.platforms.values()],
+        checks=Checks(relay),
+    )
     routes: list[BaseRoute] = [*health.routes(), *intake.routes(), *api.routes(), *admin.routes()]
     for platform in relay.platforms.values():
         routes += platform.routes(admin.require_admin)

@@ -9,10 +9,42 @@ tell different stories.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from relay.settings import Settings
+from pydantic import SecretStr
+
+
+class Settings(Protocol):
+    """What the features are read from: relay.settings.Settings, which offers them as
+    its `features()` and `risks()` (a Protocol, so that the two modules do not import
+    each other)."""
+
+    public_url: str | None
+    api_token: SecretStr | None
+    secret_key: SecretStr | None
+    agent_server_api_key: SecretStr | None
+    agent_webhook_secret: SecretStr | None
+    slack_signing_secret: SecretStr | None
+    slack_bot_token: SecretStr | None
+    slack_client_id: str | None
+    slack_client_secret: SecretStr | None
+    github_app_id: str | None
+    github_private_key: SecretStr | None
+    github_private_key_path: str | None
+    github_webhook_secret: SecretStr | None
+    github_url: str
+    gitlab_token: SecretStr | None
+    gitlab_webhook_secret: SecretStr | None
+    gitlab_url: str
+
+    @property
+    def slack_mode(self) -> Literal["oauth", "single"] | None: ...
+
+    @property
+    def github_mode(self) -> Literal["settings", "setup"] | None: ...
+
+    @property
+    def gitlab_enabled(self) -> bool: ...
 
 
 @dataclass(frozen=True)

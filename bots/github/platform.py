@@ -3,35 +3,32 @@ page, the `github.event` job, and the App's REST client replies go through."""
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Protocol
 
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
 from bots.github import PLATFORM
 from bots.github.api import GithubApi
+from bots.github.checks import GithubCheck, GithubCheckSettings
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.github.inbound import GITHUB_EVENT_JOB, github_routes
 from bots.github.job import GithubEventJob
+from bots.github.links import GithubLinks
 from bots.github.reply import GithubCallbackProcessor
 from bots.github.setup import github_setup_routes
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 
 
-class GithubSettings(Protocol):
-    """The settings GitHub reads."""
+class GithubSettings(GithubCheckSettings, Protocol):
+    """The settings GitHub reads (its checks' and these)."""
 
     github_app_id: str | None
     github_webhook_secret: SecretStr | None
-    github_api_url: str
     github_url: str
     github_edit_ack_comment: bool
-    public_url: str | None
     bot_mention: str
     trigger_label: str
-
-    @property
-    def github_mode(self) -> Literal["settings", "setup"] | None: ...
 
     def github_private_key_text(self) -> str | None: ...
 
@@ -70,8 +67,10 @@ def build(settings: GithubSettings, shared: Shared) -> Platform:
             )
         )
 
+    links = GithubLinks(settings.github_url)
     if not enabled:
-        return Platform(PLATFORM, enabled=False, routes=setup_routes)
+        check = GithubCheck(settings, None).check
+        return Platform(PLATFORM, enabled=False, check=check, links=links, routes=setup_routes)
     api = GithubApi(shared.http, source, settings.github_api_url)
     event_job = GithubEventJob(
         shared.store,
@@ -97,13 +96,14 @@ def build(settings: GithubSettings, shared: Shared) -> Platform:
     return Platform(
         PLATFORM,
         enabled=True,
+        check=GithubCheck(settings, source).check,
+        links=links,
         api=api,
         job_handlers={GITHUB_EVENT_JOB.name: event_job.handle},
         routes=routes,
         # Parsing the App's key holds the event loop for tens of milliseconds: once,
         # now, rather than in the first job.
         start=api.prepare,
-        parts={"source": source},
     )
 
 

@@ -41,8 +41,6 @@ class GitlabCheckSettings(PublicUrlSettings, Protocol):
 @dataclass(frozen=True)
 class GitlabCheck:
     settings: GitlabCheckSettings
-    # "group/name": the project whose hook to this relay is checked too.
-    project: str | None = None
 
     async def check(self, run: CheckRun) -> list[CheckResult]:
         token = secret_text(self.settings.gitlab_token)
@@ -53,7 +51,7 @@ class GitlabCheck:
         return [user, await self._hook(run, api, user)]
 
     async def _hook(self, run: CheckRun, api: GitlabApi, user: CheckResult) -> CheckResult:
-        public, project = self.settings.public_url, self.project
+        public, project = self.settings.public_url, run.project
         if project is None:
             return skip(
                 "gitlab webhook",

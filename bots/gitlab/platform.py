@@ -11,28 +11,26 @@ from starlette.routing import BaseRoute
 
 from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi
+from bots.gitlab.checks import GitlabCheck, GitlabCheckSettings
 from bots.gitlab.inbound import GITLAB_EVENT_JOB, GitlabEvents
 from bots.gitlab.job import GitlabEventJob
+from bots.gitlab.links import GitlabLinks
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 
 
-class GitlabSettings(Protocol):
-    """The settings GitLab reads."""
+class GitlabSettings(GitlabCheckSettings, Protocol):
+    """The settings GitLab reads (its checks' and these)."""
 
-    gitlab_url: str
-    gitlab_token: SecretStr | None
     gitlab_webhook_secret: SecretStr | None
     bot_mention: str
     trigger_label: str
 
-    @property
-    def gitlab_enabled(self) -> bool: ...
-
 
 def build(settings: GitlabSettings, shared: Shared) -> Platform:
+    check, links = GitlabCheck(settings).check, GitlabLinks(settings.gitlab_url)
     if not settings.gitlab_enabled:
-        return Platform(PLATFORM, enabled=False)
+        return Platform(PLATFORM, enabled=False, check=check, links=links)
     assert settings.gitlab_token is not None and settings.gitlab_webhook_secret is not None
     api = GitlabApi(shared.http, settings.gitlab_url, settings.gitlab_token.get_secret_value())
     event_job = GitlabEventJob(
@@ -58,6 +56,8 @@ def build(settings: GitlabSettings, shared: Shared) -> Platform:
     return Platform(
         PLATFORM,
         enabled=True,
+        check=check,
+        links=links,
         api=api,
         job_handlers={GITLAB_EVENT_JOB.name: event_job.handle},
         routes=routes,

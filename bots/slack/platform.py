@@ -4,7 +4,7 @@ job, the Web API client replies go through, and the OAuth installation store."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
@@ -12,25 +12,21 @@ from starlette.routing import BaseRoute
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi
+from bots.slack.checks import SlackCheck, SlackCheckSettings
 from bots.slack.inbound import build_slack_app, slack_routes
 from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthStateStore
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
+from bots.slack.links import SlackLinks
 from bots.slack.reply import SlackCallbackProcessor
 
 
-class SlackSettings(Protocol):
-    """The settings Slack reads."""
+class SlackSettings(SlackCheckSettings, Protocol):
+    """The settings Slack reads (its checks' and these)."""
 
     slack_signing_secret: SecretStr | None
-    slack_bot_token: SecretStr | None
     slack_client_id: str | None
     slack_client_secret: SecretStr | None
-    slack_api_url: str
-    public_url: str | None
     default_repository: str | None
-
-    @property
-    def slack_mode(self) -> Literal["oauth", "single"] | None: ...
 
 
 def secret(value: SecretStr | None) -> str | None:
@@ -38,9 +34,10 @@ def secret(value: SecretStr | None) -> str | None:
 
 
 def build(settings: SlackSettings, shared: Shared) -> Platform:
+    check, links = SlackCheck(settings).check, SlackLinks()
     mode = settings.slack_mode
     if mode is None:
-        return Platform(PLATFORM, enabled=False)
+        return Platform(PLATFORM, enabled=False, check=check, links=links)
     installations = (
         DatabaseInstallationStore(shared.store, shared.secrets) if mode == "oauth" else None
     )
@@ -79,10 +76,11 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
     return Platform(
         PLATFORM,
         enabled=True,
+        check=check,
+        links=links,
         api=api,
         job_handlers={SLACK_EVENT_JOB.name: event_job.handle},
         routes=routes,
-        parts={"installations": installations},
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from bots.links import ThreadLinks
 from bots.web_session import LoginThrottle, PublicSite, safe_next
 from db.jobs import JobQueue
 from db.store import Store
@@ -54,6 +55,7 @@ class AdminPage:
         settings: Settings,
         store: Store,
         queue: JobQueue,
+        links: Sequence[ThreadLinks],
         checks: OutboundChecks | None = None,
         clock: Callable[[], float] = time.time,
         throttle: LoginThrottle | None = None,
@@ -78,6 +80,7 @@ class AdminPage:
             store=store,
             queue=queue,
             checks=checks or NoChecks(),
+            links=links,
             clock=clock,
             check_ttl=check_ttl,
         )

@@ -13,16 +13,13 @@ webhook secrets), and job errors are the queue's `last_error`, which
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from agent.intake import DELIVERY_SOURCE as AGENT_SOURCE
 from bots.checks import CheckResult
-from bots.github.links import GithubLinks
-from bots.gitlab.links import GitlabLinks
 from bots.links import Thread, ThreadLinks
-from bots.slack.links import SlackLinks
 from db.callbacks import CallbackStatus
 from db.jobs import Job, JobQueue, JobStatus
 from db.store import Store
@@ -95,11 +92,6 @@ def public_url_of(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def platform_links(settings: Settings) -> list[ThreadLinks]:
-    """The platforms the page has rows for, in its order, with their thread links."""
-    return [SlackLinks(), GithubLinks(settings.github_url), GitlabLinks(settings.gitlab_url)]
-
-
 def _mode(feature: Feature) -> str:
     """How a platform runs, as its row says: `one workspace (SLACK_BOT_TOKEN)`,
     `app from GITHUB_APP_ID, https://github.com`..."""
@@ -120,13 +112,15 @@ class StatusReader:
         store: Store,
         queue: JobQueue,
         checks: OutboundChecks,
+        links: Sequence[ThreadLinks],
         clock: Callable[[], float] = time.time,
         check_ttl: float = CHECK_TTL_SECONDS,
     ) -> None:
         self._settings = settings
         self._store = store
         self._queue = queue
-        self._links = platform_links(settings)
+        # The platforms the page has rows for, in relay.platforms' order.
+        self._links = list(links)
         names = [links.platform for links in self._links]
         self._outbound = TimedCache(lambda: run_outbound(checks, names), ttl=check_ttl, clock=clock)
 

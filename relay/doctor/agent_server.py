@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING
 
 from agent.http import failure_name
 from bots.checks import CheckResult, fail, ok, public_link, reason, secret_text, skip, status_of
 from db.jobs import PermanentJobError, RetryableJobError
 from relay.doctor.results import display_url
-
-if TYPE_CHECKING:
-    from relay.doctor.runner import Run
+from relay.doctor.run import Run
 
 # An id no conversation has: asking for it shows whether the agent-server accepts
 # the key (404) or not (401) and changes nothing.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from bots.checks import CheckResult, fail, ok, skip, warn
@@ -17,14 +16,12 @@ from db.migrations import LATEST_VERSION, current_version
 from db.secrets import CredentialsUnreadable
 from db.sqlite import sqlite_path
 from relay.doctor.results import error_text
-
-if TYPE_CHECKING:
-    from relay.doctor.runner import Run
+from relay.doctor.run import Run
 
 
 async def probe_database(run: Run) -> CheckResult:
     """Does the database answer (connecting it first when the run is to)?"""
-    store, checks = run.store, run.checks
+    store, checks = run.store, run.connector
     url = run.settings.database_url
     where = _database_place(url)
     if store.is_sqlite and checks.connect_database and not checks.connected:

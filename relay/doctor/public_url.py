@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import aiohttp
 import httpx
 
 from agent.http import failure_name
 from bots.checks import CheckResult, fail, ok, skip
 from relay.doctor.results import display_url
-
-if TYPE_CHECKING:
-    from relay.doctor.runner import Run
+from relay.doctor.run import Run
 
 
 async def public_url_checks(run: Run) -> list[CheckResult]:

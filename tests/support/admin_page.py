@@ -20,6 +20,9 @@ import pytest
 from starlette.applications import Starlette
 
 from bots.checks import CheckResult, ok, skip
+from bots.github.links import GithubLinks
+from bots.gitlab.links import GitlabLinks
+from bots.slack.links import SlackLinks
 from bots.turns import Turn, record_turn
 from bots.web_session import LoginThrottle
 from db.jobs import JobQueue, JobStatus
@@ -124,6 +127,11 @@ async def harness(
         settings=configured,
         store=store,
         queue=queue,
+        links=[
+            SlackLinks(),
+            GithubLinks(configured.github_url),
+            GitlabLinks(configured.gitlab_url),
+        ],
         checks=checks,
         clock=clock,
         throttle=throttle,

@@ -3,6 +3,7 @@ setup page) and its installations, against the fake GitHub on loopback."""
 
 from __future__ import annotations
 
+from bots.github.credentials import GithubAppSource
 from relay.app import Relay
 from relay.doctor.runner import Checks
 from tests.support.deployment import (
@@ -76,8 +77,7 @@ async def test_setup_page_app_is_checked_like_a_configured_one(
     relay = Relay.build(settings)
     await relay.start(schedule_maintenance=False)
     try:
-        assert relay.github_source is not None
-        await relay.github_source.save_from_manifest(
+        await GithubAppSource(relay.store, relay.secrets, None).save_from_manifest(
             {
                 "id": GITHUB_APP_ID,
                 "slug": "relay-doctor",

@@ -3,6 +3,7 @@ workspace's stored one, against the fake Slack on loopback."""
 
 from __future__ import annotations
 
+from bots.slack.installations import DatabaseInstallationStore
 from db.installations import set_installation_status
 from relay.app import Relay
 from relay.doctor.runner import Checks
@@ -53,13 +54,13 @@ async def test_each_installed_workspace_is_checked_with_its_own_token(
     relay = Relay.build(settings)
     await relay.start(schedule_maintenance=False)
     try:
-        assert relay.slack_installations is not None
+        installations = DatabaseInstallationStore(relay.store, relay.secrets)
         for team_id, token in (
             ("T0ACME", SLACK_TOKEN),
             ("T0BETA", "xoxb-beta-token"),
             ("T0GAMMA", "xoxb-gamma-token"),
         ):
-            await relay.slack_installations.async_save(slack_installation(team_id, token))
+            await installations.async_save(slack_installation(team_id, token))
         await set_installation_status(relay.store, "slack", "-:T0GAMMA", "suspended")
 
         results = await Checks(relay, timeout=TIMEOUT).platforms()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bots.slack.installations import DatabaseInstallationStore
 from db.jobs import JobQueue
 from db.migrations import LATEST_VERSION, migrate
 from db.store import Store
@@ -88,8 +89,8 @@ async def test_credentials_stored_with_another_secret_key_fail(
     relay = Relay.build(settings_of(oauth_environment, SLACK_BOT_TOKEN=None))
     await relay.start(schedule_maintenance=False)
     try:
-        assert relay.slack_installations is not None
-        await relay.slack_installations.async_save(slack_installation("T0ACME", SLACK_TOKEN))
+        installations = DatabaseInstallationStore(relay.store, relay.secrets)
+        await installations.async_save(slack_installation("T0ACME", SLACK_TOKEN))
     finally:
         await relay.close()
 
