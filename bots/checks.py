@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import httpx
-from pydantic import SecretStr
 
 from db.secrets import SecretBox
 from db.store import Store
@@ -124,10 +123,6 @@ def public_link(public_url: str | None, path: str) -> str:
 async def done(result: CheckResult) -> CheckResult:
     """A result known without asking anyone, as an awaitable among checks that ask."""
     return result
-
-
-def secret_text(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 def status_of(exc: Exception) -> int | None:

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute
 
 from bots.checks import PlatformCheck
 from bots.links import ThreadLinks
+from bots.turns import Turns
 from db.jobs import JobHandler, JobQueue
 from db.secrets import SecretBox
 from db.store import Store
@@ -42,6 +43,10 @@ class Shared:
     http: httpx.AsyncClient
     secrets: SecretBox
     conversation_url: Callable[[str], str | None]
+
+    @property
+    def turns(self) -> Turns:
+        return Turns(self.store, self.queue, self.conversation_url)
 
 
 @dataclass

@@ -106,44 +106,48 @@ class Mention(Protocol):
         """The conversation's tags on the agent-server."""
 
 
-async def take_turn(
-    store: Store,
-    queue: JobQueue,
-    mention: Mention,
-    *,
-    conversation_url: Callable[[str], str | None],
-    received_at: float | None,
-) -> int | None:
-    """Run the shared sequence for an accepted mention; the callback id (None when this
-    delivery's turn was recorded by an earlier attempt)."""
-    link = await find_link(store, mention.platform, mention.thread_key)
-    await mention.react()
-    conversation_id = (
-        link.conversation_id if link else new_conversation_id(mention.platform, mention.delivery_id)
-    )
-    bind(conversation=conversation_id)
-    continuing = link is not None
-    await mention.acknowledge(
-        acknowledgement(
-            conversation_url(conversation_id),
-            continuing=continuing,
-            where=mention.answer_place,
-            link=mention.link_style,
+@dataclass(frozen=True)
+class Turns:
+    """Where accepted mentions become agent turns: the store and queue they are
+    recorded in, and the conversation links the acknowledgements carry."""
+
+    store: Store
+    queue: JobQueue
+    conversation_url: Callable[[str], str | None]
+
+    async def take(self, mention: Mention, *, received_at: float | None) -> int | None:
+        """Run the shared sequence for an accepted mention; the callback id (None when
+        this delivery's turn was recorded by an earlier attempt)."""
+        link = await find_link(self.store, mention.platform, mention.thread_key)
+        await mention.react()
+        conversation_id = (
+            link.conversation_id
+            if link
+            else new_conversation_id(mention.platform, mention.delivery_id)
         )
-    )
-    context = await mention.context(link.cursor if link else None)
-    turn = Turn(
-        platform=mention.platform,
-        thread_key=mention.thread_key,
-        delivery_id=mention.delivery_id,
-        conversation_id=conversation_id,
-        text=mention.follow_up(context) if continuing else mention.prompt(context),
-        processor=mention.processor(),
-        tags={key: value[:TAG_VALUE_CHARS] for key, value in mention.tags().items()},
-        cursor=context.cursor,
-        received_at=received_at,
-    )
-    return await record_turn(store, queue, turn, continuing=continuing)
+        bind(conversation=conversation_id)
+        continuing = link is not None
+        await mention.acknowledge(
+            acknowledgement(
+                self.conversation_url(conversation_id),
+                continuing=continuing,
+                where=mention.answer_place,
+                link=mention.link_style,
+            )
+        )
+        context = await mention.context(link.cursor if link else None)
+        turn = Turn(
+            platform=mention.platform,
+            thread_key=mention.thread_key,
+            delivery_id=mention.delivery_id,
+            conversation_id=conversation_id,
+            text=mention.follow_up(context) if continuing else mention.prompt(context),
+            processor=mention.processor(),
+            tags={key: value[:TAG_VALUE_CHARS] for key, value in mention.tags().items()},
+            cursor=context.cursor,
+            received_at=received_at,
+        )
+        return await record_turn(self.store, self.queue, turn, continuing=continuing)
 
 
 def new_conversation_id(platform: str, delivery_id: str) -> str:

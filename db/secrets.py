@@ -12,6 +12,7 @@ import base64
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pydantic import SecretStr
 
 # Changing this label makes every stored credential unreadable: it is part of the key.
 _KEY_PURPOSE = b"agent-relay stored credentials v1"
@@ -56,3 +57,8 @@ class SecretBox:
             raise CredentialsUnreadable(
                 "stored credentials do not decrypt: SECRET_KEY changed or the row is corrupt"
             ) from None
+
+
+def secret_text(value: SecretStr | None) -> str | None:
+    """A setting's secret as text, for the one call that needs it (never for a log)."""
+    return value.get_secret_value() if value is not None else None

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 import httpx
-from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
@@ -21,7 +20,7 @@ from bots.platform import Platform, Shared
 from db.jobs import JobQueue
 from db.migrations import is_current, migrate
 from db.retention import PRUNE_JOB, Retention
-from db.secrets import SecretBox
+from db.secrets import SecretBox, secret_text
 from db.store import Store
 from processors.context import ProcessorContext
 from processors.receiver_guard import guarded_receiver_client
@@ -37,10 +36,6 @@ from relay.webhook_timing import WebhookTiming
 from relay.worker import Worker
 
 log = logging.getLogger(__name__)
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 @dataclass
@@ -67,17 +62,17 @@ class Relay:
         queue = JobQueue(store, lease_seconds=settings.job_lease_seconds)
         agent = AgentClient(
             base_url=settings.agent_server_url,
-            api_key=_secret(settings.agent_server_api_key),
+            api_key=secret_text(settings.agent_server_api_key),
             llm=LLMSettings(
                 model=settings.agent_llm_model,
-                api_key=_secret(settings.agent_llm_api_key),
+                api_key=secret_text(settings.agent_llm_api_key),
                 base_url=settings.agent_llm_base_url,
                 extra=settings.agent_llm_extra,
             ),
             workspace_dir=settings.agent_workspace_dir,
         )
         http = new_http_client()
-        secrets = SecretBox(_secret(settings.secret_key))
+        secrets = SecretBox(secret_text(settings.secret_key))
         context = ProcessorContext(
             store=store,
             queue=queue,
@@ -172,14 +167,14 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
     intake = AgentIntake(
         relay.store,
         relay.queue,
-        session_api_key=_secret(settings.agent_server_api_key),
-        webhook_secret=_secret(settings.agent_webhook_secret),
+        session_api_key=secret_text(settings.agent_server_api_key),
+        webhook_secret=secret_text(settings.agent_webhook_secret),
     )
     api = RelayApi(
         relay.store,
         relay.queue,
         relay.agent,
-        _secret(settings.api_token),
+        secret_text(settings.api_token),
         allow_private_receivers=settings.webhook_allow_private_networks,
     )
     health = Health(relay.store, relay.queue, relay.worker if run_worker else None)

@@ -13,7 +13,6 @@ them, and the turn is recorded once per delivery.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +26,14 @@ from bots.github.reply import GithubCallbackProcessor
 from bots.github.triggers import GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, shorten
-from bots.turns import Context, count_refusal, refuse, take_turn
+from bots.turns import Context, Turns, count_refusal, refuse
 from db.installations import (
     STATUS_ACTIVE,
     get_installation,
     save_installation,
     set_installation_status,
 )
-from db.jobs import Job, JobQueue, PermanentJobError, json_object
+from db.jobs import Job, PermanentJobError, json_object
 from db.logcontext import bind
 from db.secrets import SecretBox
 from db.store import Store
@@ -55,14 +54,16 @@ router = Router()
 
 @dataclass(frozen=True)
 class GithubEventJob:
-    store: Store
-    queue: JobQueue
+    turns: Turns
     box: SecretBox
     api: GithubApi
-    conversation_url: Callable[[str], str | None]
     mention: str
     trigger_label: str
     edit_ack_comment: bool = False
+
+    @property
+    def store(self) -> Store:
+        return self.turns.store
 
     async def handle(self, job: Job) -> None:
         payload = GITHUB_EVENT_JOB.payload_of(job)
@@ -158,13 +159,7 @@ class GithubEventJob:
             app_slug=slug,
             edit_ack_comment=self.edit_ack_comment,
         )
-        await take_turn(
-            self.store,
-            self.queue,
-            mention,
-            conversation_url=self.conversation_url,
-            received_at=received_at,
-        )
+        await self.turns.take(mention, received_at=received_at)
 
     async def _may_write(self, trigger: GithubTrigger) -> bool:
         assert trigger.installation_id is not None

@@ -73,11 +73,9 @@ def build(settings: GithubSettings, shared: Shared) -> Platform:
         return Platform(PLATFORM, enabled=False, check=check, links=links, routes=setup_routes)
     api = GithubApi(shared.http, source, settings.github_api_url)
     event_job = GithubEventJob(
-        shared.store,
-        shared.queue,
+        shared.turns,
         shared.secrets,
         api,
-        conversation_url=shared.conversation_url,
         mention=settings.bot_mention,
         trigger_label=settings.trigger_label,
         edit_ack_comment=settings.github_edit_ack_comment,
@@ -93,18 +91,13 @@ def build(settings: GithubSettings, shared: Shared) -> Platform:
         )
         return [*events, *setup_routes(gate)]
 
-    return Platform(
-        PLATFORM,
-        enabled=True,
-        check=GithubCheck(settings, source).check,
-        links=links,
-        api=api,
-        job_handlers={GITHUB_EVENT_JOB.name: event_job.handle},
-        routes=routes,
-        # Parsing the App's key holds the event loop for tens of milliseconds: once,
-        # now, rather than in the first job.
-        start=api.prepare,
-    )
+    handlers = {GITHUB_EVENT_JOB.name: event_job.handle}
+    check = GithubCheck(settings, source).check
+    platform = Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
+    # Parsing the App's key holds the event loop for tens of milliseconds: once,
+    # now, rather than in the first job.
+    platform.start = api.prepare
+    return platform
 
 
 GITHUB = PlatformPackage(PLATFORM, (GithubCallbackProcessor,), build)

@@ -16,7 +16,6 @@ from bots.checks import (
     fail,
     ok,
     reason,
-    secret_text,
     skip,
     status_of,
     warn,
@@ -24,6 +23,7 @@ from bots.checks import (
 from bots.gitlab.api import GitlabApi
 from bots.gitlab.setup import hook_events, hook_url
 from db.jobs import PermanentJobError, RetryableJobError
+from db.secrets import secret_text
 
 _GITLAB_DOWN = "check GITLAB_URL and GitLab's status"
 

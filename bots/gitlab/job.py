@@ -15,7 +15,6 @@ once per delivery.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +25,9 @@ from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import GitlabTrigger, Noteable, trigger_of
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, shorten
-from bots.turns import Context, count_refusal, refuse, take_turn
-from db.jobs import Job, JobQueue, json_object
+from bots.turns import Context, Turns, count_refusal, refuse
+from db.jobs import Job, json_object
 from db.logcontext import bind
-from db.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +44,8 @@ NOTE_CHARS = 4_000
 
 @dataclass(frozen=True)
 class GitlabEventJob:
-    store: Store
-    queue: JobQueue
+    turns: Turns
     api: GitlabApi
-    conversation_url: Callable[[str], str | None]
     mention: str
     trigger_label: str
 
@@ -86,13 +82,7 @@ class GitlabEventJob:
                 detail=f" (access level {level})",
             )
             return
-        await take_turn(
-            self.store,
-            self.queue,
-            mention,
-            conversation_url=self.conversation_url,
-            received_at=job.created_at,
-        )
+        await self.turns.take(mention, received_at=job.created_at)
 
 
 class GitlabMention:

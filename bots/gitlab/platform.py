@@ -34,10 +34,8 @@ def build(settings: GitlabSettings, shared: Shared) -> Platform:
     assert settings.gitlab_token is not None and settings.gitlab_webhook_secret is not None
     api = GitlabApi(shared.http, settings.gitlab_url, settings.gitlab_token.get_secret_value())
     event_job = GitlabEventJob(
-        shared.store,
-        shared.queue,
+        shared.turns,
         api,
-        conversation_url=shared.conversation_url,
         mention=settings.bot_mention,
         trigger_label=settings.trigger_label,
     )
@@ -53,15 +51,8 @@ def build(settings: GitlabSettings, shared: Shared) -> Platform:
     def routes(gate: AdminGate) -> Sequence[BaseRoute]:
         return events.routes()
 
-    return Platform(
-        PLATFORM,
-        enabled=True,
-        check=check,
-        links=links,
-        api=api,
-        job_handlers={GITLAB_EVENT_JOB.name: event_job.handle},
-        routes=routes,
-    )
+    handlers = {GITLAB_EVENT_JOB.name: event_job.handle}
+    return Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
 
 
 GITLAB = PlatformPackage(PLATFORM, (GitlabCallbackProcessor,), build)

@@ -20,7 +20,6 @@ from bots.checks import (
     ok,
     public_link,
     reason,
-    secret_text,
     skip,
     warn,
 )
@@ -29,6 +28,7 @@ from bots.slack.api import SlackApi, SlackTeam, new_web_client
 from bots.slack.installations import DatabaseInstallationStore
 from db.installations import STATUS_ACTIVE, list_installations
 from db.jobs import PermanentJobError, RetryableJobError
+from db.secrets import secret_text
 
 # Workspaces of a Slack OAuth deployment are asked this many at a time.
 SLACK_CHECKS_AT_ONCE = 8

@@ -11,7 +11,6 @@ by its metadata, and the turn is recorded once per Slack event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +23,9 @@ from bots.slack.reply import SlackCallbackProcessor
 from bots.slack.triggers import SlackTrigger, mentioned_users, trigger_of
 from bots.texts import WORKING_REACTION
 from bots.triggers import infer_repository
-from bots.turns import Context, count_refusal, take_turn
-from db.jobs import Job, JobKind, JobQueue
+from bots.turns import Context, Turns, count_refusal
+from db.jobs import Job, JobKind
 from db.logcontext import bind
-from db.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +54,8 @@ USAGE_HINT = (
 
 @dataclass(frozen=True)
 class SlackEventJob:
-    store: Store
-    queue: JobQueue
+    turns: Turns
     api: SlackApi
-    conversation_url: Callable[[str], str | None]
     default_repository: str | None = None
 
     async def handle(self, job: Job) -> None:
@@ -83,13 +79,7 @@ class SlackEventJob:
             bot_user_id=payload.bot_user_id,
             default_repository=self.default_repository,
         )
-        await take_turn(
-            self.store,
-            self.queue,
-            mention,
-            conversation_url=self.conversation_url,
-            received_at=job.created_at,
-        )
+        await self.turns.take(mention, received_at=job.created_at)
 
 
 class SlackMention:

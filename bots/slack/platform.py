@@ -18,6 +18,7 @@ from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthSta
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.slack.links import SlackLinks
 from bots.slack.reply import SlackCallbackProcessor
+from db.secrets import secret_text
 
 
 class SlackSettings(SlackCheckSettings, Protocol):
@@ -27,10 +28,6 @@ class SlackSettings(SlackCheckSettings, Protocol):
     slack_client_id: str | None
     slack_client_secret: SecretStr | None
     default_repository: str | None
-
-
-def secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 def build(settings: SlackSettings, shared: Shared) -> Platform:
@@ -43,17 +40,15 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
     )
     api = SlackApi(
         settings.slack_api_url,
-        bot_token=secret(settings.slack_bot_token),
+        bot_token=secret_text(settings.slack_bot_token),
         installation_store=installations,
     )
     event_job = SlackEventJob(
-        shared.store,
-        shared.queue,
+        shared.turns,
         api,
-        conversation_url=shared.conversation_url,
         default_repository=settings.default_repository,
     )
-    signing_secret = secret(settings.slack_signing_secret)
+    signing_secret = secret_text(settings.slack_signing_secret)
     assert signing_secret is not None
 
     def routes(gate: AdminGate) -> Sequence[BaseRoute]:
@@ -64,24 +59,17 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
                 queue=shared.queue,
                 signing_secret=signing_secret,
                 api_url=settings.slack_api_url,
-                bot_token=secret(settings.slack_bot_token),
+                bot_token=secret_text(settings.slack_bot_token),
                 client_id=settings.slack_client_id,
-                client_secret=secret(settings.slack_client_secret),
+                client_secret=secret_text(settings.slack_client_secret),
                 installation_store=installations,
                 state_store=DatabaseOAuthStateStore(shared.store) if installations else None,
                 public_url=settings.public_url,
             )
         )
 
-    return Platform(
-        PLATFORM,
-        enabled=True,
-        check=check,
-        links=links,
-        api=api,
-        job_handlers={SLACK_EVENT_JOB.name: event_job.handle},
-        routes=routes,
-    )
+    handlers = {SLACK_EVENT_JOB.name: event_job.handle}
+    return Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
 
 
 SLACK = PlatformPackage(PLATFORM, (SlackCallbackProcessor,), build)

@@ -30,6 +30,7 @@ from bots.gitlab.inbound import GITLAB_EVENT_JOB
 from bots.gitlab.job import GitlabEventJob
 from bots.slack.api import SlackApi
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
+from bots.turns import Turns
 from db.callbacks import CallbackStatus, get_callback
 from db.jobs import Job, JobHandler, JobStatus
 from db.retention import PRUNE_JOB, Retention
@@ -240,26 +241,14 @@ async def upgraded(
         # As relay.app registers them: by today's kind names, which the stored rows'
         # kinds (literals below) must still be.
         handlers: dict[str, JobHandler] = job_handlers(context)
-        handlers[SLACK_EVENT_JOB.name] = SlackEventJob(
-            store,
-            queue,
-            slack_api,
-            conversation_url=context.conversation_url,
-        ).handle
+        turns = Turns(store, queue, context.conversation_url)
+        handlers[SLACK_EVENT_JOB.name] = SlackEventJob(turns, slack_api).handle
         handlers[GITHUB_EVENT_JOB.name] = GithubEventJob(
-            store,
-            queue,
-            box,
-            github_api,
-            conversation_url=context.conversation_url,
-            mention=MENTION,
-            trigger_label="openhands",
+            turns, box, github_api, mention=MENTION, trigger_label="openhands"
         ).handle
         handlers[GITLAB_EVENT_JOB.name] = GitlabEventJob(
-            store,
-            queue,
+            turns,
             gitlab_api,
-            conversation_url=context.conversation_url,
             mention=MENTION,
             trigger_label="openhands",
         ).handle

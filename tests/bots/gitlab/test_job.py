@@ -15,6 +15,7 @@ from bots.gitlab.inbound import GITLAB_EVENT_JOB
 from bots.gitlab.job import HISTORY_NOTES, NEEDED_ACCESS, GitlabEventJob
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.texts import permission_refusal
+from bots.turns import Turns
 from db.callbacks import list_callbacks
 from db.conversation_links import find_link
 from db.jobs import Job, JobQueue, JobStatus
@@ -56,11 +57,14 @@ def gitlab() -> Iterator[FakeGitlab]:
 @pytest.fixture
 async def mentions(store: Store, gitlab: FakeGitlab) -> AsyncIterator[GitlabEventJob]:
     async with httpx.AsyncClient(timeout=5) as http:
-        yield GitlabEventJob(
+        turns = Turns(
             store,
             JobQueue(store),
-            GitlabApi(http, gitlab.url, BOT_TOKEN),
             conversation_url=lambda cid: CONVERSATION_URL.format(conversation_id=cid),
+        )
+        yield GitlabEventJob(
+            turns,
+            GitlabApi(http, gitlab.url, BOT_TOKEN),
             mention="@openhands",
             trigger_label="openhands",
         )
