@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
-from db.jobs import JobKind
+from db.job_kinds import JobKind
 
 
 class AgentState(StrEnum):

@@ -22,7 +22,7 @@ from httpx_aiohttp import HttpxAiohttpClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # Who is calling, for the platform APIs that ask (GitHub refuses a request without a

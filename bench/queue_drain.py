@@ -15,7 +15,8 @@ import time
 
 from pydantic import BaseModel
 
-from db.jobs import Job, JobKind, JobQueue
+from db.job_kinds import Job, JobKind
+from db.jobs import JobQueue
 from db.migrations import migrate
 from db.store import Store
 from relay.worker import Worker

@@ -15,7 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from db.deliveries import record_delivery
-from db.jobs import JobKind, JobQueue, VerbatimJson
+from db.job_kinds import JobKind, VerbatimJson
+from db.jobs import JobQueue
 from db.logcontext import log_context
 from db.metrics import EVENTS_RECEIVED
 from db.store import Store

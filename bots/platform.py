@@ -22,7 +22,8 @@ from starlette.routing import BaseRoute
 from bots.checks import PlatformCheck
 from bots.links import ThreadLinks
 from bots.turns import Turns
-from db.jobs import JobHandler, JobQueue
+from db.job_kinds import JobHandler
+from db.jobs import JobQueue
 from db.secrets import SecretBox
 from db.store import Store
 from processors.base import ReplyingProcessor

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from db.callbacks import REPLY_KEY_PREFIX, CallbackStatus
-from db.jobs import Job, JobKind, JobQueue, JobStatus
+from db.job_kinds import Job, JobKind, JobStatus
+from db.jobs import JobQueue
 from db.store import Store, now
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from db.callbacks import (
     reply_idempotency_key,
     save_callback,
 )
-from db.jobs import JobKind
+from db.job_kinds import JobKind
 from processors.context import ProcessorContext
 from processors.summary import collect_summary
 

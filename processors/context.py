@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import httpx
 
 from agent.client import AgentClient
-from db.jobs import JobQueue, PermanentJobError
+from db.job_kinds import PermanentJobError
+from db.jobs import JobQueue
 from db.store import Store
 
 ApiT = TypeVar("ApiT")

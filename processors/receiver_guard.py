@@ -32,7 +32,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from httpx_aiohttp import AiohttpTransport
 
 from agent.http import new_http_client
-from db.jobs import PermanentJobError
+from db.job_kinds import PermanentJobError
 
 ALLOW_SETTING = "WEBHOOK_ALLOW_PRIVATE_NETWORKS"
 

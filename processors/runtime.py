@@ -32,7 +32,7 @@ from db.callbacks import (
     save_callback,
 )
 from db.conversation_links import forget_links
-from db.jobs import Job, JobHandler, JobKind, PermanentJobError
+from db.job_kinds import Job, JobHandler, JobKind, PermanentJobError
 from db.logcontext import bind, log_context
 from db.metrics import MENTION_TO_AGENT_SECONDS, REPLIES, REPLY_SECONDS
 from db.store import now

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from agent.events import agent_event_kind
 from db.callbacks import ConversationCallback
-from db.jobs import RetryableJobError
+from db.job_kinds import RetryableJobError
 from processors.context import ProcessorContext, SummaryMode
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from db.callbacks import (
     insert_callback,
     list_callbacks,
 )
-from db.jobs import JobQueue, PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
+from db.jobs import JobQueue
 from db.store import Store
 from processors.receiver_guard import literal_refusal
 from processors.runtime import CATCH_UP_JOB, CatchUpPayload

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from agent.events import MalformedEvents, normalize_conversation_id
 from db.callbacks import CallbackStatus, get_callback, list_callbacks
-from db.jobs import JobQueue, JobStatus
+from db.job_kinds import JobStatus
+from db.jobs import JobQueue
 from db.migrations import migrate
 from db.store import Store
 from relay.logs import configure_logging
@@ -193,7 +194,7 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
     from agent.http import new_http_client
     from bots.gitlab.api import GitlabApi
     from bots.gitlab.setup import HookChange, install_webhook
-    from db.jobs import PermanentJobError, RetryableJobError
+    from db.job_kinds import PermanentJobError, RetryableJobError
 
     public_url = args.public_url or settings.public_url
     token, secret = settings.gitlab_token, settings.gitlab_webhook_secret

@@ -14,7 +14,8 @@ import os
 import socket
 from collections.abc import Mapping
 
-from db.jobs import Job, JobHandler, JobQueue, JobStatus, PermanentJobError, RetryableJobError
+from db.job_kinds import Job, JobHandler, JobStatus, PermanentJobError, RetryableJobError
+from db.jobs import JobQueue
 from db.logcontext import log_context
 from db.wakeups import JobWakeupListener, job_wakeups
 

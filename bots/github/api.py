@@ -29,7 +29,7 @@ from gidgethub.httpx import GitHubAPI
 
 from agent.http import USER_AGENT, retry_after
 from bots.github.credentials import AppCredentials, GithubAppSource
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 
 log = logging.getLogger(__name__)
 

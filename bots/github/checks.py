@@ -21,7 +21,7 @@ from bots.checks import (
 )
 from bots.github.api import GithubApi
 from bots.github.credentials import AppCredentials, GithubAppSource
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 
 _GITHUB_DOWN = "check GITHUB_API_URL and GitHub's status"
 

@@ -23,7 +23,8 @@ from bots.github import PLATFORM
 from bots.github.credentials import GithubAppSource
 from bots.github.triggers import trigger_of
 from bots.intake import Delivery, Intake, WebhookEventPayload, count, record_and_queue
-from db.jobs import JobKind, JobQueue, VerbatimJson
+from db.job_kinds import JobKind, VerbatimJson
+from db.jobs import JobQueue
 from db.store import Store
 
 log = logging.getLogger(__name__)

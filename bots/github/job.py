@@ -33,7 +33,7 @@ from db.installations import (
     save_installation,
     set_installation_status,
 )
-from db.jobs import Job, PermanentJobError, json_object
+from db.job_kinds import Job, PermanentJobError, json_object
 from db.logcontext import bind
 from db.secrets import SecretBox
 from db.store import Store

@@ -23,7 +23,7 @@ from gidgetlab.httpx import GitLabAPI
 
 from agent.http import USER_AGENT, retry_after
 from bots.gitlab.triggers import Noteable
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 
 # GitLab's access levels: Reporter 20, Developer 30, Maintainer 40, Owner 50.
 DEVELOPER_ACCESS = 30

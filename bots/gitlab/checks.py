@@ -22,7 +22,7 @@ from bots.checks import (
 )
 from bots.gitlab.api import GitlabApi
 from bots.gitlab.setup import hook_events, hook_url
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from db.secrets import secret_text
 
 _GITLAB_DOWN = "check GITLAB_URL and GitLab's status"

@@ -30,7 +30,8 @@ from starlette.routing import Route
 from bots.gitlab import PLATFORM
 from bots.gitlab.triggers import TRIGGER_EVENTS, trigger_of
 from bots.intake import Delivery, Intake, WebhookEventPayload, count, record_and_queue
-from db.jobs import JobKind, JobQueue, VerbatimJson
+from db.job_kinds import JobKind, VerbatimJson
+from db.jobs import JobQueue
 from db.store import Store
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from bots.gitlab.triggers import GitlabTrigger, Noteable, trigger_of
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, shorten
 from bots.turns import Context, Turns, count_refusal, refuse
-from db.jobs import Job, json_object
+from db.job_kinds import Job, json_object
 from db.logcontext import bind
 
 log = logging.getLogger(__name__)

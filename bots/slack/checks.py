@@ -27,7 +27,7 @@ from bots.slack import PLATFORM as SLACK_PLATFORM
 from bots.slack.api import SlackApi, SlackTeam, new_web_client
 from bots.slack.installations import DatabaseInstallationStore
 from db.installations import STATUS_ACTIVE, list_installations
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from db.secrets import secret_text
 
 # Workspaces of a Slack OAuth deployment are asked this many at a time.

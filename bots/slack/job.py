@@ -24,7 +24,7 @@ from bots.slack.triggers import SlackTrigger, mentioned_users, trigger_of
 from bots.texts import WORKING_REACTION
 from bots.triggers import infer_repository
 from bots.turns import Context, Turns, count_refusal
-from db.jobs import Job, JobKind
+from db.job_kinds import Job, JobKind
 from db.logcontext import bind
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.formatting import markdown_to_mrkdwn, slack_link, split_for_slack
 from bots.texts import WORKING_REACTION, answer
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from processors.base import Reply, ReplyingProcessor, ReplyStatus
 from processors.context import ProcessorContext
 

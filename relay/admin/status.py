@@ -21,7 +21,8 @@ from agent.intake import DELIVERY_SOURCE as AGENT_SOURCE
 from bots.checks import CheckResult
 from bots.links import Thread, ThreadLinks
 from db.callbacks import CallbackStatus
-from db.jobs import Job, JobQueue, JobStatus
+from db.job_kinds import Job, JobStatus
+from db.jobs import JobQueue
 from db.store import Store
 from relay.admin.outbound import (
     CHECK_TTL_SECONDS,

@@ -7,7 +7,7 @@ import uuid
 
 from agent.http import failure_name
 from bots.checks import CheckResult, fail, ok, public_link, reason, skip, status_of
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from db.secrets import secret_text
 from relay.doctor.results import display_url
 from relay.doctor.run import Run

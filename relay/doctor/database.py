@@ -11,7 +11,7 @@ from bots.checks import CheckResult, fail, ok, skip, warn
 from bots.github.credentials import APP_PLATFORM as GITHUB_APP_PLATFORM
 from bots.slack import PLATFORM as SLACK_PLATFORM
 from db.installations import get_installation, list_installations
-from db.jobs import JobStatus
+from db.job_kinds import JobStatus
 from db.migrations import LATEST_VERSION, current_version
 from db.secrets import CredentialsUnreadable
 from db.sqlite import sqlite_path

@@ -13,7 +13,7 @@ import pytest
 
 from agent.client import AgentClient, LLMSettings
 from agent.http import new_http_client, retry_after, send
-from db.jobs import RetryableJobError
+from db.job_kinds import RetryableJobError
 from tests.support.deployment import closed_port_url
 
 CONVERSATION = "0" * 31 + "1"

@@ -10,17 +10,16 @@ import pytest
 from pydantic import BaseModel
 
 from db.deliveries import record_delivery
-from db.jobs import (
+from db.job_kinds import (
     Job,
     JobKind,
-    JobQueue,
     JobStatus,
     PermanentJobError,
     VerbatimJson,
-    backoff_delay,
     encode_payload,
     json_object,
 )
+from db.jobs import JobQueue, backoff_delay
 from db.migrations import migrate
 from db.store import Store, now
 from tests.support.job_kinds import AnyPayload, kind_named

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from db.jobs import JobQueue, JobStatus
+from db.job_kinds import JobStatus
+from db.jobs import JobQueue
 from db.migrations import migrate
 from db.store import Store
 from db.wakeups import APPLICATION_NAME

@@ -15,7 +15,8 @@ import pytest
 
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
 from db.deliveries import record_delivery
-from db.jobs import Job, JobQueue, JobStatus
+from db.job_kinds import Job, JobStatus
+from db.jobs import JobQueue
 from db.migrations import migrate
 from db.retention import (
     DAY_SECONDS,

@@ -12,7 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from db.jobs import JobQueue, JobStatus
+from db.job_kinds import JobStatus
+from db.jobs import JobQueue
 from db.migrations import migrate
 from db.store import Store
 from db.wakeups import APPLICATION_NAME, CHANNEL, JobWakeupListener, job_wakeups

@@ -16,7 +16,7 @@ import pytest
 from agent.events import START_JOB, STATE_CHANGED_JOB, AgentState, StartPayload, StateChangedPayload
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.conversation_links import find_link
-from db.jobs import JobKind, PermanentJobError, RetryableJobError
+from db.job_kinds import JobKind, PermanentJobError, RetryableJobError
 from db.store import Store
 from processors.base import REPLY_JOB, Reply, ReplyStatus
 from processors.context import ProcessorContext, SummaryMode

@@ -21,7 +21,7 @@ from agent.events import (
 )
 from bots.turns import Turn, record_turn
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
-from db.jobs import Job, JobKind, PermanentJobError
+from db.job_kinds import Job, JobKind, PermanentJobError
 from db.store import Store
 from processors.base import REPLY_JOB, ReplyStatus
 from processors.context import ProcessorContext

@@ -32,7 +32,7 @@ from bots.slack.api import SlackApi
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.turns import Turns
 from db.callbacks import CallbackStatus, get_callback
-from db.jobs import Job, JobHandler, JobStatus
+from db.job_kinds import Job, JobHandler, JobStatus
 from db.retention import PRUNE_JOB, Retention
 from db.secrets import SecretBox
 from db.store import Store, now

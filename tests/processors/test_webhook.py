@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from db.callbacks import ConversationCallback, get_callback, insert_callback
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from db.store import Store
 from processors.base import Reply, ReplyStatus
 from processors.context import ProcessorContext

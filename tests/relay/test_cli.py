@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from db.callbacks import CallbackStatus, save_callback
-from db.jobs import JobQueue, JobStatus
+from db.job_kinds import JobStatus
+from db.jobs import JobQueue
 from db.migrations import LATEST_VERSION, migrate
 from db.store import Store
 from relay.settings import Settings

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 
 from agent.events import START_JOB, STATE_CHANGED_JOB
 from bots.gitlab.inbound import GITLAB_EVENT_JOB
-from db.jobs import JobKind
+from db.job_kinds import JobKind
 from processors.base import REPLY_JOB
 from relay.app import Relay, create_app
 from relay.logs import TextFormatter

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from db.jobs import Job, JobQueue
+from db.job_kinds import Job
+from db.jobs import JobQueue
 from db.logcontext import bind, log_context, log_ids
 from db.store import Store
 from relay.logs import JsonFormatter, TextFormatter, configure_logging

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from db.callbacks import CallbackStatus, get_callback
-from db.jobs import JobStatus
+from db.job_kinds import JobStatus
 from db.migrations import migrate
 from db.store import Store
 from processors.base import REPLY_JOB, Reply, ReplyStatus

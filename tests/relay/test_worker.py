@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from db.jobs import Job, JobQueue, JobStatus, PermanentJobError, RetryableJobError
+from db.job_kinds import Job, JobStatus, PermanentJobError, RetryableJobError
+from db.jobs import JobQueue
 from db.store import Store, now
 from relay.worker import Worker
 from tests.support.job_kinds import AnyPayload, kind_named

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from db.jobs import Job, JobQueue
+from db.job_kinds import Job
+from db.jobs import JobQueue
 from db.migrations import migrate
 from db.store import Store
 from relay.worker import Worker

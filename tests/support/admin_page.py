@@ -25,7 +25,8 @@ from bots.gitlab.links import GitlabLinks
 from bots.slack.links import SlackLinks
 from bots.turns import Turn, record_turn
 from bots.web_session import LoginThrottle
-from db.jobs import JobQueue, JobStatus
+from db.job_kinds import JobStatus
+from db.jobs import JobQueue
 from db.store import Store
 from relay.admin.page import AdminPage
 from relay.app import create_app

@@ -35,7 +35,8 @@ import httpx
 from agent.client import AgentClient, LLMSettings
 from agent.events import AgentState, AgentStateChangedObservation
 from db.callbacks import ConversationCallback, get_callback, insert_callback
-from db.jobs import Job, JobKind, JobQueue
+from db.job_kinds import Job, JobKind
+from db.jobs import JobQueue
 from db.store import Store
 from processors.context import ProcessorContext, SummaryMode
 from processors.webhook import WebhookProcessor

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from db.jobs import JobKind
+from db.job_kinds import JobKind
 
 
 class AnyPayload(BaseModel):

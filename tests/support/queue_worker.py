@@ -24,7 +24,8 @@ import signal
 import time
 from pathlib import Path
 
-from db.jobs import Job, JobQueue
+from db.job_kinds import Job
+from db.jobs import JobQueue
 from db.store import Store
 from relay.worker import JobHandler, Worker
 

@@ -13,7 +13,7 @@ import bots.github.api
 from bots.github.api import GithubApi, GithubNotConfigured, GithubThread
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.markers import marker
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from db.secrets import SecretBox
 from db.store import Store
 from tests.support.fake_github import FakeGitHub

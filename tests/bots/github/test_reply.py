@@ -12,7 +12,7 @@ from bots.github.api import GithubApi
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.github.reply import GITHUB_COMMENT_LIMIT, GithubCallbackProcessor
 from bots.texts import comment_answer
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from db.secrets import SecretBox
 from db.store import Store
 from processors.base import Reply, ReplyStatus

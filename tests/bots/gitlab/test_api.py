@@ -19,7 +19,7 @@ from bots.gitlab.api import (
 )
 from bots.gitlab.triggers import Noteable
 from bots.markers import marker, post_once
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from tests.support.fake_gitlab import BOT_TOKEN, BOT_USER_ID, FakeGitlab
 
 PROJECT_ID = 7

@@ -18,7 +18,8 @@ from bots.texts import permission_refusal
 from bots.turns import Turns
 from db.callbacks import list_callbacks
 from db.conversation_links import find_link
-from db.jobs import Job, JobQueue, JobStatus
+from db.job_kinds import Job, JobStatus
+from db.jobs import JobQueue
 from db.store import Store
 from tests.support.fake_agent_api import jobs_of_kind
 from tests.support.fake_gitlab import BOT_TOKEN, FakeGitlab, label_hook, note_hook

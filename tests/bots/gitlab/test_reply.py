@@ -15,7 +15,7 @@ from bots.gitlab.triggers import Noteable
 from bots.markers import marker
 from bots.texts import comment_answer
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
-from db.jobs import Job, JobStatus, PermanentJobError, RetryableJobError
+from db.job_kinds import Job, JobStatus, PermanentJobError, RetryableJobError
 from db.store import Store
 from processors.base import REPLY_JOB, Reply, ReplyStatus
 from processors.context import ProcessorContext

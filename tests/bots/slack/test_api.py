@@ -14,7 +14,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bots.slack.api import SlackTeam, new_web_client, slack_errors
 from bots.slack.reply import reply_messages
-from db.jobs import PermanentJobError, RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from processors.base import Reply, ReplyStatus
 from tests.support.fake_slack import FakeSlack
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from db.jobs import JobStatus
+from db.job_kinds import JobStatus
 from db.store import Store
 from tests.support.admin_page import (
     PUBLIC_URL,

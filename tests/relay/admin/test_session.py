@@ -11,7 +11,7 @@ import pytest
 from itsdangerous.encoding import base64_decode, base64_encode, bytes_to_int, int_to_bytes
 
 from bots.web_session import LoginThrottle
-from db.jobs import JobStatus
+from db.job_kinds import JobStatus
 from db.store import Store
 from relay.admin.session import (
     FLASH_COOKIE,
