@@ -21,7 +21,7 @@ from bots.texts import permission_refusal
 from db.callbacks import list_callbacks
 from db.conversation_links import find_link
 from db.installations import Installation, list_installations
-from db.jobs import Job, JobQueue, JobStatus
+from db.jobs import Job, JobQueue
 from db.metrics import REGISTRY
 from db.secrets import SecretBox
 from db.store import Store
@@ -29,6 +29,7 @@ from tests.support.fake_agent_api import jobs_of_kind
 from tests.support.fake_github import FakeGitHub
 from tests.support.github_webhooks import example, installation, issue_comment, labeled
 from tests.support.github_webhooks import review_comment as review_comment_payload
+from tests.support.leased_jobs import leased_job
 
 APP_ID = 3
 SLUG = "relay-test"
@@ -90,25 +91,14 @@ def mentions(store: Store, api: GithubApi) -> GithubEventJob:
 
 def job_of(event: str, payload: dict[str, Any], delivery_id: str | None = None) -> Job:
     number = next(_job_ids)
-    return Job(
-        id=number,
-        kind=GITHUB_EVENT_JOB.name,
-        payload={
+    return leased_job(
+        number,
+        GITHUB_EVENT_JOB.name,
+        {
             "delivery_id": delivery_id or f"delivery-{number}",
             "event": event,
             "payload": payload,
         },
-        job_key=None,
-        status=JobStatus.RUNNING,
-        attempts=1,
-        max_attempts=20,
-        run_after=0.0,
-        lease_token="lease",
-        lease_until=None,
-        last_error=None,
-        idempotency_key=None,
-        created_at=0.0,
-        updated_at=0.0,
     )
 
 

@@ -15,11 +15,12 @@ from bots.slack.job import ACK_EVENT_TYPE, SLACK_EVENT_JOB, USAGE_HINT, SlackEve
 from bots.slack.reply import SlackCallbackProcessor
 from db.callbacks import list_callbacks
 from db.conversation_links import find_link
-from db.jobs import Job, JobQueue, JobStatus
+from db.jobs import Job, JobQueue
 from db.metrics import REGISTRY
 from db.store import Store
 from tests.support.fake_agent_api import jobs_of_kind
 from tests.support.fake_slack import FakeSlack, app_mention, im_message
+from tests.support.leased_jobs import leased_job
 
 TEAM = "T0ACME"
 BOT_TOKEN = "xoxb-test-token"
@@ -53,26 +54,15 @@ def mentions(store: Store, slack: FakeSlack) -> SlackEventJob:
 
 def job_of(event: dict[str, Any], event_id: str | None = None) -> Job:
     number = next(_job_ids)
-    return Job(
-        id=number,
-        kind=SLACK_EVENT_JOB.name,
-        payload={
+    return leased_job(
+        number,
+        SLACK_EVENT_JOB.name,
+        {
             "event_id": event_id or f"Ev{number:08d}",
             "team_id": TEAM,
             "bot_user_id": BOT_USER,
             "event": {"team": TEAM, **event},
         },
-        job_key=None,
-        status=JobStatus.RUNNING,
-        attempts=1,
-        max_attempts=20,
-        run_after=0.0,
-        lease_token="lease",
-        lease_until=None,
-        last_error=None,
-        idempotency_key=None,
-        created_at=0.0,
-        updated_at=0.0,
     )
 
 
