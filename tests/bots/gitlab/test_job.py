@@ -18,11 +18,12 @@ from bots.texts import permission_refusal
 from bots.turns import Turns
 from db.callbacks import list_callbacks
 from db.conversation_links import find_link
-from db.job_kinds import Job, JobStatus
+from db.job_kinds import Job
 from db.jobs import JobQueue
 from db.store import Store
 from tests.support.fake_agent_api import jobs_of_kind
 from tests.support.fake_gitlab import BOT_TOKEN, FakeGitlab, label_hook, note_hook
+from tests.support.leased_jobs import leased_job
 
 PROJECT_ID = 7
 ASKER = 11
@@ -73,25 +74,14 @@ async def mentions(store: Store, gitlab: FakeGitlab) -> AsyncIterator[GitlabEven
 
 def job_of(event: str, payload: dict[str, Any], delivery_id: str | None = None) -> Job:
     number = next(_job_ids)
-    return Job(
-        id=number,
-        kind=GITLAB_EVENT_JOB.name,
-        payload={
+    return leased_job(
+        number,
+        GITLAB_EVENT_JOB.name,
+        {
             "delivery_id": delivery_id or f"delivery-{number}",
             "event": event,
             "payload": payload,
         },
-        job_key=None,
-        status=JobStatus.RUNNING,
-        attempts=1,
-        max_attempts=20,
-        run_after=0.0,
-        lease_token="lease",
-        lease_until=None,
-        last_error=None,
-        idempotency_key=None,
-        created_at=0.0,
-        updated_at=0.0,
     )
 
 

@@ -15,12 +15,13 @@ from bots.gitlab.triggers import Noteable
 from bots.markers import marker
 from bots.texts import comment_answer
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
-from db.job_kinds import Job, JobStatus, PermanentJobError, RetryableJobError
+from db.job_kinds import Job, PermanentJobError, RetryableJobError
 from db.store import Store
 from processors.base import REPLY_JOB, Reply, ReplyStatus
 from processors.context import ProcessorContext
 from processors.runtime import job_handlers
 from tests.support.fake_gitlab import BOT_TOKEN, FakeGitlab
+from tests.support.leased_jobs import leased_job
 
 PROJECT_ID = 7
 ASKER = 11
@@ -84,22 +85,7 @@ async def deliver(context: ProcessorContext, reply: Reply) -> None:
 
 
 def reply_job(reply: Reply, *, attempts: int = 1) -> Job:
-    return Job(
-        id=1,
-        kind=REPLY_JOB.name,
-        payload=reply.model_dump(mode="json"),
-        job_key=None,
-        status=JobStatus.RUNNING,
-        attempts=attempts,
-        max_attempts=20,
-        run_after=0.0,
-        lease_token="lease",
-        lease_until=None,
-        last_error=None,
-        idempotency_key=None,
-        created_at=0.0,
-        updated_at=0.0,
-    )
+    return leased_job(1, REPLY_JOB.name, reply.model_dump(mode="json"), attempts=attempts)
 
 
 async def test_the_answer_goes_into_the_asking_note_s_discussion_once(
