@@ -247,10 +247,13 @@ class GithubMention:
         ]
         if since:
             people = [c for c in people if int(c.get("id") or 0) > int(since)]
-        seen = [int(c.get("id") or 0) for c in comments] + [self.trigger.source_id or 0]
+        seen = [int(c.get("id") or 0) for c in comments]
+        if self.trigger.kind is not TriggerKind.REVIEW:
+            # A review's id counts in a sequence of its own, not the comments'.
+            seen.append(self.trigger.source_id or 0)
         return Context(
             history=[_comment_line(c) for c in people[-HISTORY_COMMENTS:]],
-            cursor=str(max(seen)),
+            cursor=str(max(seen, default=0)),
         )
 
     def prompt(self, context: Context) -> str:
