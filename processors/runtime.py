@@ -64,7 +64,22 @@ GAVE_UP_TEXT = "agent-relay could not reach the agent for too long and stopped w
 
 
 def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
-    async def on_state_changed(job: Job) -> None:
+    """The handlers of the jobs that run processors, by job kind."""
+    jobs = _RuntimeJobs(context)
+    return {
+        STATE_CHANGED_JOB.name: jobs.on_state_changed,
+        CATCH_UP_JOB.name: jobs.on_catch_up,
+        START_JOB.name: jobs.on_start,
+        TURN_MESSAGE_JOB.name: jobs.on_turn_message,
+        REPLY_JOB.name: jobs.on_reply,
+    }
+
+
+class _RuntimeJobs:
+    def __init__(self, context: ProcessorContext) -> None:
+        self.context = context
+
+    async def on_state_changed(self, job: Job) -> None:
         payload = STATE_CHANGED_JOB.payload_of(job)
         observation = payload.observation
         if observation.received_at is None:
@@ -73,23 +88,24 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
         bind(conversation=observation.conversation_id)
         only = payload.callback_id
         await _closing_on_last_attempt(
-            context,
+            self.context,
             job,
             observation.conversation_id,
             only,
-            run_processors(context, observation, only_callback_id=only),
+            run_processors(self.context, observation, only_callback_id=only),
         )
 
-    async def on_catch_up(job: Job) -> None:
-        callback = await get_callback(context.store, CATCH_UP_JOB.payload_of(job).callback_id)
-        if callback is None or callback.status is not CallbackStatus.ACTIVE:
-            return
-        bind(conversation=callback.conversation_id, callback=callback.id)
-        await _closing_on_last_attempt(
-            context, job, callback.conversation_id, callback.id, catch_up(context, callback)
-        )
+    async def on_catch_up(self, job: Job) -> None:
+        callback = await self._active_callback(CATCH_UP_JOB.payload_of(job).callback_id)
+        if callback is not None:
+            await self._for_callback(job, callback, catch_up(self.context, callback))
 
-    async def on_start(job: Job) -> None:
+    async def on_turn_message(self, job: Job) -> None:
+        callback = await self._active_callback(TURN_MESSAGE_JOB.payload_of(job).callback_id)
+        if callback is not None:
+            await self._for_callback(job, callback, send_turn(self.context, callback))
+
+    async def on_start(self, job: Job) -> None:
         start = START_JOB.payload_of(job)
         bind(
             delivery=start.delivery_id,
@@ -97,19 +113,10 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
             callback=start.callback_id,
         )
         await _closing_on_last_attempt(
-            context, job, start.conversation_id, None, start_conversation(context, start)
+            self.context, job, start.conversation_id, None, start_conversation(self.context, start)
         )
 
-    async def on_turn_message(job: Job) -> None:
-        callback = await get_callback(context.store, TURN_MESSAGE_JOB.payload_of(job).callback_id)
-        if callback is None or callback.status is not CallbackStatus.ACTIVE:
-            return
-        bind(conversation=callback.conversation_id, callback=callback.id)
-        await _closing_on_last_attempt(
-            context, job, callback.conversation_id, callback.id, send_turn(context, callback)
-        )
-
-    async def on_reply(job: Job) -> None:
+    async def on_reply(self, job: Job) -> None:
         reply = REPLY_JOB.payload_of(job)
         bind(
             delivery=reply.origin_delivery_id,
@@ -117,19 +124,25 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
             callback=reply.callback_id,
         )
         try:
-            await deliver_reply(context, reply)
+            await deliver_reply(self.context, reply)
         except Exception as exc:
             if isinstance(exc, PermanentJobError) or job.attempts >= job.max_attempts:
-                await record_undelivered(context, reply, exc)
+                await record_undelivered(self.context, reply, exc)
             raise
 
-    return {
-        STATE_CHANGED_JOB.name: on_state_changed,
-        CATCH_UP_JOB.name: on_catch_up,
-        START_JOB.name: on_start,
-        TURN_MESSAGE_JOB.name: on_turn_message,
-        REPLY_JOB.name: on_reply,
-    }
+    async def _active_callback(self, callback_id: int) -> ConversationCallback | None:
+        callback = await get_callback(self.context.store, callback_id)
+        if callback is None or callback.status is not CallbackStatus.ACTIVE:
+            return None
+        bind(conversation=callback.conversation_id, callback=callback.id)
+        return callback
+
+    async def _for_callback(
+        self, job: Job, callback: ConversationCallback, work: Awaitable[None]
+    ) -> None:
+        await _closing_on_last_attempt(
+            self.context, job, callback.conversation_id, callback.id, work
+        )
 
 
 async def _closing_on_last_attempt(

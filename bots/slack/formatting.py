@@ -200,41 +200,35 @@ def _find_cut(text: str, floor: int, end: int) -> tuple[int, int]:
     return end, end
 
 
-def split_for_slack(text: str, limit: int = 3900) -> list[str]:
-    """Split mrkdwn into messages of at most ``limit`` characters, in order, losing nothing.
+class _Fences:
+    """A text's code fences, and where it may be cut without leaving one half in a chunk."""
 
-    Slack truncates long messages, so a long answer is posted as several thread replies. A
-    code block cut in two is closed with a triple-backtick fence at the end of one message and
-    reopened at the start of the next, so each message renders on its own; those added fences
-    count toward ``limit``. Whitespace at the cut points is dropped. Blank text gives no
-    message at all.
-    """
-    if limit < _MIN_LIMIT:
-        raise ValueError(f"limit must be at least {_MIN_LIMIT}, got {limit}")
-    fences = [match.start() for match in re.finditer(_FENCE, text)]
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts = [match.start() for match in re.finditer(_FENCE, text)]
 
-    def fence_at(position: int) -> int | None:
+    def fence_at(self, position: int) -> int | None:
         """Return the start of the fence that straddles ``position``, if one does."""
-        index = bisect.bisect_left(fences, position) - 1
-        if index >= 0 and fences[index] < position < fences[index] + len(_FENCE):
-            return fences[index]
+        index = bisect.bisect_left(self.starts, position) - 1
+        if index >= 0 and self.starts[index] < position < self.starts[index] + len(_FENCE):
+            return self.starts[index]
         return None
 
-    def in_code(position: int) -> bool:
+    def in_code(self, position: int) -> bool:
         """Tell whether ``position`` lies between an opening and a closing fence."""
-        return bisect.bisect_right(fences, position - len(_FENCE)) % 2 == 1
+        return bisect.bisect_right(self.starts, position - len(_FENCE)) % 2 == 1
 
-    def choose_cut(start: int, end: int) -> tuple[int, int]:
+    def choose_cut(self, start: int, end: int) -> tuple[int, int]:
         """Pick a cut within ``text[start:end]`` that leaves no fence half in one chunk."""
-        floor = start
-        if text.startswith(_FENCE, start) and in_code(start + len(_FENCE)):
+        text, floor = self.text, start
+        if text.startswith(_FENCE, start) and self.in_code(start + len(_FENCE)):
             # The chunk opens a code block: it must hold more than the opening fence line.
             floor = max(start, text.find("\n", start, end))
         cut, resume = _find_cut(text, floor, end)
-        if (straddled := fence_at(cut)) is not None and straddled > start:
+        if (straddled := self.fence_at(cut)) is not None and straddled > start:
             cut = resume = straddled
-        if in_code(cut):
-            opening = fences[bisect.bisect_right(fences, cut - len(_FENCE)) - 1]
+        if self.in_code(cut):
+            opening = self.starts[bisect.bisect_right(self.starts, cut - len(_FENCE)) - 1]
             if opening > start and "\n" not in text[opening:cut].rstrip():
                 # Only the opening fence line would be left in this chunk: move it to the next.
                 cut = resume = opening
@@ -246,6 +240,19 @@ def split_for_slack(text: str, limit: int = 3900) -> list[str]:
                 cut = resume = cut + len(_CLOSE)
         return cut, resume
 
+
+def split_for_slack(text: str, limit: int = 3900) -> list[str]:
+    """Split mrkdwn into messages of at most ``limit`` characters, in order, losing nothing.
+
+    Slack truncates long messages, so a long answer is posted as several thread replies. A
+    code block cut in two is closed with a triple-backtick fence at the end of one message and
+    reopened at the start of the next, so each message renders on its own; those added fences
+    count toward ``limit``. Whitespace at the cut points is dropped. Blank text gives no
+    message at all.
+    """
+    if limit < _MIN_LIMIT:
+        raise ValueError(f"limit must be at least {_MIN_LIMIT}, got {limit}")
+    fences = _Fences(text)
     chunks: list[str] = []
     start = 0
     while True:
@@ -253,7 +260,7 @@ def split_for_slack(text: str, limit: int = 3900) -> list[str]:
             start += 1
         if not text[start:].strip():
             return chunks
-        prefix = _REOPEN if in_code(start) else ""
+        prefix = _REOPEN if fences.in_code(start) else ""
         end = start + limit - len(prefix)
         # First try the whole room; if the cut then needs a closing fence that does not fit,
         # choose again leaving room for it.
@@ -261,9 +268,9 @@ def split_for_slack(text: str, limit: int = 3900) -> list[str]:
             if end - reserve >= len(text):
                 cut = resume = len(text)
             else:
-                cut, resume = choose_cut(start, end - reserve)
+                cut, resume = fences.choose_cut(start, end - reserve)
             body = text[start:cut].rstrip()
-            chunk = prefix + body + (_CLOSE if in_code(cut) else "")
+            chunk = prefix + body + (_CLOSE if fences.in_code(cut) else "")
             if len(chunk) <= limit:
                 break
         if body.strip():
