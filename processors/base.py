@@ -13,7 +13,7 @@ import logging
 import uuid
 from abc import ABC, abstractmethod
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ValidationError
 
@@ -119,6 +119,15 @@ class ReplyingProcessor(ConversationCallbackProcessor):
     # delivery id, which every log line of the turn carries, and when it arrived.
     origin_delivery_id: str | None = None
     origin_received_at: float | None = None
+
+    @classmethod
+    def of(cls, source: object, **fields: Any) -> Self:
+        """The processor of a turn: each field of this platform's (none of the fields
+        every ReplyingProcessor has) read from `source`'s attribute of the same name,
+        where the trigger already says where the answer goes; `fields` give the rest."""
+        own = cls.model_fields.keys() - ReplyingProcessor.model_fields.keys()
+        found = {name: getattr(source, name) for name in own if hasattr(source, name)}
+        return cls(**{**found, **fields})
 
     @abstractmethod
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:

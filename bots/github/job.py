@@ -265,13 +265,10 @@ class GithubMention:
         return _follow_up_message(self.trigger, context.history)
 
     def processor(self) -> GithubCallbackProcessor:
-        trigger = self.trigger
-        return GithubCallbackProcessor(
+        return GithubCallbackProcessor.of(
+            self.trigger,
             installation_id=self.installation_id,
-            repository=trigger.repository,
-            number=trigger.number,
-            review_thread_id=trigger.review_thread_id,
-            asker=trigger.sender,
+            asker=self.trigger.sender,
             ack_comment_id=self.ack_comment_id if self.edit_ack_comment else None,
         )
 

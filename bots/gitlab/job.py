@@ -137,16 +137,7 @@ class GitlabMention:
         return _follow_up_message(self.trigger, context.history, self.label)
 
     def processor(self) -> GitlabCallbackProcessor:
-        trigger = self.trigger
-        return GitlabCallbackProcessor(
-            project_id=trigger.project_id,
-            noteable=trigger.noteable,
-            iid=trigger.iid,
-            discussion_id=trigger.discussion_id,
-            note_id=trigger.note_id,
-            username=trigger.username,
-            ack_note_id=self.ack_note_id,
-        )
+        return GitlabCallbackProcessor.of(self.trigger, ack_note_id=self.ack_note_id)
 
     def tags(self) -> dict[str, str]:
         trigger = self.trigger

@@ -181,14 +181,10 @@ class SlackMention:
         return "\n\n".join(parts)
 
     def processor(self) -> SlackCallbackProcessor:
-        trigger = self.trigger
-        return SlackCallbackProcessor(
-            team_id=trigger.team_id,
+        return SlackCallbackProcessor.of(
+            self.trigger,
             enterprise_id=self.enterprise_id,
-            channel=trigger.channel,
-            thread_ts=trigger.thread_ts,
-            user=trigger.user,
-            trigger_ts=trigger.ts,
+            trigger_ts=self.trigger.ts,
             ack_ts=self.ack_ts,
         )
 
