@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from agent.http import DEFAULT_TIMEOUT, new_http_client, send
+from agent.workspaces import working_dir
 
 # ask_agent runs an LLM completion over the whole conversation before it answers.
 ASK_AGENT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
@@ -45,13 +46,13 @@ class AgentClient:
         base_url: str,
         api_key: str | None,
         llm: LLMSettings,
-        workspace_dir: str,
+        workspace_root: str,
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.llm = llm
-        self.workspace_dir = workspace_dir
+        self.workspace_root = workspace_root
         self._http = new_http_client(
             base_url=base_url.rstrip("/") + "/api",
             headers={"X-Session-API-Key": api_key} if api_key else {},
@@ -72,17 +73,21 @@ class AgentClient:
         *,
         conversation_id: str | None = None,
         tags: dict[str, str] | None = None,
+        repository: str | None = None,
     ) -> str:
         """Start a conversation that runs `prompt` at once; returns its id (32 hex).
 
         Passing our own id lets the caller register callbacks before the agent can
         possibly report anything, and makes a retried start land on the same one.
+        It works in a directory of its own (agent.workspaces), named after
+        `repository` ("owner/name") when there is one.
         """
         conversation_id = uuid.UUID(conversation_id).hex if conversation_id else uuid.uuid4().hex
+        directory = working_dir(self.workspace_root, conversation_id, repository)
         body: dict[str, Any] = {
             "conversation_id": str(uuid.UUID(conversation_id)),
             "agent_settings": self.llm.as_agent_settings(),
-            "workspace": {"working_dir": self.workspace_dir},
+            "workspace": {"working_dir": directory},
             "initial_message": {**text_message(prompt), "run": True},
             "tags": tags or {},
         }

@@ -107,6 +107,9 @@ class StartPayload(BaseModel):
     received_at: float | None = Field(
         default=None, description="when the platform's delivery arrived (epoch seconds)"
     )
+    # The repository ("owner/name") the conversation is about, which names its
+    # working directory; None in starts queued before it was recorded.
+    repository: str | None = None
 
 
 # Start a conversation with its prompt.

@@ -59,6 +59,8 @@ class Turn:
     # When the platform's delivery arrived (epoch seconds; its event job's created_at),
     # for the mention -> agent latency.
     received_at: float | None = None
+    # The repository ("owner/name") the conversation is about, if any.
+    repository: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,9 @@ class Mention(Protocol):
     def tags(self) -> dict[str, str]:
         """The conversation's tags on the agent-server."""
 
+    def repository(self) -> str | None:
+        """The repository ("owner/name") the request is about, if any."""
+
 
 @dataclass(frozen=True)
 class Turns:
@@ -146,6 +151,7 @@ class Turns:
             tags={key: value[:TAG_VALUE_CHARS] for key, value in mention.tags().items()},
             cursor=context.cursor,
             received_at=received_at,
+            repository=mention.repository(),
         )
         return await record_turn(self.store, self.queue, turn, continuing=continuing)
 
@@ -199,6 +205,7 @@ async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: 
                         delivery_id=turn.delivery_id,
                         callback_id=callback.id,
                         received_at=turn.received_at,
+                        repository=turn.repository,
                     ),
                     key=turn.conversation_id,
                     idempotency_key=f"mention:{turn.platform}:{turn.delivery_id}",

@@ -299,7 +299,10 @@ async def start_conversation(context: ProcessorContext, start: StartPayload) -> 
     conversation_id = start.conversation_id
     try:
         await context.agent.start_conversation(
-            start.prompt, conversation_id=conversation_id, tags=start.tags
+            start.prompt,
+            conversation_id=conversation_id,
+            tags=start.tags,
+            repository=start.repository,
         )
     except PermanentJobError as exc:
         async with context.store.transaction():

@@ -167,7 +167,12 @@ class RelayApi:
             )
             await self.queue.enqueue(
                 START_JOB,
-                StartPayload(conversation_id=conversation_id, prompt=prompt, tags=tags),
+                StartPayload(
+                    conversation_id=conversation_id,
+                    prompt=prompt,
+                    tags=tags,
+                    repository=body.repository,
+                ),
                 key=conversation_id,
                 idempotency_key=f"start:{conversation_id}",
             )

@@ -69,7 +69,7 @@ class Relay:
                 base_url=settings.agent_llm_base_url,
                 extra=settings.agent_llm_extra,
             ),
-            workspace_dir=settings.agent_workspace_dir,
+            workspace_root=settings.workspace_root,
         )
         http = new_http_client()
         secrets = SecretBox(secret_text(settings.secret_key))
@@ -125,6 +125,11 @@ class Relay:
             log.error("database schema is out of date: run `agent-relay migrate`")
         for line in self.settings.feature_report():
             log.info(line)
+        if self.settings.agent_workspace_dir:
+            log.warning(
+                "AGENT_WORKSPACE_DIR is the old name of AGENT_WORKSPACE_ROOT, under which"
+                " each conversation now gets a directory of its own: rename it"
+            )
         if schedule_maintenance and self.retention is not None:
             await self._schedule_retention(self.retention)
         for platform in self.platforms.values():

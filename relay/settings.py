@@ -33,7 +33,12 @@ class Settings(BaseSettings):
     agent_llm_api_key: SecretStr | None = None
     agent_llm_base_url: str | None = None
     agent_llm_extra: dict[str, Any] = Field(default_factory=dict)
-    agent_workspace_dir: str = "workspace/project"
+    # Where each conversation's own directory is made (agent.workspaces), relative to
+    # the agent-server's working directory unless absolute.
+    agent_workspace_root: str = "workspace"
+    # The name AGENT_WORKSPACE_ROOT had while every conversation shared one directory;
+    # still read (as the root) when the new name is not set.
+    agent_workspace_dir: str | None = None
     agent_conversation_url: str | None = None
     summary_mode: SummaryMode = SummaryMode.INSTRUCTION
 
@@ -153,6 +158,13 @@ class Settings(BaseSettings):
     def gitlab_enabled(self) -> bool:
         """GitLab runs when both its token and its webhook secret are set."""
         return bool(self.gitlab_token and self.gitlab_webhook_secret)
+
+    @property
+    def workspace_root(self) -> str:
+        """AGENT_WORKSPACE_ROOT, or the old AGENT_WORKSPACE_DIR when only that is set."""
+        if "agent_workspace_root" not in self.model_fields_set and self.agent_workspace_dir:
+            return self.agent_workspace_dir
+        return self.agent_workspace_root
 
     def github_private_key_text(self) -> str | None:
         """The app's PEM key from GITHUB_PRIVATE_KEY (escaped newlines allowed, as .env

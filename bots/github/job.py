@@ -272,6 +272,9 @@ class GithubMention:
             ack_comment_id=self.ack_comment_id if self.edit_ack_comment else None,
         )
 
+    def repository(self) -> str:
+        return self.trigger.repository
+
     def tags(self) -> dict[str, str]:
         return {
             "platform": PLATFORM,

@@ -139,6 +139,9 @@ class GitlabMention:
     def processor(self) -> GitlabCallbackProcessor:
         return GitlabCallbackProcessor.of(self.trigger, ack_note_id=self.ack_note_id)
 
+    def repository(self) -> str:
+        return self.trigger.project_path
+
     def tags(self) -> dict[str, str]:
         trigger = self.trigger
         return {

@@ -83,7 +83,7 @@ async def jobs(store: Store) -> list[dict[str, Any]]:
 
 async def test_new_turn_records_link_callback_and_start_job(store: Store) -> None:
     first = turn("Ev1", "Fix the build", cursor="1700000000.000100", tags={"repo": "acme/api"})
-    first = dataclasses.replace(first, received_at=1700000000.5)
+    first = dataclasses.replace(first, received_at=1700000000.5, repository="acme/api")
 
     callback_id = await record_turn(store, JobQueue(store), first, continuing=False)
 
@@ -108,6 +108,7 @@ async def test_new_turn_records_link_callback_and_start_job(store: Store) -> Non
         "delivery_id": "Ev1",
         "callback_id": callback_id,
         "received_at": 1700000000.5,
+        "repository": "acme/api",
     }
     assert await find_link(store, PLATFORM, THREAD) == ConversationLink(
         PLATFORM, THREAD, first.conversation_id, "1700000000.000100"

@@ -181,6 +181,8 @@ def test_a_mention_gets_eyes_an_ack_and_one_answer(
     assert "please fix the flaky test" in prompt
     assert f"Repository: {REPO}" in prompt
     assert "test_upload fails one run in five." in prompt
+    # The conversation works in a directory of its own, named after the repository.
+    assert agent_server.working_dir(conversation_id).endswith(f"/{conversation_id}/api")
     # Every REST call but the token mint was made with the installation's token.
     repo_calls = github.calls(path_pattern=r"/repos/.*")
     assert repo_calls and {c.auth for c in repo_calls} == {"token"}

@@ -481,8 +481,26 @@ async def test_start_job_starts_the_conversation_under_our_id(
     assert body["initial_message"]["role"] == "user"
     assert body["tags"] == {"source": "api"}
     assert body["agent_settings"]["llm"]["model"] == "openai/fake-model"
+    # Without a repository, the conversation's own directory under the root.
+    assert body["workspace"] == {"working_dir": f"workspace/{conversation_id}"}
     assert list(agent_server.conversations) == [conversation_id]
     assert (await reload_callback(store, callback)).status is CallbackStatus.ACTIVE
+
+
+async def test_a_start_about_a_repository_works_in_a_directory_named_after_it(
+    context: ProcessorContext, agent_server: FakeAgentServer
+) -> None:
+    conversation_id = uuid.uuid4().hex
+    await context.queue.enqueue(
+        START_JOB,
+        StartPayload(conversation_id=conversation_id, prompt="Fix it", repository="acme/api"),
+        key=conversation_id,
+    )
+
+    await job_handlers(context)[START_JOB.name](await claim_job(context.queue, START_JOB))
+
+    [start] = agent_server.calls_to("POST", "/api/conversations")
+    assert start.body["workspace"] == {"working_dir": f"workspace/{conversation_id}/api"}
 
 
 async def test_start_refused_by_the_agent_closes_the_callbacks_with_an_error_reply(

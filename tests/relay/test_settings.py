@@ -183,3 +183,20 @@ def test_slack_oauth_without_secret_key_is_disabled(monkeypatch: pytest.MonkeyPa
     assert "slack: disabled (OAuth needs SECRET_KEY to encrypt bot tokens)" in (
         settings.feature_report()
     )
+
+
+def test_each_conversation_s_directory_is_made_under_agent_workspace_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().workspace_root == "workspace"
+    monkeypatch.setenv("AGENT_WORKSPACE_ROOT", "/srv/work")
+    assert load_settings().workspace_root == "/srv/work"
+
+
+def test_the_old_name_agent_workspace_dir_still_sets_the_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENT_WORKSPACE_DIR", "/srv/old")
+    assert load_settings().workspace_root == "/srv/old"
+    monkeypatch.setenv("AGENT_WORKSPACE_ROOT", "/srv/new")
+    assert load_settings().workspace_root == "/srv/new"

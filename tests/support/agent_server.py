@@ -420,6 +420,13 @@ class AgentServerProcess:
         ).json()["items"]
         return [part["text"] for item in items for part in item["llm_message"]["content"]]
 
+    def working_dir(self, conversation_id: str) -> str:
+        """The directory the conversation works in, as the agent-server reports it."""
+        info = httpx.get(
+            f"{self.url}/api/conversations/{conversation_id}", headers=self.headers, timeout=10
+        ).json()
+        return str(info["workspace"]["working_dir"])
+
     def log_tail(self, lines: int = 60) -> str:
         return _tail(self.log_path, lines)
 

@@ -391,7 +391,7 @@ async def processor_context(
         "http://agent-server.test",
         agent_server.api_key,
         LLMSettings(model="openai/fake-model"),
-        "workspace/project",
+        "workspace",
         transport=agent_server.transport(),
     )
     http = httpx.AsyncClient(transport=receiver.transport())

@@ -64,7 +64,7 @@ def relay_environment(
         "AGENT_LLM_API_KEY": "fake-llm-key",
         "AGENT_LLM_BASE_URL": fake_llm.base_url,
         "AGENT_LLM_EXTRA": json.dumps({"num_retries": 0, "api_mode": "chat"}),
-        "AGENT_WORKSPACE_DIR": str(workdir / "workspace"),
+        "AGENT_WORKSPACE_ROOT": str(workdir / "workspace"),
         "AGENT_CONVERSATION_URL": CONVERSATION_URL,
         "LOG_LEVEL": "DEBUG",
         # The e2e webhook receivers listen on 127.0.0.1.

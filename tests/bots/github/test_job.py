@@ -176,6 +176,7 @@ async def test_a_writer_s_mention_is_acknowledged_and_starts_a_conversation(
         "Comments so far, oldest first:\n@otto: Seen it twice this week.\n\n"
         "Your answer will be posted as a comment on that issue."
     )
+    assert start["payload"]["repository"] == REPO
     assert start["payload"]["tags"] == {
         "platform": "github",
         "repository": REPO,

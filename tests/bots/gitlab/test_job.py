@@ -144,6 +144,7 @@ async def test_a_developer_s_mention_is_acknowledged_and_starts_a_conversation(
     assert "It fails on Tuesdays." in prompt
     assert "otto: Seen it twice this week." in prompt
     assert "added ~bug" not in prompt
+    assert start["payload"]["repository"] == "acme/widgets"
     assert start["payload"]["tags"] == {
         "platform": "gitlab",
         "project": "acme/widgets",

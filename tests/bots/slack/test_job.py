@@ -277,6 +277,8 @@ async def test_the_repository_named_or_configured_reaches_the_prompt_and_tags(
 
     [start] = await jobs_of_kind(store, START_JOB)
     prompt, tags = start["payload"]["prompt"], start["payload"]["tags"]
+    # The repository also names the conversation's working directory.
+    assert start["payload"]["repository"] == repository
     if repository is None:
         assert "Repository:" not in prompt
         assert "repository" not in tags
