@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from agent.http import DEFAULT_TIMEOUT, new_http_client, send
+from agent.instructions import CONTEXT_IS_DATA
 from agent.workspaces import working_dir
 
 # ask_agent runs an LLM completion over the whole conversation before it answers.
@@ -88,6 +89,7 @@ class AgentClient:
             "conversation_id": str(uuid.UUID(conversation_id)),
             "agent_settings": self.llm.as_agent_settings(),
             "workspace": {"working_dir": directory},
+            "agent_launch_additions": {"system_message_suffix_append": CONTEXT_IS_DATA},
             "initial_message": {**text_message(prompt), "run": True},
             "tags": tags or {},
         }

@@ -24,6 +24,7 @@ from bots.github.api import GithubApi, GithubThread
 from bots.github.inbound import GITHUB_EVENT_JOB
 from bots.github.reply import GithubCallbackProcessor
 from bots.github.triggers import GithubTrigger, TriggerKind, is_bot, trigger_of
+from bots.hygiene import visible_text
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, shorten
 from bots.turns import Context, Turns, count_refusal, refuse
@@ -46,6 +47,8 @@ WRITERS = frozenset({"admin", "maintain", "write"})
 NEEDED_ACCESS = "write access or above"
 STATUS_SUSPENDED = "suspended"
 STATUS_DELETED = "deleted"
+# GitHub's author_association of the people who may change the repository.
+INSIDERS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 # A comment shown to the agent is cut here: context, not the whole discussion.
 MAX_CONTEXT_COMMENT_CHARS = 4000
 
@@ -324,7 +327,12 @@ async def triggered(event: Event, job: GithubEventJob, received_at: float) -> No
 
 def _comment_line(comment: dict[str, Any]) -> str:
     login = (comment.get("user") or {}).get("login") or "someone"
-    return f"@{login}: {shorten(str(comment.get('body') or '').strip(), MAX_CONTEXT_COMMENT_CHARS)}"
+    # GitHub says how the author relates to the repository; anyone but its owner,
+    # its organisation's members and its collaborators is an outside contributor.
+    outside = comment.get("author_association") not in INSIDERS
+    who = f"@{login} (outside contributor)" if outside else f"@{login}"
+    body = visible_text(str(comment.get("body") or "")).strip()
+    return f"{who}: {shorten(body, MAX_CONTEXT_COMMENT_CHARS)}"
 
 
 def _new_conversation_prompt(
@@ -342,7 +350,7 @@ def _new_conversation_prompt(
             f" GitHub {where}. That {kind} is your task."
         ]
     else:
-        parts = [f"@{trigger.sender} asked you on GitHub, in {where}:", trigger.text]
+        parts = [f"@{trigger.sender} asked you on GitHub, in {where}:", visible_text(trigger.text)]
     parts.append(f"Repository: {trigger.repository}")
     if pull is not None:
         parts.append(
@@ -358,7 +366,7 @@ def _new_conversation_prompt(
             f" {comment.get('line') or comment.get('original_line')}:\n"
             f"```diff\n{comment.get('diff_hunk') or ''}\n```"
         )
-    description = str(item.get("body") or "").strip()
+    description = visible_text(str(item.get("body") or "")).strip()
     if description:
         parts.append(f"The {kind}'s description:\n{description}")
     if history:
@@ -371,7 +379,7 @@ def _follow_up_message(trigger: GithubTrigger, history: list[str]) -> str:
     if trigger.kind is TriggerKind.LABEL:
         parts = [f"@{trigger.sender} added the trigger label again: please look at it once more."]
     else:
-        parts = [f"@{trigger.sender} followed up on GitHub:", trigger.text]
+        parts = [f"@{trigger.sender} followed up on GitHub:", visible_text(trigger.text)]
     if history:
         parts.append("Comments since your last answer:\n" + "\n".join(history))
     return "\n\n".join(parts)

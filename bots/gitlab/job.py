@@ -23,6 +23,7 @@ from bots.gitlab.api import DEVELOPER_ACCESS, GitlabApi, GitlabThread, GitlabUse
 from bots.gitlab.inbound import GITLAB_EVENT_JOB
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import GitlabTrigger, Noteable, trigger_of
+from bots.hygiene import visible_text
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, shorten
 from bots.turns import Context, Turns, count_refusal, refuse
@@ -178,7 +179,8 @@ def _history(
         ):
             continue
         name = author.get("username") or author.get("name") or "someone"
-        lines.append(f"{name}: {shorten(str(note.get('body') or ''), NOTE_CHARS)}")
+        body = visible_text(str(note.get("body") or ""))
+        lines.append(f"{name}: {shorten(body, NOTE_CHARS)}")
         if len(lines) == HISTORY_NOTES:
             break
     # The API gave them newest first.
@@ -211,7 +213,7 @@ def _new_conversation_prompt(
     else:
         parts = [
             f"{trigger.username} asked you in a comment on GitLab {noun} {reference(trigger)}:",
-            trigger.text or f"(Nothing more than the mention: work on this {noun}.)",
+            visible_text(trigger.text) or f"(Nothing more than the mention: work on this {noun}.)",
         ]
     parts.append(_item_context(trigger, item))
     if history:
@@ -233,7 +235,7 @@ def _item_context(trigger: GitlabTrigger, item: dict[str, Any]) -> str:
             f"Source branch: {item.get('source_branch') or '?'}; "
             f"target branch: {item.get('target_branch') or '?'}"
         )
-    description = str(item.get("description") or "").strip()
+    description = visible_text(str(item.get("description") or "")).strip()
     lines.append("Description:\n" + (shorten(description, DESCRIPTION_CHARS) or "(none)"))
     return "\n".join(lines)
 
@@ -248,7 +250,8 @@ def _follow_up_message(trigger: GitlabTrigger, history: list[str], label: str) -
     else:
         parts = [
             f"{trigger.username} followed up on GitLab {noun} {reference(trigger)}:",
-            trigger.text or f"(Nothing more than the mention: carry on with this {noun}.)",
+            visible_text(trigger.text)
+            or f"(Nothing more than the mention: carry on with this {noun}.)",
         ]
     if history:
         parts.append("Notes since your last answer, oldest first:\n" + "\n".join(history))

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bots.hygiene import visible_text
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.formatting import slack_link
@@ -215,7 +216,9 @@ def _ts_after(message: dict[str, Any], cursor: str | None) -> bool:
 
 
 async def _readable(team: SlackTeam, text: str) -> str:
-    """Slack text with <@U…> mentions shown as @names, as people read it."""
+    """Slack text with <@U…> mentions shown as @names, as people read it (and without
+    the invisible characters they cannot see)."""
+    text = visible_text(text, markup=False)
     for user_id in mentioned_users(text):
         name = await team.display_name(user_id)
         text = text.replace(f"<@{user_id}>", f"@{name}")

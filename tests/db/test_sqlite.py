@@ -63,5 +63,8 @@ async def test_steady_writes_keep_the_wal_small_and_lose_nothing(tmp_path: Path)
     finally:
         await database.disconnect()
 
-    assert largest < 12 * 1024 * 1024, f"the WAL grew to {largest:,} bytes"
+    # Unrestarted it ends near 36 MB; restarted, under 12 MB on a quiet machine,
+    # and a loaded one starves the checkpoint thread for a while (13.9 MB seen with
+    # two test suites and a benchmark sharing two cores): the line is drawn between.
+    assert largest < 24 * 1024 * 1024, f"the WAL grew to {largest:,} bytes"
     assert await count_rows(url) == COMMITS

@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.instructions import CONTEXT_IS_DATA
 from tests.support import github_webhooks as hooks
 from tests.support.agent_server import AgentServerProcess
 from tests.support.fake_github import FakeGitHub
-from tests.support.fake_llm import FakeLLM, finish
+from tests.support.fake_llm import FakeLLM, finish, message_text
 from tests.support.relay_process import (
     RELAY_BIN,
     RelayProcess,
@@ -158,7 +159,7 @@ def github_callbacks(relay: RelayProcess) -> list[dict[str, Any]]:
 
 
 def test_a_mention_gets_eyes_an_ack_and_one_answer(
-    relay: RelayProcess, github: FakeGitHub, agent_server: AgentServerProcess
+    relay: RelayProcess, github: FakeGitHub, agent_server: AgentServerProcess, fake_llm: FakeLLM
 ) -> None:
     number = new_issue(github)
     before = len(github_callbacks(relay))
@@ -183,6 +184,13 @@ def test_a_mention_gets_eyes_an_ack_and_one_answer(
     assert "test_upload fails one run in five." in prompt
     # The conversation works in a directory of its own, named after the repository.
     assert agent_server.working_dir(conversation_id).endswith(f"/{conversation_id}/api")
+    # Its system prompt says that the thread is information, not orders.
+    assert any(
+        CONTEXT_IS_DATA in message_text(message)
+        for body in fake_llm.agent_requests
+        for message in body.get("messages") or []
+        if message.get("role") == "system"
+    )
     # Every REST call but the token mint was made with the installation's token.
     repo_calls = github.calls(path_pattern=r"/repos/.*")
     assert repo_calls and {c.auth for c in repo_calls} == {"token"}

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from agent.events import START_JOB, STATE_CHANGED_JOB, AgentState, StartPayload, StateChangedPayload
+from agent.instructions import CONTEXT_IS_DATA
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.conversation_links import find_link
 from db.job_kinds import JobKind, PermanentJobError, RetryableJobError
@@ -483,6 +484,9 @@ async def test_start_job_starts_the_conversation_under_our_id(
     assert body["agent_settings"]["llm"]["model"] == "openai/fake-model"
     # Without a repository, the conversation's own directory under the root.
     assert body["workspace"] == {"working_dir": f"workspace/{conversation_id}"}
+    # The system prompt says that thread text is information, not orders.
+    additions = body["agent_launch_additions"]
+    assert additions == {"system_message_suffix_append": CONTEXT_IS_DATA}
     assert list(agent_server.conversations) == [conversation_id]
     assert (await reload_callback(store, callback)).status is CallbackStatus.ACTIVE
 
