@@ -126,8 +126,9 @@ class GitlabMention:
         api, place = self.thread.api, self.thread.place
         self.item = await api.noteable(place)
         notes = await api.newest_notes(place, NOTES_READ)
+        people = _people_notes(notes, self.bot, self.trigger, _cursor_value(since))
         return Context(
-            history=_history(notes, self.bot, self.trigger, _cursor_value(since)),
+            history=await _history(api, self.trigger.project_id, people),
             cursor=_newest_note_id(notes, self.trigger),
         )
 
@@ -160,13 +161,13 @@ def _cursor_value(cursor: str | None) -> int | None:
         return None
 
 
-def _history(
+def _people_notes(
     notes: list[dict[str, Any]], bot: GitlabUser, trigger: GitlabTrigger, since: int | None
-) -> list[str]:
-    """What people wrote (newest HISTORY_NOTES of it, oldest first), without the
+) -> list[dict[str, Any]]:
+    """What people wrote (the newest HISTORY_NOTES notes, oldest first), without the
     triggering note, system notes and the bot's own notes; for a follow-up only what
     came after the last turn's cursor."""
-    lines = []
+    kept = []
     for note in notes:
         note_id = note.get("id")
         author = note.get("author") or {}
@@ -178,13 +179,29 @@ def _history(
             or (since is not None and note_id <= since)
         ):
             continue
-        name = author.get("username") or author.get("name") or "someone"
-        body = visible_text(str(note.get("body") or ""))
-        lines.append(f"{name}: {shorten(body, NOTE_CHARS)}")
-        if len(lines) == HISTORY_NOTES:
+        kept.append(note)
+        if len(kept) == HISTORY_NOTES:
             break
     # The API gave them newest first.
-    return lines[::-1]
+    return kept[::-1]
+
+
+async def _history(api: GitlabApi, project_id: int, notes: list[dict[str, Any]]) -> list[str]:
+    """One line per note; authors below Developer, who may not change the project,
+    are labelled as outside contributors (their access asked once each)."""
+    levels: dict[int, int] = {}
+    lines = []
+    for note in notes:
+        author = note.get("author") or {}
+        name = author.get("username") or author.get("name") or "someone"
+        author_id = author.get("id")
+        if isinstance(author_id, int) and author_id not in levels:
+            levels[author_id] = await api.access_level(project_id, author_id)
+        if levels.get(author_id if isinstance(author_id, int) else -1, 0) < DEVELOPER_ACCESS:
+            name = f"{name} (outside contributor)"
+        body = visible_text(str(note.get("body") or ""))
+        lines.append(f"{name}: {shorten(body, NOTE_CHARS)}")
+    return lines
 
 
 def _newest_note_id(notes: list[dict[str, Any]], trigger: GitlabTrigger) -> str | None:
