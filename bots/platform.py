@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from bots.checks import PlatformCheck
+from bots.features import Feature, Risk
 from bots.links import ThreadLinks
 from bots.turns import Turns
 from db.job_kinds import JobHandler
@@ -76,6 +77,10 @@ class PlatformPackage:
     """A platform as the composition root lists it."""
 
     name: str
+    # What the settings turn on of it, and the combinations of them that look wrong
+    # (start-up's lines, doctor's, the status page's row).
+    feature: Callable[[Any], Feature]
+    risks: Callable[[Any], list[Risk]]
     # Registered by the composition root, enabled or not: stored callbacks of a
     # platform switched off still load (their replies then fail visibly).
     processor_kinds: tuple[type[ReplyingProcessor], ...]

@@ -11,9 +11,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from bots.features import Feature, Risk
 from db.secrets import MIN_SECRET_KEY_CHARS
 from processors.context import SummaryMode
-from relay.features import Feature, Risk, features_of, risks_of
+from relay.features import features_of, risks_of
 
 
 class Settings(BaseSettings):

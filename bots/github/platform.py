@@ -8,6 +8,7 @@ from typing import Protocol
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
+from bots.features import Feature, Risk
 from bots.github import PLATFORM
 from bots.github.api import GithubApi
 from bots.github.checks import GithubCheck, GithubCheckSettings
@@ -27,6 +28,8 @@ class GithubSettings(GithubCheckSettings, Protocol):
     github_webhook_secret: SecretStr | None
     github_url: str
     github_edit_ack_comment: bool
+    github_private_key: SecretStr | None
+    github_private_key_path: str | None
     bot_mention: str
     trigger_label: str
 
@@ -100,4 +103,47 @@ def build(settings: GithubSettings, shared: Shared) -> Platform:
     return platform
 
 
-GITHUB = PlatformPackage(PLATFORM, (GithubCallbackProcessor,), build)
+def feature(settings: GithubSettings) -> Feature:
+    if settings.github_mode == "settings":
+        return Feature(
+            "github", True, "app from GITHUB_APP_ID", address=settings.github_url, platform=True
+        )
+    if settings.github_mode == "setup":
+        return Feature(
+            "github",
+            True,
+            "app from the setup page",
+            page="/github/setup",
+            address=settings.github_url,
+            platform=True,
+        )
+    return Feature(
+        "github",
+        False,
+        missing="set GITHUB_APP_ID, GITHUB_PRIVATE_KEY(_PATH) and GITHUB_WEBHOOK_SECRET,"
+        " or SECRET_KEY for the setup page",
+        platform=True,
+    )
+
+
+def risks(settings: GithubSettings) -> list[Risk]:
+    parts = {
+        "GITHUB_APP_ID": bool(settings.github_app_id),
+        "GITHUB_PRIVATE_KEY(_PATH)": bool(
+            settings.github_private_key or settings.github_private_key_path
+        ),
+        "GITHUB_WEBHOOK_SECRET": bool(settings.github_webhook_secret),
+    }
+    if not any(parts.values()) or all(parts.values()):
+        return []
+    missing = ", ".join(name for name, present in parts.items() if not present)
+    return [
+        Risk(
+            "warn",
+            f"the GitHub App settings are incomplete ({missing} unset), so they are unused",
+            f"set {missing}",
+        )
+    ]
+
+
+GITHUB = PlatformPackage(PLATFORM, feature, risks, (GithubCallbackProcessor,), build)

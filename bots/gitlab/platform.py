@@ -9,6 +9,7 @@ from typing import Protocol
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
+from bots.features import Feature, Risk
 from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi
 from bots.gitlab.checks import GitlabCheck, GitlabCheckSettings
@@ -55,4 +56,21 @@ def build(settings: GitlabSettings, shared: Shared) -> Platform:
     return Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
 
 
-GITLAB = PlatformPackage(PLATFORM, (GitlabCallbackProcessor,), build)
+def feature(settings: GitlabSettings) -> Feature:
+    return Feature(
+        "gitlab",
+        settings.gitlab_enabled,
+        address=settings.gitlab_url,
+        missing="set GITLAB_TOKEN and GITLAB_WEBHOOK_SECRET",
+        platform=True,
+    )
+
+
+def risks(settings: GitlabSettings) -> list[Risk]:
+    if bool(settings.gitlab_token) == bool(settings.gitlab_webhook_secret):
+        return []
+    missing = "GITLAB_WEBHOOK_SECRET" if settings.gitlab_token else "GITLAB_TOKEN"
+    return [Risk("warn", f"GitLab is off: {missing} is unset", f"set {missing}")]
+
+
+GITLAB = PlatformPackage(PLATFORM, feature, risks, (GitlabCallbackProcessor,), build)

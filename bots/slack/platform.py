@@ -9,6 +9,7 @@ from typing import Protocol
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
+from bots.features import Feature, Risk
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi
@@ -28,6 +29,7 @@ class SlackSettings(SlackCheckSettings, Protocol):
     slack_client_id: str | None
     slack_client_secret: SecretStr | None
     default_repository: str | None
+    secret_key: SecretStr | None
 
 
 def build(settings: SlackSettings, shared: Shared) -> Platform:
@@ -72,4 +74,50 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
     return Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
 
 
-SLACK = PlatformPackage(PLATFORM, (SlackCallbackProcessor,), build)
+def feature(settings: SlackSettings) -> Feature:
+    if settings.slack_mode == "oauth":
+        return Feature("slack", True, "many workspaces", "OAuth at /slack/install", platform=True)
+    if settings.slack_mode == "single":
+        return Feature("slack", True, "one workspace", "SLACK_BOT_TOKEN", platform=True)
+    if settings.slack_signing_secret and settings.slack_client_id and not settings.secret_key:
+        missing = "OAuth needs SECRET_KEY to encrypt bot tokens"
+    else:
+        missing = "set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN or SLACK_CLIENT_ID/SECRET"
+    return Feature("slack", False, missing=missing, platform=True)
+
+
+def risks(settings: SlackSettings) -> list[Risk]:
+    risks = []
+    oauth_asked = bool(settings.slack_client_id or settings.slack_client_secret)
+    if oauth_asked and not (settings.slack_client_id and settings.slack_client_secret):
+        missing = "SLACK_CLIENT_SECRET" if settings.slack_client_id else "SLACK_CLIENT_ID"
+        risks.append(Risk("warn", f"Slack OAuth is half set: {missing} is unset", f"set {missing}"))
+    if oauth_asked and not settings.secret_key:
+        risks.append(
+            Risk(
+                "warn",
+                "Slack OAuth needs SECRET_KEY to encrypt the workspaces' bot tokens",
+                "set SECRET_KEY (at least 16 characters; keep it)",
+            )
+        )
+    if settings.slack_mode == "oauth" and settings.slack_bot_token:
+        risks.append(
+            Risk(
+                "warn",
+                "SLACK_BOT_TOKEN is ignored: OAuth installations win",
+                "unset SLACK_BOT_TOKEN",
+            )
+        )
+    credentials = settings.slack_bot_token or settings.slack_client_id
+    if credentials and not settings.slack_signing_secret:
+        risks.append(
+            Risk(
+                "warn",
+                "Slack credentials are set but SLACK_SIGNING_SECRET is not: Slack is off",
+                "set SLACK_SIGNING_SECRET",
+            )
+        )
+    return risks
+
+
+SLACK = PlatformPackage(PLATFORM, feature, risks, (SlackCallbackProcessor,), build)

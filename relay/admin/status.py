@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from agent.intake import DELIVERY_SOURCE as AGENT_SOURCE
 from bots.checks import CheckResult
+from bots.features import Feature
 from bots.links import Thread, ThreadLinks
 from db.callbacks import CallbackStatus
 from db.job_kinds import Job, JobStatus
@@ -34,7 +35,6 @@ from relay.admin.outbound import (
     platform_of,
     run_outbound,
 )
-from relay.features import Feature
 from relay.settings import Settings
 
 FAILED_JOBS_SHOWN = 50

@@ -4,7 +4,7 @@ settings turn on (`Settings.features()`), and their risky combinations."""
 from __future__ import annotations
 
 from bots.checks import CheckResult, fail, ok, skip, warn
-from relay.features import Feature, Risk
+from bots.features import Feature, Risk
 from relay.settings import Settings, SettingsError
 
 

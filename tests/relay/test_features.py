@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from relay.features import Feature, Risk
+from bots.features import Feature, Risk
 from relay.settings import Settings
 
 
