@@ -318,7 +318,7 @@ def test_a_follow_up_continues_the_conversation(
     ]
     assert len(follow_up) == 1
     assert "any luck with the Tuesday theory?" in follow_up[0]
-    assert "@bob: it only fails on Tuesdays" in follow_up[0]
+    assert "@bob (outside contributor): it only fails on Tuesdays" in follow_up[0]
     assert "look at the flaky test" not in follow_up[0]
 
 
