@@ -336,7 +336,7 @@ def test_a_follow_up_on_the_same_issue_continues_the_conversation(
     # prompt, summary instruction, follow-up, summary instruction: one answer per turn.
     assert len(said) == 4
     assert "and now fix it please" in said[2]
-    assert "rita: It fails on Tuesdays." in said[2]
+    assert "rita (outside contributor): It fails on Tuesdays." in said[2]
     assert "look at the flaky test" not in said[2]
     [again] = acks(gitlab, follow_up)
     assert again["body"].startswith("On it, continuing our conversation.")
