@@ -142,8 +142,10 @@ class JobKind(Generic[P]):
             )
         verbatim = {name: value for name, value in payload if isinstance(value, VerbatimJson)}
         unset = type(payload).model_fields.keys() - payload.model_fields_set
-        document = payload.model_dump(mode="json", exclude=unset | verbatim.keys())
-        return encode_payload({**document, **verbatim})
+        # Serialised once, by pydantic-core: dumping to Python values and then through
+        # json.dumps cost twice as much CPU per webhook (bench/RESULTS.md, 2026-12-03).
+        encoded = payload.model_dump_json(exclude=unset | verbatim.keys())
+        return _with_verbatim(encoded, verbatim)
 
 
 def _problems(exc: ValidationError) -> str:
@@ -159,9 +161,15 @@ def encode_payload(payload: Mapping[str, Any]) -> str:
 
     By hand because the json module can write no pre-encoded text into a document."""
     verbatim = {key: value for key, value in payload.items() if isinstance(value, VerbatimJson)}
-    if not verbatim:
-        return json.dumps(payload)
     encoded = json.dumps({key: value for key, value in payload.items() if key not in verbatim})
-    members = [encoded[1:-1]] if len(payload) > len(verbatim) else []
+    return _with_verbatim(encoded, verbatim)
+
+
+def _with_verbatim(encoded: str, verbatim: Mapping[str, VerbatimJson]) -> str:
+    """`encoded` (a JSON object) with each VerbatimJson member's text added in place."""
+    if not verbatim:
+        return encoded
+    inner = encoded.strip()[1:-1].strip()
+    members = [inner] if inner else []
     members += [f"{json.dumps(key)}: {value.text}" for key, value in verbatim.items()]
     return "{" + ", ".join(members) + "}"
