@@ -7,6 +7,7 @@ agent.http.send), so a job that calls the agent is retried exactly when that hel
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,27 @@ class LLMSettings:
         if self.base_url:
             llm["base_url"] = self.base_url
         return {"agent_kind": "openhands", "llm": llm}
+
+
+@dataclass(frozen=True)
+class LookupSecret:
+    """A secret the agent-server fetches from `url` (with `headers`) each time a
+    terminal command names it, exports into that conversation's shell, and masks in
+    outputs (openhands-agent-server 1.58.2: 30 s timeout, no cache; secret-looking
+    header values are encrypted at rest)."""
+
+    url: str
+    headers: dict[str, str]
+
+    def as_source(self) -> dict[str, Any]:
+        return {"kind": "LookupSecret", "url": self.url, "headers": self.headers}
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
 
 
 def text_message(text: str) -> dict[str, Any]:
@@ -68,33 +90,84 @@ class AgentClient:
         response = await send(self._http, method, path, f"agent-server {method} {path}", **kwargs)
         return response.json() if response.content else None
 
+    def working_dir(self, conversation_id: str, repository: str | None = None) -> str:
+        """The conversation's directory on the agent-server's disk (agent.workspaces)."""
+        return working_dir(self.workspace_root, uuid.UUID(conversation_id).hex, repository)
+
     async def start_conversation(
         self,
-        prompt: str,
+        prompt: str | None,
         *,
         conversation_id: str | None = None,
         tags: dict[str, str] | None = None,
         repository: str | None = None,
+        secrets: Mapping[str, LookupSecret] | None = None,
+        instructions: str | None = None,
     ) -> str:
         """Start a conversation that runs `prompt` at once; returns its id (32 hex).
 
         Passing our own id lets the caller register callbacks before the agent can
-        possibly report anything, and makes a retried start land on the same one.
-        It works in a directory of its own (agent.workspaces), named after
-        `repository` ("owner/name") when there is one.
+        possibly report anything, and makes a retried start land on the same one
+        (the agent-server reuses a conversation it knows). It works in a directory of
+        its own (agent.workspaces), named after `repository` ("owner/name") when
+        there is one. Without `prompt` it runs nothing yet (openhands-agent-server
+        1.58.2), so its directory can be prepared first. `secrets` are declared now,
+        at start, with fixed URLs: secrets set later revert to the start-time ones
+        when the agent-server restarts. `instructions` follow CONTEXT_IS_DATA in the
+        agent's system prompt.
         """
         conversation_id = uuid.UUID(conversation_id).hex if conversation_id else uuid.uuid4().hex
-        directory = working_dir(self.workspace_root, conversation_id, repository)
+        system = "\n\n".join(part for part in (CONTEXT_IS_DATA, instructions) if part)
         body: dict[str, Any] = {
             "conversation_id": str(uuid.UUID(conversation_id)),
             "agent_settings": self.llm.as_agent_settings(),
-            "workspace": {"working_dir": directory},
-            "agent_launch_additions": {"system_message_suffix_append": CONTEXT_IS_DATA},
-            "initial_message": {**text_message(prompt), "run": True},
+            "workspace": {"working_dir": self.working_dir(conversation_id, repository)},
+            "agent_launch_additions": {"system_message_suffix_append": system},
             "tags": tags or {},
         }
+        if prompt is not None:
+            body["initial_message"] = {**text_message(prompt), "run": True}
+        if secrets:
+            body["secrets"] = {name: secret.as_source() for name, secret in secrets.items()}
         info = await self._request("POST", "/conversations", json=body)
         return uuid.UUID(str(info["id"])).hex
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        """Forget a conversation; its working directory stays on disk (1.58.2)."""
+        path = f"/conversations/{conversation_id}"
+        await send(self._http, "DELETE", path, f"agent-server DELETE {path}", accept=(404,))
+
+    async def run_command(
+        self, conversation_id: str, command: str, *, seconds: int = 300
+    ) -> CommandResult:
+        """Run a shell command in the conversation's working directory and wait for it.
+
+        The agent-server stores the command and its output on its disk unmasked:
+        never put a secret in `command`.
+        """
+        output = await self._request(
+            "POST",
+            f"/conversations/{conversation_id}/bash/execute_bash_command",
+            # `seconds` bounds the command on the agent-server; the HTTP call waits
+            # a little longer for its answer.
+            json={"command": command, "timeout": seconds},
+            timeout=httpx.Timeout(seconds + 30.0, connect=5.0),
+        )
+        exit_code = output.get("exit_code")
+        return CommandResult(
+            exit_code=-1 if exit_code is None else int(exit_code),
+            stdout=str(output.get("stdout") or ""),
+            stderr=str(output.get("stderr") or ""),
+        )
+
+    async def upload_file(self, conversation_id: str, path: str, content: bytes) -> None:
+        """Write a file (absolute `path`, parents created) on the agent-server's disk."""
+        await self._request(
+            "POST",
+            f"/conversations/{conversation_id}/file/upload",
+            params={"path": path},
+            files={"file": (path.rsplit("/", 1)[-1], content, "application/octet-stream")},
+        )
 
     async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
         """ConversationInfo, or None when the agent-server does not know the id."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from agent.checkout import WorkspaceRequest
 from db.job_kinds import JobKind
 
 
@@ -110,6 +111,9 @@ class StartPayload(BaseModel):
     # The repository ("owner/name") the conversation is about, which names its
     # working directory; None in starts queued before it was recorded.
     repository: str | None = None
+    # The checkout to prepare before the agent's first step (processors.workspace);
+    # None: a directory with no repository in it.
+    workspace: WorkspaceRequest | None = None
 
 
 # Start a conversation with its prompt.

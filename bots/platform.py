@@ -28,6 +28,7 @@ from db.jobs import JobQueue
 from db.secrets import SecretBox
 from db.store import Store
 from processors.base import ReplyingProcessor
+from processors.hosts import RepositoryHost
 
 # The status page's login, which pages a platform serves to people (GitHub's setup
 # page) put in front of themselves: None lets the request through, a Response
@@ -70,6 +71,9 @@ class Platform:
     routes: Callable[[AdminGate], Sequence[BaseRoute]] = lambda gate: ()
     # Work done once when the process starts (e.g. parsing a key); failures are logged.
     start: Callable[[], Awaitable[None]] | None = None
+    # What it does for workspaces when it hosts repositories (GitHub, GitLab); None
+    # when it hosts none or is disabled.
+    host: RepositoryHost | None = None
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,18 @@ def trim_to_limit(text: str, limit: int, url: str | None) -> str:
     return text[: max(0, limit - len(note))].rstrip() + note
 
 
+# Pull request titles are read in lists: one line, about as long as a commit subject.
+TITLE_CHARS = 72
+
+
+def request_title(request: str, fallback: str) -> str:
+    """A pull request's title: the request's first line, else `fallback` (the issue's
+    title), cut to one short line."""
+    line = next((part.strip() for part in request.splitlines() if part.strip()), "")
+    title = line or fallback.strip() or "Changes asked for in the thread"
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1].rstrip() + "…"
+
+
 def shorten(text: str, limit: int) -> str:
     """Context for the agent, not the whole discussion: a long text cut, marked […]."""
     return text if len(text) <= limit else text[:limit].rstrip() + " […]"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from agent.checkout import WorkspaceRequest
 from agent.events import START_JOB, TURN_MESSAGE_JOB, StartPayload, TurnMessagePayload
 from bots.markers import MarkedThread, marker, post_once
 from bots.texts import acknowledgement, permission_refusal
@@ -59,8 +60,8 @@ class Turn:
     # When the platform's delivery arrived (epoch seconds; its event job's created_at),
     # for the mention -> agent latency.
     received_at: float | None = None
-    # The repository ("owner/name") the conversation is about, if any.
-    repository: str | None = None
+    # The checkout the conversation works in, if it is about a repository.
+    workspace: WorkspaceRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,9 @@ class Mention(Protocol):
     def tags(self) -> dict[str, str]:
         """The conversation's tags on the agent-server."""
 
-    def repository(self) -> str | None:
-        """The repository ("owner/name") the request is about, if any."""
+    def workspace(self) -> WorkspaceRequest | None:
+        """The checkout the request needs: its repository, where it was asked, and by
+        whom; None when it is about no repository."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class Turns:
             tags={key: value[:TAG_VALUE_CHARS] for key, value in mention.tags().items()},
             cursor=context.cursor,
             received_at=received_at,
-            repository=mention.repository(),
+            workspace=mention.workspace(),
         )
         return await record_turn(self.store, self.queue, turn, continuing=continuing)
 
@@ -205,7 +207,8 @@ async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: 
                         delivery_id=turn.delivery_id,
                         callback_id=callback.id,
                         received_at=turn.received_at,
-                        repository=turn.repository,
+                        repository=turn.workspace.repository if turn.workspace else None,
+                        workspace=turn.workspace,
                     ),
                     key=turn.conversation_id,
                     idempotency_key=f"mention:{turn.platform}:{turn.delivery_id}",

@@ -136,6 +136,39 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX ix_jobs_leases ON jobs (lease_until, id) WHERE status = 'running'",
         ],
     ),
+    (
+        5,
+        "workspaces",
+        [
+            # One row per conversation that has a checkout (db/workspaces.py). The
+            # credentials capability is kept only as its SHA-256; the token minted for
+            # the agent is encrypted with SECRET_KEY (db.secrets), or not stored at all.
+            """CREATE TABLE workspaces (
+                conversation_id TEXT PRIMARY KEY,
+                host TEXT NOT NULL,
+                repository TEXT NOT NULL,
+                locator TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                working_dir TEXT NOT NULL,
+                base_branch TEXT NOT NULL,
+                branch TEXT,
+                plan TEXT NOT NULL,
+                request TEXT NOT NULL,
+                capability_hash TEXT NOT NULL,
+                token_ciphertext TEXT,
+                token_expires_at {real},
+                checked_out_at {real},
+                turn_start_sha TEXT,
+                change_request TEXT,
+                last_turn_ended_at {real},
+                removed_at {real},
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL
+            )""",
+            "CREATE INDEX ix_workspaces_ended ON workspaces (last_turn_ended_at)"
+            " WHERE removed_at IS NULL",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

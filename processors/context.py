@@ -13,7 +13,9 @@ import httpx
 from agent.client import AgentClient
 from db.job_kinds import PermanentJobError
 from db.jobs import JobQueue
+from db.secrets import SecretBox
 from db.store import Store
+from processors.hosts import RepositoryHost, WorkspacePolicy
 
 ApiT = TypeVar("ApiT")
 
@@ -43,6 +45,12 @@ class ProcessorContext:
     # private networks unless WEBHOOK_ALLOW_PRIVATE_NETWORKS (processors/receiver_guard.py).
     # None: `http`.
     receiver_http: httpx.AsyncClient | None = None
+    # The platforms that host repositories, by platform name, for workspaces
+    # (processors.workspace); absent when the platform is disabled.
+    hosts: Mapping[str, RepositoryHost] = field(default_factory=dict)
+    workspace_policy: WorkspacePolicy = field(default_factory=WorkspacePolicy)
+    # Encrypts the agent's tokens at rest; a box without SECRET_KEY stores none.
+    secrets: SecretBox = field(default_factory=lambda: SecretBox(None))
 
     def platform(self, name: str, client: type[ApiT], title: str) -> ApiT:
         """The API client of platform `name` (`title` as people write it), which a

@@ -23,6 +23,7 @@ from db.retention import PRUNE_JOB, Retention
 from db.secrets import SecretBox, secret_text
 from db.store import Store
 from processors.context import ProcessorContext
+from processors.hosts import WorkspacePolicy
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
 from relay.admin.page import AdminPage
@@ -90,6 +91,13 @@ class Relay:
         context = replace(
             context,
             platforms={name: p.api for name, p in platforms.items() if p.api is not None},
+            hosts={name: p.host for name, p in platforms.items() if p.host is not None},
+            workspace_policy=WorkspacePolicy(
+                pull_requests=settings.pull_requests,
+                branch_prefix=settings.branch_prefix,
+                relay_url=settings.relay_url_for_agent,
+            ),
+            secrets=secrets,
         )
         handlers = job_handlers(context)
         for platform in platforms.values():

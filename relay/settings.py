@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from agent.checkout import DEFAULT_BRANCH_PREFIX
 from bots.features import Feature, Risk
 from db.secrets import MIN_SECRET_KEY_CHARS
 from processors.context import SummaryMode
@@ -41,6 +42,14 @@ class Settings(BaseSettings):
     # still read (as the root) when the new name is not set.
     agent_workspace_dir: str | None = None
     agent_conversation_url: str | None = None
+    # Where the agent-server reaches the relay (the credentials each conversation's
+    # terminal and git fetch); default PUBLIC_URL.
+    agent_relay_url: str | None = None
+    # What a conversation's pushed work becomes: a draft pull (merge) request, a ready
+    # one, or nothing (a read-only checkout, an answer in text only).
+    pull_requests: Literal["draft", "ready", "off"] = "draft"
+    # Work branches are named {BRANCH_PREFIX}{issue number or "slack"}-{8 hex}.
+    branch_prefix: str = Field(default=DEFAULT_BRANCH_PREFIX, min_length=1)
     summary_mode: SummaryMode = SummaryMode.INSTRUCTION
 
     slack_signing_secret: SecretStr | None = None
@@ -61,6 +70,9 @@ class Settings(BaseSettings):
     gitlab_url: str = "https://gitlab.com"
     gitlab_token: SecretStr | None = None
     gitlab_webhook_secret: SecretStr | None = None
+    # The token the agent pushes with; GITLAB_TOKEN when unset (README: a project
+    # access token narrows it to one project).
+    gitlab_agent_token: SecretStr | None = None
 
     bot_mention: str = "@openhands"
     trigger_label: str = "openhands"
@@ -90,6 +102,7 @@ class Settings(BaseSettings):
     @field_validator(
         "agent_server_url",
         "public_url",
+        "agent_relay_url",
         "agent_llm_base_url",
         "slack_api_url",
         "github_api_url",
@@ -159,6 +172,11 @@ class Settings(BaseSettings):
     def gitlab_enabled(self) -> bool:
         """GitLab runs when both its token and its webhook secret are set."""
         return bool(self.gitlab_token and self.gitlab_webhook_secret)
+
+    @property
+    def relay_url_for_agent(self) -> str | None:
+        """AGENT_RELAY_URL, else PUBLIC_URL: where the agent-server reaches the relay."""
+        return (self.agent_relay_url or self.public_url or "").rstrip("/") or None
 
     @property
     def workspace_root(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from gidgethub.routing import Router
 from gidgethub.sansio import Event
 
+from agent.checkout import Requester, WorkspaceRequest
 from bots.github import PLATFORM
 from bots.github.api import GithubApi, GithubThread
 from bots.github.inbound import GITHUB_EVENT_JOB
@@ -26,7 +27,7 @@ from bots.github.reply import GithubCallbackProcessor
 from bots.github.triggers import GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.hygiene import visible_text
 from bots.markers import marker, post_once
-from bots.texts import WORKING_REACTION, markdown_link, shorten
+from bots.texts import WORKING_REACTION, markdown_link, request_title, shorten
 from bots.turns import Context, Turns, count_refusal, refuse
 from db.installations import (
     STATUS_ACTIVE,
@@ -275,8 +276,28 @@ class GithubMention:
             ack_comment_id=self.ack_comment_id if self.edit_ack_comment else None,
         )
 
-    def repository(self) -> str:
-        return self.trigger.repository
+    def workspace(self) -> WorkspaceRequest:
+        trigger, sender = self.trigger, self.data.get("sender") or {}
+        return WorkspaceRequest(
+            repository=trigger.repository,
+            host=PLATFORM,
+            locator=str(self.installation_id),
+            issue_number=None if trigger.is_pull_request else trigger.number,
+            change_request_number=trigger.number if trigger.is_pull_request else None,
+            title=request_title(trigger.text, str(self.item.get("title") or "")),
+            requester=Requester(
+                login=trigger.sender,
+                platform=PLATFORM,
+                name=trigger.sender,
+                # GitHub's noreply address links the commit to the account.
+                email=(
+                    f"{sender['id']}+{trigger.sender}@users.noreply.github.com"
+                    if sender.get("id")
+                    else None
+                ),
+            ),
+            thread_url=self.item.get("html_url"),
+        )
 
     def tags(self) -> dict[str, str]:
         return {

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from agent.checkout import Requester, WorkspaceRequest
 from bots.gitlab import PLATFORM
 from bots.gitlab.api import DEVELOPER_ACCESS, GitlabApi, GitlabThread, GitlabUser, Place
 from bots.gitlab.inbound import GITLAB_EVENT_JOB
@@ -25,7 +26,7 @@ from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import GitlabTrigger, Noteable, trigger_of
 from bots.hygiene import visible_text
 from bots.markers import marker, post_once
-from bots.texts import WORKING_REACTION, markdown_link, shorten
+from bots.texts import WORKING_REACTION, markdown_link, request_title, shorten
 from bots.turns import Context, Turns, count_refusal, refuse
 from db.job_kinds import Job, json_object
 from db.logcontext import bind
@@ -141,8 +142,19 @@ class GitlabMention:
     def processor(self) -> GitlabCallbackProcessor:
         return GitlabCallbackProcessor.of(self.trigger, ack_note_id=self.ack_note_id)
 
-    def repository(self) -> str:
-        return self.trigger.project_path
+    def workspace(self) -> WorkspaceRequest:
+        trigger = self.trigger
+        is_request = trigger.noteable is Noteable.MERGE_REQUEST
+        return WorkspaceRequest(
+            repository=trigger.project_path,
+            host=PLATFORM,
+            locator=str(trigger.project_id),
+            issue_number=None if is_request else trigger.iid,
+            change_request_number=trigger.iid if is_request else None,
+            title=request_title(trigger.text, str(self.item.get("title") or "")),
+            requester=Requester(login=trigger.username, platform=PLATFORM, name=trigger.username),
+            thread_url=self.item.get("web_url"),
+        )
 
     def tags(self) -> dict[str, str]:
         trigger = self.trigger

@@ -16,13 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from agent.checkout import Requester, WorkspaceRequest
 from bots.hygiene import visible_text
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.formatting import slack_link
 from bots.slack.reply import SlackCallbackProcessor
 from bots.slack.triggers import SlackTrigger, mentioned_users, trigger_of
-from bots.texts import WORKING_REACTION
+from bots.texts import WORKING_REACTION, request_title
 from bots.triggers import infer_repository
 from bots.turns import Context, Turns, count_refusal
 from db.job_kinds import Job, JobKind
@@ -159,6 +160,16 @@ class SlackMention:
 
     def repository(self) -> str | None:
         return infer_repository(self.trigger.text, self.default_repository)
+
+    def workspace(self) -> WorkspaceRequest | None:
+        repository = self.repository()
+        if repository is None:
+            return None
+        return WorkspaceRequest(
+            repository=repository,
+            title=request_title(self.request, ""),
+            requester=Requester(login=self.asker or self.trigger.user, platform=PLATFORM),
+        )
 
     def prompt(self, context: Context) -> str:
         where = (

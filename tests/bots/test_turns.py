@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any
 
+from agent.checkout import WorkspaceRequest
 from agent.events import START_JOB, TURN_MESSAGE_JOB
 from bots.turns import Turn, new_conversation_id, record_turn
 from db.callbacks import CallbackStatus, get_callback
@@ -83,7 +84,11 @@ async def jobs(store: Store) -> list[dict[str, Any]]:
 
 async def test_new_turn_records_link_callback_and_start_job(store: Store) -> None:
     first = turn("Ev1", "Fix the build", cursor="1700000000.000100", tags={"repo": "acme/api"})
-    first = dataclasses.replace(first, received_at=1700000000.5, repository="acme/api")
+    first = dataclasses.replace(
+        first,
+        received_at=1700000000.5,
+        workspace=WorkspaceRequest(repository="acme/api", host="github", title="Fix the build"),
+    )
 
     callback_id = await record_turn(store, JobQueue(store), first, continuing=False)
 
@@ -109,6 +114,16 @@ async def test_new_turn_records_link_callback_and_start_job(store: Store) -> Non
         "callback_id": callback_id,
         "received_at": 1700000000.5,
         "repository": "acme/api",
+        "workspace": {
+            "repository": "acme/api",
+            "host": "github",
+            "locator": None,
+            "issue_number": None,
+            "change_request_number": None,
+            "title": "Fix the build",
+            "requester": None,
+            "thread_url": None,
+        },
     }
     assert await find_link(store, PLATFORM, THREAD) == ConversationLink(
         PLATFORM, THREAD, first.conversation_id, "1700000000.000100"
