@@ -46,10 +46,13 @@ class Shared:
     http: httpx.AsyncClient
     secrets: SecretBox
     conversation_url: Callable[[str], str | None]
+    # The platforms that host repositories, by name: filled in by the composition
+    # root once every platform is built (a Slack mention may name a GitHub repository).
+    hosts: dict[str, RepositoryHost] = field(default_factory=dict)
 
     @property
     def turns(self) -> Turns:
-        return Turns(self.store, self.queue, self.conversation_url)
+        return Turns(self.store, self.queue, self.conversation_url, self.hosts)
 
 
 @dataclass

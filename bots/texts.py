@@ -25,12 +25,23 @@ def acknowledgement(
     continuing: bool,
     where: str,
     link: LinkStyle = markdown_link,
+    note: str | None = None,
 ) -> str:
-    """The "on it" message; `where` the answer will be, e.g. "this thread"."""
+    """The "on it" message; `where` the answer will be, e.g. "this thread"; `note`
+    says anything the asker should know before the answer (a missing checkout)."""
     text = "On it, continuing our conversation." if continuing else "On it!"
     if conversation_url:
         text += f" Follow along {link(conversation_url, 'here')};"
-    return f"{text} I'll answer in {where}."
+    text = f"{text} I'll answer in {where}."
+    return f"{text} {note}" if note else text
+
+
+def no_checkout_note(repository: str) -> str:
+    """Said when no configured platform can serve the repository a request names."""
+    return (
+        f"I can't reach {repository} from here (no GitHub App installation or GitLab"
+        " project of mine has it), so I'll work without a checkout."
+    )
 
 
 def permission_refusal(needed: str) -> str:

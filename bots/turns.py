@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.checkout import WorkspaceRequest
 from agent.events import START_JOB, TURN_MESSAGE_JOB, StartPayload, TurnMessagePayload
 from bots.markers import MarkedThread, marker, post_once
-from bots.texts import acknowledgement, permission_refusal
+from bots.texts import acknowledgement, no_checkout_note, permission_refusal
 from db.callbacks import ConversationCallback, insert_callback
 from db.conversation_links import ConversationLink, find_link, save_link
 from db.jobs import JobQueue
@@ -32,6 +32,8 @@ from db.logcontext import bind
 from db.metrics import MENTION_ACCEPTED, MENTIONS
 from db.store import Store
 from processors.base import ReplyingProcessor
+from processors.hosts import RepositoryHost
+from processors.workspace import locate
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,9 @@ class Turn:
     # When the platform's delivery arrived (epoch seconds; its event job's created_at),
     # for the mention -> agent latency.
     received_at: float | None = None
-    # The checkout the conversation works in, if it is about a repository.
+    # The repository ("owner/name") the conversation is about, if any: it names the
+    # conversation's directory, and a platform that serves it checks it out.
+    repository: str | None = None
     workspace: WorkspaceRequest | None = None
 
 
@@ -121,6 +125,8 @@ class Turns:
     store: Store
     queue: JobQueue
     conversation_url: Callable[[str], str | None]
+    # The platforms that host repositories (filled in once every platform is built).
+    hosts: Mapping[str, RepositoryHost] = field(default_factory=dict)
 
     async def take(self, mention: Mention, *, received_at: float | None) -> int | None:
         """Run the shared sequence for an accepted mention; the callback id (None when
@@ -134,15 +140,29 @@ class Turns:
         )
         bind(conversation=conversation_id)
         continuing = link is not None
+        # A new conversation's checkout: which platform serves the repository is
+        # known before the "on it", which says so when none does. (No hosts at all:
+        # checkouts are off in this deployment, and nobody needs to be told.)
+        wanted = None if continuing else mention.workspace()
+        located = await locate(self.hosts, wanted) if wanted and self.hosts else None
         await mention.acknowledge(
             acknowledgement(
                 self.conversation_url(conversation_id),
                 continuing=continuing,
                 where=mention.answer_place,
                 link=mention.link_style,
+                note=no_checkout_note(wanted.repository)
+                if wanted and self.hosts and not located
+                else None,
             )
         )
         context = await mention.context(link.cursor if link else None)
+        # Asked again now that the thread is read (titles, links).
+        workspace = mention.workspace() if located is not None else None
+        if workspace is not None and located is not None:
+            workspace = workspace.model_copy(
+                update={"host": located.host, "locator": located.locator}
+            )
         turn = Turn(
             platform=mention.platform,
             thread_key=mention.thread_key,
@@ -153,7 +173,8 @@ class Turns:
             tags={key: value[:TAG_VALUE_CHARS] for key, value in mention.tags().items()},
             cursor=context.cursor,
             received_at=received_at,
-            workspace=mention.workspace(),
+            repository=wanted.repository if wanted else None,
+            workspace=workspace,
         )
         return await record_turn(self.store, self.queue, turn, continuing=continuing)
 
@@ -207,7 +228,7 @@ async def record_turn(store: Store, queue: JobQueue, turn: Turn, *, continuing: 
                         delivery_id=turn.delivery_id,
                         callback_id=callback.id,
                         received_at=turn.received_at,
-                        repository=turn.workspace.repository if turn.workspace else None,
+                        repository=turn.repository,
                         workspace=turn.workspace,
                     ),
                     key=turn.conversation_id,

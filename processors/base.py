@@ -34,7 +34,9 @@ from db.callbacks import (
 )
 from db.job_kinds import JobKind
 from processors.context import ProcessorContext
+from processors.outcome import turn_outcome
 from processors.summary import collect_summary
+from processors.workspace import end_turn
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ class Reply(BaseModel):
     # produced this reply arrived (for the stop -> reply latency); None when unknown.
     origin_delivery_id: str | None = None
     stopped_at: float | None = None
+    # The pull (merge) request the turn opened or pushed to: {"url", "number",
+    # "branch", "created"} (processors.outcome); None without one.
+    pull_request: dict[str, Any] | None = None
 
 
 # Deliver a reply to where its conversation came from; the payload is the Reply.
@@ -143,6 +148,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
         if self.turn_message is not None:
             return
         if observation.agent_state in _FAILURE_TEXT:
+            await end_turn(context, callback.conversation_id)
             await self.close(
                 callback,
                 context,
@@ -156,12 +162,19 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             return
         summary = await collect_summary(self, callback, context)
         if summary is not None:
+            assert callback.id is not None
+            answer = summary or EMPTY_ANSWER_TEXT
+            outcome = await turn_outcome(
+                context, callback.conversation_id, answer, callback_id=callback.id
+            )
+            await end_turn(context, callback.conversation_id)
             await self.close(
                 callback,
                 context,
                 ReplyStatus.COMPLETED,
-                summary or EMPTY_ANSWER_TEXT,
+                f"{outcome.headline}\n\n{answer}" if outcome else answer,
                 stopped_at=observation.received_at,
+                pull_request=outcome.pull_request if outcome else None,
             )
 
     async def close(
@@ -173,6 +186,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
         *,
         reason: str | None = None,
         stopped_at: float | None = None,
+        pull_request: dict[str, Any] | None = None,
     ) -> None:
         """Queue the one reply and close the callback, atomically; `stopped_at` is when
         the agent event that led to it arrived."""
@@ -190,6 +204,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
                 delivery_id=uuid.uuid4().hex,
                 origin_delivery_id=self.origin_delivery_id,
                 stopped_at=stopped_at,
+                pull_request=pull_request,
             )
             await context.queue.enqueue(
                 REPLY_JOB,

@@ -13,8 +13,8 @@ import httpx
 from agent.client import AgentClient
 from db.job_kinds import PermanentJobError
 from db.jobs import JobQueue
-from db.secrets import SecretBox
 from db.store import Store
+from processors.credentials import Credentials
 from processors.hosts import RepositoryHost, WorkspacePolicy
 
 ApiT = TypeVar("ApiT")
@@ -49,8 +49,8 @@ class ProcessorContext:
     # (processors.workspace); absent when the platform is disabled.
     hosts: Mapping[str, RepositoryHost] = field(default_factory=dict)
     workspace_policy: WorkspacePolicy = field(default_factory=WorkspacePolicy)
-    # Encrypts the agent's tokens at rest; a box without SECRET_KEY stores none.
-    secrets: SecretBox = field(default_factory=lambda: SecretBox(None))
+    # Mints, serves and revokes the tokens checkouts push with; None without hosts.
+    credentials: Credentials | None = None
 
     def platform(self, name: str, client: type[ApiT], title: str) -> ApiT:
         """The API client of platform `name` (`title` as people write it), which a

@@ -45,7 +45,9 @@ from processors.base import (
     queue_next_turn,
 )
 from processors.context import ProcessorContext
+from processors.hosts import CheckoutRefused
 from processors.summary import send_user_message_once
+from processors.workspace import begin_turn, start_in_workspace
 
 log = logging.getLogger(__name__)
 
@@ -298,15 +300,20 @@ async def deliver_reply(context: ProcessorContext, reply: Reply) -> None:
 async def start_conversation(context: ProcessorContext, start: StartPayload) -> None:
     conversation_id = start.conversation_id
     try:
-        await context.agent.start_conversation(
-            start.prompt,
-            conversation_id=conversation_id,
-            tags=start.tags,
-            repository=start.repository,
-        )
+        if start.workspace is not None:
+            await start_in_workspace(context, start)
+        else:
+            await context.agent.start_conversation(
+                start.prompt,
+                conversation_id=conversation_id,
+                tags=start.tags,
+                repository=start.repository,
+            )
     except PermanentJobError as exc:
+        # A checkout that cannot be made says why, in words for the thread.
+        text = str(exc) if isinstance(exc, CheckoutRefused) else START_FAILED_TEXT
         async with context.store.transaction():
-            await close_callbacks(context, conversation_id, START_FAILED_TEXT, reason=str(exc))
+            await close_callbacks(context, conversation_id, text, reason=str(exc))
             # The conversation never came to be: the next mention in the thread
             # starts a new one instead of continuing this one.
             await forget_links(context.store, conversation_id)
@@ -335,6 +342,9 @@ async def send_turn(context: ProcessorContext, callback: ConversationCallback) -
         # An earlier turn is still under way; closing it queues this job again.
         log.info("callback %s waits for callback %s to answer", callback.id, earlier[0].id)
         return
+
+    if not processor.turn_message_pending:
+        await begin_turn(context, callback.conversation_id)
 
     async def mark(sent_after: str | None) -> None:
         processor.turn_message_pending = True

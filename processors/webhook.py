@@ -60,6 +60,7 @@ class WebhookProcessor(ReplyingProcessor):
                 "status": reply.status.value,
                 "summary": reply.summary,
                 "url": reply.url,
+                "pull_request": reply.pull_request,
             }
         ).encode()
         what = f"webhook receiver of callback {reply.callback_id}"

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from agent.checkout import WorkspaceRequest
 from agent.client import AgentClient
 from agent.events import (
     START_JOB,
@@ -22,6 +23,7 @@ from agent.events import (
     state_for_status,
 )
 from agent.http import bearer_token_matches, problem
+from bots.texts import request_title
 from db.agent_conversations import HeardState, lock_conversation
 from db.callbacks import (
     CallbackStatus,
@@ -172,6 +174,14 @@ class RelayApi:
                     prompt=prompt,
                     tags=tags,
                     repository=body.repository,
+                    # Checked out by whichever platform can serve it (GitHub, then
+                    # GitLab); without one, the agent works without a checkout.
+                    workspace=WorkspaceRequest(
+                        repository=body.repository,
+                        title=request_title(body.prompt, ""),
+                    )
+                    if body.repository
+                    else None,
                 ),
                 key=conversation_id,
                 idempotency_key=f"start:{conversation_id}",

@@ -23,11 +23,13 @@ from db.retention import PRUNE_JOB, Retention
 from db.secrets import SecretBox, secret_text
 from db.store import Store
 from processors.context import ProcessorContext
+from processors.credentials import Credentials
 from processors.hosts import WorkspacePolicy
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
 from relay.admin.page import AdminPage
 from relay.api import RelayApi
+from relay.credentials import CredentialsRoute
 from relay.doctor.runner import Checks
 from relay.health import Health
 from relay.limits import BodySizeLimit
@@ -55,6 +57,8 @@ class Relay:
     retention: Retention | None = None
     # Webhook receivers' client (ProcessorContext.receiver_http); None: `http`.
     receiver_http: httpx.AsyncClient | None = None
+    # The workspaces' tokens (GET /agent/credentials/...).
+    credentials: Credentials | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Relay:
@@ -91,13 +95,23 @@ class Relay:
         context = replace(
             context,
             platforms={name: p.api for name, p in platforms.items() if p.api is not None},
-            hosts={name: p.host for name, p in platforms.items() if p.host is not None},
+            # Checkouts need credentials the agent-server can fetch from the relay:
+            # without an address for that, no platform serves workspaces.
+            hosts={
+                name: p.host
+                for name, p in platforms.items()
+                if p.host is not None and settings.relay_url_for_agent
+            },
             workspace_policy=WorkspacePolicy(
                 pull_requests=settings.pull_requests,
                 branch_prefix=settings.branch_prefix,
                 relay_url=settings.relay_url_for_agent,
             ),
-            secrets=secrets,
+        )
+        shared.hosts.update(context.hosts)
+        context = replace(
+            context,
+            credentials=Credentials(store, context.hosts, context.workspace_policy, secrets),
         )
         handlers = job_handlers(context)
         for platform in platforms.values():
@@ -121,6 +135,7 @@ class Relay:
             platforms,
             retention,
             receiver_http=context.receiver_http,
+            credentials=context.credentials,
         )
 
     async def start(
@@ -213,7 +228,14 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
         links=[platform.links for platform in relay.platforms.values()],
         checks=Checks(relay),
     )
-    routes: list[BaseRoute] = [*health.routes(), *intake.routes(), *api.routes(), *admin.routes()]
+    credentials = CredentialsRoute(relay.credentials)
+    routes: list[BaseRoute] = [
+        *health.routes(),
+        *intake.routes(),
+        *credentials.routes(),
+        *api.routes(),
+        *admin.routes(),
+    ]
     for platform in relay.platforms.values():
         routes += platform.routes(admin.require_admin)
     app = Starlette(

@@ -87,6 +87,7 @@ async def test_new_turn_records_link_callback_and_start_job(store: Store) -> Non
     first = dataclasses.replace(
         first,
         received_at=1700000000.5,
+        repository="acme/api",
         workspace=WorkspaceRequest(repository="acme/api", host="github", title="Fix the build"),
     )
 

@@ -145,6 +145,7 @@ def test_finished_agent_posts_one_signed_summary(
         "status": "completed",
         "summary": SUMMARY,
         "url": CONVERSATION_URL.format(conversation_id=started["conversation_id"]),
+        "pull_request": None,
     }
     # The summary instruction went to the agent exactly once: the prompt and it.
     user_messages = httpx.get(

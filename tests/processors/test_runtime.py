@@ -117,6 +117,8 @@ async def test_state_change_job_leads_to_one_signed_delivery(
         "status": "completed",
         "summary": "Done: branch fix-1.",
         "url": CONVERSATION_URL_TEMPLATE.format(conversation_id=conversation_id),
+        # No checkout, so no pull request.
+        "pull_request": None,
     }
     assert delivery.headers[SIGNATURE_HEADER.lower()] == sign(WEBHOOK_SECRET, delivery.body)
     assert await context.queue.claim() is None

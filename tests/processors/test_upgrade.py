@@ -340,6 +340,7 @@ async def test_a_reply_queued_before_the_upgrade_is_delivered_by_its_callback_of
             "status": "completed",
             "summary": ANSWER,
             "url": CONVERSATION_URL.format(conversation_id=conversation_id),
+            "pull_request": None,
             "delivery_id": "0123456789abcdef0123456789abcdef",
             "origin_delivery_id": "delivery-before-the-upgrade",
             "stopped_at": 1700000100.25,

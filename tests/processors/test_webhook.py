@@ -78,6 +78,7 @@ async def test_delivery_posts_the_documented_body(
         "status": "completed",
         "summary": reply.summary,
         "url": reply.url,
+        "pull_request": None,
     }
 
 
