@@ -26,6 +26,7 @@ from processors.context import ProcessorContext
 from processors.hosts import WorkspacePolicy
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
+from processors.workspace_cleanup import WorkspaceCleanup
 from relay.admin.page import AdminPage
 from relay.api import RelayApi
 from relay.doctor.runner import Checks
@@ -107,6 +108,9 @@ class Relay:
             queue,
             retention_days=settings.retention_days,
             period=settings.retention_interval_seconds,
+            # Idle conversations' working directories and agent conversations go by
+            # the same schedule and cutoff as the rest.
+            also=[WorkspaceCleanup(store, agent)],
         )
         handlers[PRUNE_JOB.name] = retention.handle
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
