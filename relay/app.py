@@ -137,6 +137,9 @@ class Relay:
             log.error("database schema is out of date: run `agent-relay migrate`")
         for line in self.settings.feature_report():
             log.info(line)
+        for risk in self.settings.risks():
+            level = logging.ERROR if risk.level == "fail" else logging.WARNING
+            log.log(level, "settings: %s -> %s", risk.detail, risk.fix)
         if self.settings.agent_workspace_dir:
             log.warning(
                 "AGENT_WORKSPACE_DIR is the old name of AGENT_WORKSPACE_ROOT, under which"
