@@ -16,7 +16,8 @@ After RETENTION_DAYS, the periodic `maintenance.prune` job removes:
 Kept for good: queued, running and failed jobs (failed ones stay for operators to
 read and retry), ACTIVE callbacks and closed ones whose reply job is not done (it
 needs the processor to deliver), `conversation_links` (a follow-up weeks later must
-reach its conversation) and `agent_conversations`. The latter is the memory behind
+reach its conversation; only the workspace clean-up below, which deletes the
+conversation, unlinks its threads) and `agent_conversations`. The latter is the memory behind
 the agent-server's repeated state: a batch often ends with a `full_state` event that
 repeats the execution status, which counts only when it differs from the stored
 one. Without the row, a repeated `finished` (after an agent-server restart, say)
@@ -25,6 +26,12 @@ previous turn's answer. It is one short row per conversation.
 
 Deletes go in small batches, each its own short transaction with a pause after it,
 so SQLite's single write lock is never held for long and webhooks keep flowing.
+
+The same run then does the composition root's further clean-ups (`also`) with the same
+cutoff, so that everything kept "for RETENTION_DAYS" goes by one schedule: the
+conversations' working directories and agent conversations
+(processors.workspace_cleanup), whose threads then start a new conversation at their
+next mention.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -51,6 +59,9 @@ class PrunePayload(BaseModel):
 
 
 PRUNE_JOB = JobKind("maintenance.prune", PrunePayload)
+# A further clean-up of the periodic run, given its cutoff (epoch seconds): what was
+# last used before it goes. It bounds its own work per run.
+CleanupStep = Callable[[float], Awaitable[object]]
 PRUNE_PERIOD_SECONDS = 3600.0
 BATCH_SIZE = 500
 BATCH_PAUSE_SECONDS = 0.02
@@ -138,6 +149,7 @@ class Retention:
         period: float = PRUNE_PERIOD_SECONDS,
         batch_size: int = BATCH_SIZE,
         pause: float = BATCH_PAUSE_SECONDS,
+        also: Sequence[CleanupStep] = (),
     ) -> None:
         self.store = store
         self.queue = queue
@@ -145,6 +157,7 @@ class Retention:
         self.period = period
         self.batch_size = batch_size
         self.pause = pause
+        self.also = tuple(also)
 
     @property
     def enabled(self) -> bool:
@@ -188,9 +201,10 @@ class Retention:
         period = PRUNE_JOB.payload_of(job).period
         await self._queue_run(max(period, self._current_period()) + 1)
         started = time.monotonic()
+        cutoff = now() - self.retention_days * DAY_SECONDS
         result = await prune(
             self.store,
-            older_than=now() - self.retention_days * DAY_SECONDS,
+            older_than=cutoff,
             batch_size=self.batch_size,
             pause=self.pause,
         )
@@ -204,3 +218,5 @@ class Retention:
             result.statements,
             time.monotonic() - started,
         )
+        for step in self.also:
+            await step(cutoff)

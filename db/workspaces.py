@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from db.callbacks import CallbackStatus
 from db.store import Store, now
 
 _COLUMNS = (
@@ -91,5 +92,25 @@ async def ended_before(store: Store, cutoff: float, *, limit: int) -> list[Works
         " AND last_turn_ended_at IS NOT NULL AND last_turn_ended_at < :cutoff"
         " ORDER BY last_turn_ended_at LIMIT :limit",
         {"cutoff": cutoff, "limit": limit},
+    )
+    return [Workspace(**row) for row in rows]
+
+
+async def idle_before(store: Store, cutoff: float, *, limit: int) -> list[Workspace]:
+    """Workspaces still on disk that nobody has used since before `cutoff`, oldest first.
+
+    Idle means: the last turn ended before `cutoff` (or, when no turn ever ended, as
+    after a checkout that failed, the row was made before it) and no turn is under
+    way now (no ACTIVE callback of the conversation), so that a batch is never taken
+    up by conversations that are busy again.
+    """
+    rows = await store.fetch_all(
+        f"SELECT {_COLUMNS} FROM workspaces w WHERE w.removed_at IS NULL"
+        " AND COALESCE(w.last_turn_ended_at, w.created_at) < :cutoff"
+        " AND NOT EXISTS (SELECT 1 FROM conversation_callbacks cb"
+        "  WHERE cb.conversation_id = w.conversation_id AND cb.status = :active)"
+        " ORDER BY COALESCE(w.last_turn_ended_at, w.created_at), w.conversation_id"
+        " LIMIT :limit",
+        {"cutoff": cutoff, "limit": limit, "active": CallbackStatus.ACTIVE.value},
     )
     return [Workspace(**row) for row in rows]

@@ -27,6 +27,7 @@ from processors.credentials import Credentials
 from processors.hosts import WorkspacePolicy
 from processors.receiver_guard import guarded_receiver_client
 from processors.runtime import job_handlers
+from processors.workspace_cleanup import WorkspaceCleanup
 from relay.admin.page import AdminPage
 from relay.api import RelayApi
 from relay.credentials import CredentialsRoute
@@ -121,6 +122,9 @@ class Relay:
             queue,
             retention_days=settings.retention_days,
             period=settings.retention_interval_seconds,
+            # Idle conversations' working directories and agent conversations go by
+            # the same schedule and cutoff as the rest.
+            also=[WorkspaceCleanup(store, agent)],
         )
         handlers[PRUNE_JOB.name] = retention.handle
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
@@ -148,6 +152,9 @@ class Relay:
             log.error("database schema is out of date: run `agent-relay migrate`")
         for line in self.settings.feature_report():
             log.info(line)
+        for risk in self.settings.risks():
+            level = logging.ERROR if risk.level == "fail" else logging.WARNING
+            log.log(level, "settings: %s -> %s", risk.detail, risk.fix)
         if self.settings.agent_workspace_dir:
             log.warning(
                 "AGENT_WORKSPACE_DIR is the old name of AGENT_WORKSPACE_ROOT, under which"

@@ -26,6 +26,13 @@ class Settings(Protocol):
     agent_server_api_key: SecretStr | None
     agent_webhook_secret: SecretStr | None
 
+    # PULL_REQUESTS: "draft", "ready" or "off".
+    @property
+    def pull_requests(self) -> str: ...
+
+    @property
+    def relay_url_for_agent(self) -> str | None: ...
+
 
 def features_of(settings: Settings) -> list[Feature]:
     return [
@@ -51,9 +58,33 @@ def features_of(settings: Settings) -> list[Feature]:
     ]
 
 
+# The platforms whose repositories each conversation gets a checkout of.
+_REPOSITORY_HOSTS = ("github", "gitlab")
+
+
 def risks_of(settings: Settings) -> list[Risk]:
     platform_risks = [risk for entry in PLATFORMS for risk in entry.risks(settings)]
-    return [*_public_url_risks(settings), *platform_risks]
+    return [*_public_url_risks(settings), *_credentials_risks(settings), *platform_risks]
+
+
+def _credentials_risks(settings: Settings) -> list[Risk]:
+    """The agent's git and terminal fetch its repository token from the relay, at
+    AGENT_RELAY_URL (default PUBLIC_URL): without either there is nowhere to ask."""
+    hosts = [f.name for f in features_of(settings) if f.name in _REPOSITORY_HOSTS and f.enabled]
+    if not hosts or settings.relay_url_for_agent:
+        return []
+    pushes = settings.pull_requests != "off"
+    return [
+        Risk(
+            "warn",
+            "AGENT_RELAY_URL and PUBLIC_URL are unset, so the agent-server has nowhere to"
+            " fetch the agent's repository credentials from: checkouts of private"
+            f" {' and '.join(hosts)} repositories fail"
+            + (" and the agent cannot push its work" if pushes else ""),
+            "set AGENT_RELAY_URL to this server's address as the agent-server reaches it"
+            " (or PUBLIC_URL)",
+        )
+    ]
 
 
 def _public_url_risks(settings: Settings) -> list[Risk]:

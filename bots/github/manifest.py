@@ -10,11 +10,17 @@ Permissions, each for something the relay does:
   issue, its comments and its labels for the agent's context.
 - pull_requests: write - replies in a review-comment thread
   (`POST /repos/{o}/{r}/pulls/{n}/comments/{id}/replies`), reactions on review
-  comments, and a pull request's branches and review comments for the context.
-- contents: read - the repository itself, for the context of a task.
+  comments, a pull request's branches and review comments for the context, and the
+  pull request the relay opens for the agent's work, with its reviewer.
+- contents: write - each conversation's checkout of the repository and the agent's
+  pushes to its work branch (processors.workspace); the relay narrows every token it
+  hands the agent to one repository, and to `contents: read` for a fork's pull
+  request and with PULL_REQUESTS=off. Also the repository's files for the context.
 - metadata: read - repository basics and the collaborator permission check
   (`GET /repos/{o}/{r}/collaborators/{login}/permission`); every app that has
   repository permissions gets it anyway.
+- workflows is not asked for: GitHub refuses a push that changes `.github/workflows/`
+  without it, which keeps the agent's pushes away from CI.
 
 Events, exactly the ones a trigger listens to (bots/github/triggers.py):
 - issue_comment - a mention in a comment on an issue or a pull request;

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bots.features import Feature, Risk
+from relay.app import Relay
 from relay.settings import Settings
 
 
@@ -76,3 +79,45 @@ def test_risks_name_the_setting_that_mends_them() -> None:
 
 def test_a_deployment_without_trouble_has_no_risks() -> None:
     assert settings().risks() == []
+
+
+CREDENTIALS_FIX = (
+    "set AGENT_RELAY_URL to this server's address as the agent-server reaches it (or PUBLIC_URL)"
+)
+GITLAB_ON = {"gitlab_token": "t", "gitlab_webhook_secret": "w"}
+
+
+def credentials_risks(**values: Any) -> list[Risk]:
+    return [risk for risk in settings(**values).risks() if risk.fix == CREDENTIALS_FIX]
+
+
+def test_a_repository_host_without_an_address_for_the_agent_server_is_a_risk() -> None:
+    [risk] = credentials_risks(**GITLAB_ON)
+
+    assert risk.level == "warn"
+    assert risk.detail == (
+        "AGENT_RELAY_URL and PUBLIC_URL are unset, so the agent-server has nowhere to fetch"
+        " the agent's repository credentials from: checkouts of private gitlab repositories"
+        " fail and the agent cannot push its work"
+    )
+    # Read-only checkouts need their token as much.
+    [read_only] = credentials_risks(**GITLAB_ON, pull_requests="off")
+    assert read_only.detail.endswith("checkouts of private gitlab repositories fail")
+
+
+def test_either_address_mends_it_and_slack_alone_checks_nothing_out() -> None:
+    assert credentials_risks(**GITLAB_ON, agent_relay_url="http://relay.internal:8000") == []
+    assert credentials_risks(**GITLAB_ON, public_url="https://relay.example.com") == []
+    assert credentials_risks(slack_signing_secret="s", slack_bot_token="xoxb-1") == []
+    [both] = credentials_risks(**GITLAB_ON, secret_key="k" * 16)
+    assert "private github and gitlab repositories" in both.detail
+
+
+async def test_start_up_logs_each_risk(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    relay = Relay.build(settings(database_url=f"sqlite:///{tmp_path / 'r.db'}", **GITLAB_ON))
+    with caplog.at_level(logging.WARNING, logger="relay.app"):
+        await relay.start(schedule_maintenance=False)
+    await relay.close()
+
+    assert "settings: AGENT_RELAY_URL and PUBLIC_URL are unset" in caplog.text
+    assert f"-> {CREDENTIALS_FIX}" in caplog.text

@@ -31,6 +31,7 @@ from db.store import Store
 from relay.admin.page import AdminPage
 from relay.app import create_app
 from relay.settings import Settings
+from tests.support.deployment import allow_pushes
 from tests.support.fake_agent_api import AGENT_API_KEY, FakeAgentServer, LoopbackAgentServer
 from tests.support.fake_github import FakeGitHub, generate_private_key_pem
 from tests.support.fake_gitlab import BOT_TOKEN as GITLAB_BOT_TOKEN
@@ -272,6 +273,7 @@ def platforms(github_keys: tuple[str, str]) -> Iterator[Platforms]:
     with FakeSlack() as slack, FakeGitHub() as github, FakeGitlab() as gitlab:
         slack.add_team("T0ACME", bot_token=SLACK_TOKEN, bot_user_id="U0BOT", bot_id="B0BOT")
         github.add_app(GITHUB_APP_ID, "relay-admin", private_key_pem=github_keys[0])
+        allow_pushes(github, GITHUB_APP_ID)
         github.add_installation(81, GITHUB_APP_ID, account="acme", repositories=["acme/api"])
         gitlab.add_project(7, "acme/widgets")
         yield Platforms(slack, github, gitlab, github_keys[0])

@@ -119,6 +119,12 @@ class Peers:
         }
 
 
+def allow_pushes(github: FakeGitHub, app_id: int) -> None:
+    """Give the app `contents: write`, as manifests/github-app.json asks for (the fake
+    registers apps with the permissions of the manifest before, and has no setter)."""
+    github._apps[app_id].permissions["contents"] = "write"
+
+
 @pytest.fixture(scope="module")
 def github_key() -> str:
     """The fake app's private key (making one takes a moment: once per module)."""
@@ -137,6 +143,7 @@ def peers(github_key: str) -> Iterator[Peers]:
     ):
         slack.add_team("T0ACME", bot_token=SLACK_TOKEN, bot_user_id="U0BOT", bot_id="B0BOT")
         key = github.add_app(GITHUB_APP_ID, "relay-doctor", private_key_pem=github_key)
+        allow_pushes(github, GITHUB_APP_ID)
         github.add_installation(71, GITHUB_APP_ID, account="acme", repositories=["acme/api"])
         gitlab.add_project(7, GITLAB_PROJECT)
         yield Peers(slack, github, key, gitlab, agent, agent_server.url, public)

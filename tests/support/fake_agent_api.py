@@ -11,6 +11,9 @@ openhands-agent-server 1.58.2 does (see its event_router.py / event_service.py):
   at most `limit` matches; next_page_id is the id of the first match left out, and a
   page that starts at page_id includes that event.
 - POST /api/conversations/{id}/ask_agent, GET .../agent_final_response -> {"response"}
+- POST /api/conversations/{id}/bash/execute_bash_command -> a BashOutput (exit code 0
+  and no output unless `answer_commands` says otherwise); the command is not run
+- DELETE /api/conversations/{id} -> {"success": true}; the conversation is forgotten
 
 Every call is recorded; `fail_next` makes the next matching calls answer an error.
 Use it through `transport()` (httpx.MockTransport) or over real HTTP with
@@ -93,6 +96,7 @@ class FakeAgentServer:
         self.ask_agent_answer = "Answer from ask_agent."
         self.final_response_text = "Final response of the agent."
         self._failures: list[_Failure] = []
+        self._command_answers: list[dict[str, Any]] = []
         self._clock = datetime(2026, 1, 1, 12, 0, 0)
         self._lock = threading.Lock()
 
@@ -184,7 +188,24 @@ class FakeAgentServer:
         """Answer `status` to the next `times` calls of `method` whose path ends so."""
         self._failures.append(_Failure(method, path_suffix, status, times, dict(headers or {})))
 
+    def answer_commands(
+        self,
+        *,
+        exit_code: int,
+        stdout: str | None = None,
+        stderr: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next `times` commands end so (otherwise: exit code 0, no output)."""
+        answer = {"exit_code": exit_code, "stdout": stdout, "stderr": stderr}
+        self._command_answers += [answer] * times
+
     # -- inspection -----------------------------------------------------------
+    def commands(self, conversation_id: str) -> list[str]:
+        """The commands run in a conversation, in order."""
+        path = f"/conversations/{uuid.UUID(conversation_id).hex}/bash/execute_bash_command"
+        return [str(call.body["command"]) for call in self.calls_to("POST", path)]
+
     def calls_to(self, method: str, path_suffix: str) -> list[RecordedCall]:
         return [c for c in self.calls if c.method == method and c.path.endswith(path_suffix)]
 
@@ -238,6 +259,12 @@ class FakeAgentServer:
         route = (request.method, "/".join(rest[1:]))
         if route == ("GET", ""):
             return httpx.Response(200, json=self.conversations[hex_id])
+        if route == ("DELETE", ""):
+            del self.conversations[hex_id]
+            self.events.pop(hex_id, None)
+            return httpx.Response(200, json={"success": True})
+        if route == ("POST", "bash/execute_bash_command"):
+            return self._command(body)
         if route == ("POST", "events"):
             text = "".join(part.get("text", "") for part in body.get("content", []))
             self.user_message(hex_id, text)
@@ -261,6 +288,22 @@ class FakeAgentServer:
             text = "".join(part.get("text", "") for part in message.get("content", []))
             self.user_message(hex_id, text)
         return httpx.Response(201, json=self.conversations[hex_id])
+
+    def _command(self, body: dict[str, Any]) -> httpx.Response:
+        if not isinstance(body.get("command"), str):
+            return httpx.Response(422, json={"detail": "command is required"})
+        answer = self._command_answers.pop(0) if self._command_answers else {"exit_code": 0}
+        output = {
+            "kind": "BashOutput",
+            "id": uuid.uuid4().hex,
+            "timestamp": self.next_timestamp(),
+            "command_id": uuid.uuid4().hex,
+            "order": 0,
+            "stdout": None,
+            "stderr": None,
+            **answer,
+        }
+        return httpx.Response(200, json=output)
 
     def _search(self, hex_id: str, params: httpx.QueryParams) -> httpx.Response:
         try:

@@ -3,6 +3,8 @@ setup page) and its installations, against the fake GitHub on loopback."""
 
 from __future__ import annotations
 
+import pytest
+
 from bots.github.credentials import GithubAppSource
 from relay.app import Relay
 from relay.doctor.runner import Checks
@@ -95,3 +97,58 @@ async def test_setup_page_app_is_checked_like_a_configured_one(
         f"relay-doctor (id {GITHUB_APP_ID}, from the setup page)",
     )
     assert only(results, "github installations").status == "ok"
+
+
+async def test_an_app_that_may_not_write_contents_is_a_warning_saying_where_to_fix_it(
+    peers: Peers, database_url: str
+) -> None:
+    # An app made from the manifest of before, which asked for contents: read.
+    peers.github._apps[GITHUB_APP_ID].permissions["contents"] = "read"
+
+    results = await run_checks(settings_of(peers.environment(database_url)))
+
+    permissions = only(results, "github permissions")
+    assert permissions.status == "warn"
+    assert permissions.detail.startswith("the app has contents: read, not write")
+    assert permissions.fix is not None
+    assert f"{peers.github.web_url}/settings/apps/relay-doctor/permissions" in permissions.fix
+    assert "accept the new permission on each installation" in permissions.fix
+    assert "PULL_REQUESTS=off" in permissions.fix
+    assert not [r.line() for r in results if r.failed]
+
+
+async def test_with_pull_requests_off_contents_read_is_enough(
+    peers: Peers, database_url: str
+) -> None:
+    peers.github._apps[GITHUB_APP_ID].permissions["contents"] = "read"
+
+    results = await run_checks(settings_of(peers.environment(database_url), PULL_REQUESTS="off"))
+
+    permissions = only(results, "github permissions")
+    assert (permissions.status, permissions.detail) == (
+        "ok",
+        "contents: read; PULL_REQUESTS=off pushes nothing",
+    )
+
+
+async def test_an_installation_that_has_not_accepted_contents_write_is_a_warning(
+    peers: Peers, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app's owner added the permission; the installation's owner has not accepted
+    # it yet, so its tokens still read only. (The fake derives an installation's
+    # permissions from its app's, and has no setter of its own.)
+    monkeypatch.setattr(
+        peers.github,
+        "_installation_permissions",
+        lambda installation: {"contents": "read", "metadata": "read", "issues": "write"},
+    )
+
+    results = await run_checks(settings_of(peers.environment(database_url)))
+
+    permissions = only(results, "github permissions")
+    assert permissions.status == "warn"
+    assert permissions.detail.startswith("the installation(s) of acme have not accepted")
+    assert permissions.fix == (
+        "accept the app's new permissions on each installation"
+        f" ({peers.github.web_url}/organizations/acme/settings/installations/71)"
+    )

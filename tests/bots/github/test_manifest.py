@@ -17,7 +17,7 @@ CLI = Path(sys.executable).parent / "agent-relay"
 EXPECTED_PERMISSIONS = {
     "issues": "write",
     "pull_requests": "write",
-    "contents": "read",
+    "contents": "write",
     "metadata": "read",
 }
 # One per trigger (bots/github/triggers.py); installation events come without a subscription.

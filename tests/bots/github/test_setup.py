@@ -196,6 +196,8 @@ async def test_the_button_posts_the_manifest_with_a_fresh_state_to_github(
     assert manifest["hook_attributes"]["url"] == f"{PUBLIC_URL}/github/events"
     assert manifest["redirect_url"] == f"{PUBLIC_URL}/github/setup/callback"
     assert manifest["default_permissions"]["issues"] == "write"
+    # The agent pushes its work with the installation's tokens.
+    assert manifest["default_permissions"]["contents"] == "write"
 
     row = await relay.store.fetch_one(
         "SELECT platform FROM oauth_states WHERE state = :state", {"state": state}

@@ -171,7 +171,7 @@ def test_the_button_creates_the_app_on_github_and_the_page_then_shows_it(
     assert manifest["default_permissions"] == {
         "issues": "write",
         "pull_requests": "write",
-        "contents": "read",
+        "contents": "write",
         "metadata": "read",
     }
     install = page.locator("#install-link")

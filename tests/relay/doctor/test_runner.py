@@ -33,6 +33,7 @@ async def test_a_working_deployment_passes_every_check(peers: Peers, database_ur
     assert "in Workspace T0ACME (T0ACME)" in only(results, "slack").detail
     assert only(results, "github app").detail == f"relay-doctor (id {GITHUB_APP_ID}, from settings)"
     assert only(results, "github installations").detail == "1 installation(s): acme"
+    assert only(results, "github permissions").detail.startswith("contents: write")
     assert only(results, "gitlab").detail == "token works as @openhands (user 900)"
     assert f"on {GITLAB_PROJECT} sends to {peers.public.url}/gitlab/events" in (
         only(results, "gitlab webhook").detail
@@ -61,10 +62,11 @@ async def test_platforms_runs_only_the_platform_checks(peers: Peers, database_ur
         "slack",
         "github app",
         "github installations",
+        "github permissions",
         "gitlab",
         "gitlab webhook",
     ]
-    assert [r.status for r in results] == ["ok", "ok", "ok", "ok", "skip"]
+    assert [r.status for r in results] == ["ok", "ok", "ok", "ok", "ok", "skip"]
 
 
 async def test_peers_that_never_answer_cost_one_timeout(peers: Peers) -> None:
