@@ -19,7 +19,7 @@ import httpx
 from agent.checkout import ChangeRequest, RepositoryPlan, WorkspaceRequest
 from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi, project_ref
-from db.job_kinds import RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from db.workspaces import Workspace
 from processors.hosts import CheckoutRefused, Comparison, MintedToken
 
@@ -113,7 +113,14 @@ class GitlabHost:
     async def _bot_identity(self) -> tuple[str, str]:
         """(name, email) of the agent token's user: who the agent's commits are by."""
         if self._identity is None:
-            user = await self._agent_api.get("GET /user", "/user")
+            try:
+                user = await self._agent_api.get("GET /user", "/user")
+            except PermanentJobError:
+                # 401 or 403: a revoked or expired token, which no retry brings back.
+                raise CheckoutRefused(
+                    "GitLab refuses the token the agent would push with"
+                    " (GITLAB_AGENT_TOKEN, else GITLAB_TOKEN): an administrator must renew it."
+                ) from None
             username = str(user["username"])
             email = user.get("commit_email") or f"{user['id']}-{username}@{self._noreply_domain}"
             self._identity = (str(user.get("name") or username), str(email))

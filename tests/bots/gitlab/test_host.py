@@ -246,6 +246,15 @@ async def test_what_the_bot_cannot_read_is_refused_in_words(host: GitlabHost) ->
     )
 
 
+async def test_a_refused_agent_token_is_refused_in_words(
+    host: GitlabHost, gitlab: FakeGitlab
+) -> None:
+    gitlab.remove_token(AGENT_TOKEN)
+
+    with pytest.raises(CheckoutRefused, match="GitLab refuses the token the agent would push"):
+        await host.plan(request(), str(PROJECT_ID))
+
+
 async def test_an_empty_project_is_refused(host: GitlabHost, gitlab: FakeGitlab) -> None:
     gitlab.add_project(10, "acme/empty")
     gitlab.set_access(10, gitlab.bot_user_id, DEVELOPER)
