@@ -134,9 +134,34 @@ class GitlabApi:
         async with gitlab_errors(what):
             return await self._api.getitem(path, params or {})
 
+    async def find(
+        self, what: str, path: str, params: dict[str, str | bool] | None = None
+    ) -> Any | None:
+        """Like `get`, but None when GitLab answers 404 or 403: the thing is not there,
+        or this token may not see it (GitLab answers either for a private project).
+        A 403 that says the rate limit is spent is still retried."""
+        async with gitlab_errors(what):
+            try:
+                return await self._api.getitem(path, params or {})
+            except GitlabRefused as exc:
+                spent = exc.headers.get("ratelimit-remaining") == "0"
+                if exc.status == 404 or (exc.status == 403 and not spent):
+                    return None
+                raise
+
     async def post(self, path: str, data: dict[str, Any]) -> Any:
         async with gitlab_errors(f"POST {path}"):
             return await self._api.post(path, data=data)
+
+    async def create(self, path: str, data: dict[str, Any]) -> Any | None:
+        """Like `post`, but None when GitLab answers 409: what it would create exists."""
+        async with gitlab_errors(f"POST {path}"):
+            try:
+                return await self._api.post(path, data=data)
+            except GitlabRefused as exc:
+                if exc.status == 409:
+                    return None
+                raise
 
     async def put(self, path: str, data: dict[str, Any]) -> Any:
         async with gitlab_errors(f"PUT {path}"):

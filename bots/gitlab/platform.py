@@ -1,5 +1,6 @@
 """GitLab as the composition root builds it: the webhook route, the `gitlab.event`
-job, and the REST client (as the bot user) replies go through."""
+job, the REST client (as the bot user) replies go through, and the repository host
+conversations' checkouts are made with."""
 
 from __future__ import annotations
 
@@ -13,17 +14,21 @@ from bots.features import Feature, Risk
 from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi
 from bots.gitlab.checks import GitlabCheck, GitlabCheckSettings
+from bots.gitlab.host import GitlabHost
 from bots.gitlab.inbound import GITLAB_EVENT_JOB, GitlabEvents
 from bots.gitlab.job import GitlabEventJob
 from bots.gitlab.links import GitlabLinks
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
+from db.secrets import secret_text
 
 
 class GitlabSettings(GitlabCheckSettings, Protocol):
     """The settings GitLab reads (its checks' and these)."""
 
     gitlab_webhook_secret: SecretStr | None
+    # The token the agent pushes with (GITLAB_TOKEN when unset).
+    gitlab_agent_token: SecretStr | None
     bot_mention: str
     trigger_label: str
 
@@ -33,7 +38,10 @@ def build(settings: GitlabSettings, shared: Shared) -> Platform:
     if not settings.gitlab_enabled:
         return Platform(PLATFORM, enabled=False, check=check, links=links)
     assert settings.gitlab_token is not None and settings.gitlab_webhook_secret is not None
-    api = GitlabApi(shared.http, settings.gitlab_url, settings.gitlab_token.get_secret_value())
+    token = settings.gitlab_token.get_secret_value()
+    api = GitlabApi(shared.http, settings.gitlab_url, token)
+    agent_token = secret_text(settings.gitlab_agent_token) or token
+    host = GitlabHost(api, shared.http, settings.gitlab_url, agent_token)
     event_job = GitlabEventJob(
         shared.turns,
         api,
@@ -53,7 +61,9 @@ def build(settings: GitlabSettings, shared: Shared) -> Platform:
         return events.routes()
 
     handlers = {GITLAB_EVENT_JOB.name: event_job.handle}
-    return Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
+    return Platform(
+        PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes, host=host
+    )
 
 
 def feature(settings: GitlabSettings) -> Feature:

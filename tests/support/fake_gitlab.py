@@ -1,11 +1,22 @@
-"""A fake GitLab REST API (v4) for tests, plus the webhook deliveries GitLab would send.
+"""A fake GitLab REST API (v4) for tests, its projects' repositories over git's smart
+HTTP, and the webhook deliveries GitLab would send.
 
 `FakeGitlab` serves ``{url}/api/v4/...`` on loopback (point GITLAB_URL at ``fake.url``)
 for the calls agent-relay makes, the way GitLab answers them:
 
-- ``GET /user``: the token's own user;
+- ``GET /user``: the token's own user (``commit_email`` included);
+- ``GET /users?username=``: the users of that name (none, or one);
+- ``GET /projects/:id``: the project (``default_branch``, ``http_url_to_repo``,
+  ``web_url``), or 404 unless the token's user is a member;
 - ``GET /projects/:id/members/all/:user_id``: a member with ``access_level``, or 404;
 - ``GET /projects/:id/(issues|merge_requests)/:iid``: the issue or merge request;
+- ``GET /projects/:id/merge_requests`` (``source_branch``, ``state``) and
+  ``POST /projects/:id/merge_requests {"source_branch", "target_branch", "title",
+  "description", "reviewer_ids"}``: 409 while an open one of the same branches exists,
+  a ``Draft:`` title makes a draft;
+- ``GET /projects/:id/repository/branches/:branch``, ``.../repository/commits/:sha``
+  and ``.../repository/compare?from=&to=&straight=false`` (tests/support/gitlab_repository.py),
+  for a Reporter or above (else 404);
 - ``GET .../notes`` (``sort``, ``order_by=created_at``, ``per_page``, ``page``) and
   ``POST .../notes {"body"}``: notes, a new note starts a discussion of its own;
 - ``GET .../discussions/:discussion_id`` and ``POST .../discussions/:id/notes``;
@@ -15,8 +26,18 @@ for the calls agent-relay makes, the way GitLab answers them:
 - ``GET|POST /projects/:id/hooks`` and ``PUT /projects/:id/hooks/:hook_id``.
 
 ``:id`` is a project id or its URL-encoded path (``group%2Fname``). Every request must
-carry the bot's token as ``PRIVATE-TOKEN`` or ``Authorization: Bearer`` (else 401).
-Every request is recorded as a `GitlabCall`; `fail_next` injects 429/5xx/4xx answers.
+carry a token the fake knows (the bot's, or one `add_token` gave a user) as
+``PRIVATE-TOKEN`` or ``Authorization: Bearer`` (else 401). Every request is recorded as
+a `GitlabCall`; `fail_next` injects 429/5xx/4xx answers.
+
+Given `GitRepositories`, a project added with ``files`` (or ``fork_of``) has a real bare
+repository, served at ``{url}/{path}.git`` (its ``http_url_to_repo``) by `git
+http-backend` (tests/support/git_http.py). Git sends the token as the password of Basic
+auth, any user name: a Reporter's token may fetch, a Developer's may push (else 404 and
+403 as GitLab answers; no or an unknown token: 401, so git asks its credential helper).
+Every git request is recorded as a `GitRequest`. A merge request's head commit is kept
+at ``refs/merge-requests/:iid/head`` of its target project, forks' included, and moves
+when its branch is pushed.
 
 The module-level builders make the webhook bodies GitLab sends (shaped as GitLab's
 "Webhook events" documentation shows them) from the fake's state, and the headers
@@ -37,6 +58,17 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from tests.support.git_http import (
+    GitRepositories,
+    basic_auth,
+    challenge,
+    refuse,
+    serve_git,
+    split_git_path,
+    wants_push,
+)
+from tests.support.git_repos import run_git
+from tests.support.gitlab_repository import branch_json, commit_json, compare_json, resolve
 from tests.support.loopback import LoopbackServer
 
 BOT_TOKEN = "glpat-fake-bot-token-0123456789"
@@ -44,6 +76,13 @@ BOT_USER_ID = 900
 BOT_USERNAME = "openhands"
 WEBHOOK_SECRET = "gitlab-webhook-secret-of-the-test"
 TIMESTAMP = "2026-01-05T10:00:00.000Z"
+# GitLab's access levels: what a token's user needs to fetch, and to push.
+REPORTER, DEVELOPER = 20, 30
+_NO_PROJECT = (
+    "The project you were looking for could not be found or you don't have permission to view it."
+)
+# Titles GitLab takes to mean a draft (compared in lower case).
+_DRAFT_PREFIXES = ("draft:", "[draft]", "(draft)")
 _KINDS = {"issues": "issue", "merge_requests": "merge_request"}
 _NOTEABLE_TYPES = {"issue": "Issue", "merge_request": "MergeRequest"}
 
@@ -57,6 +96,18 @@ class GitlabCall:
     query: dict[str, str]
     body: Any
     token: str | None
+    status: int
+
+
+@dataclass(frozen=True)
+class GitRequest:
+    """One git request over HTTP, and the fake's answer to its credentials: 200 when git
+    was let through, else 401, 403 or 404."""
+
+    project: str  # the path in the URL, e.g. acme/widgets
+    push: bool
+    user: str | None  # the Basic auth user name git sent
+    token: str | None  # the Basic auth password
     status: int
 
 
@@ -85,6 +136,11 @@ class _Item:
     target_branch: str | None = None
     labels: list[str] = field(default_factory=list)
     awards: list[tuple[str, int]] = field(default_factory=list)
+    state: str = "opened"
+    # A merge request's: the project its branch is in (a fork's, or its own).
+    source_project_id: int | None = None
+    draft: bool = False
+    reviewer_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -109,11 +165,17 @@ class FakeGitlab(LoopbackServer):
         token: str = BOT_TOKEN,
         bot_user_id: int = BOT_USER_ID,
         bot_username: str = BOT_USERNAME,
+        repositories: GitRepositories | None = None,
     ) -> None:
         super().__init__()
         self.token = token
         self.bot_user_id = bot_user_id
+        self.repositories = repositories
         self._lock = threading.Lock()
+        # Every token the fake takes, and whose it is.
+        self._tokens: dict[str, int] = {token: bot_user_id}
+        self._commit_emails: dict[int, str | None] = {}
+        self._git_requests: list[GitRequest] = []
         self._users: dict[int, dict[str, Any]] = {}
         self._projects: dict[int, dict[str, Any]] = {}
         self._members: dict[tuple[int, int], int] = {}
@@ -127,6 +189,15 @@ class FakeGitlab(LoopbackServer):
         self._ids = itertools.count(5000)
         self.add_user(bot_user_id, bot_username, name="OpenHands")
 
+    def _git_path(self, handler: BaseHTTPRequestHandler) -> bool:
+        """Answer a git smart-HTTP request, if this is one (before its body is read)."""
+        found = split_git_path(handler.path)
+        if found is None:
+            return False
+        project, path_info = found
+        self._serve_git(handler, project, path_info, urlsplit(handler.path).query)
+        return True
+
     # -- HTTP -----------------------------------------------------------------
     def handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -135,6 +206,8 @@ class FakeGitlab(LoopbackServer):
             protocol_version = "HTTP/1.1"
 
             def _handle(self) -> None:
+                if fake._git_path(self):
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 answer = fake._dispatch(self.command, self.path, self.headers, raw)
@@ -155,8 +228,17 @@ class FakeGitlab(LoopbackServer):
         return Handler
 
     # -- set-up ---------------------------------------------------------------
-    def add_user(self, user_id: int, username: str, *, name: str | None = None) -> None:
+    def add_user(
+        self,
+        user_id: int,
+        username: str,
+        *,
+        name: str | None = None,
+        commit_email: str | None = None,
+    ) -> None:
+        """A user; `commit_email` is what `GET /user` shows to the user's own token."""
         with self._lock:
+            self._commit_emails[user_id] = commit_email
             self._users[user_id] = {
                 "id": user_id,
                 "username": username,
@@ -166,12 +248,40 @@ class FakeGitlab(LoopbackServer):
                 "web_url": f"{self._base()}/{username}",
             }
 
-    def add_project(self, project_id: int, path: str) -> None:
+    def add_token(self, token: str, user_id: int) -> None:
+        """A token of `user_id` (a person's, or a project access token's bot user)."""
+        with self._lock:
+            self._tokens[token] = user_id
+
+    def remove_token(self, token: str) -> None:
+        """Revoke a token: it is refused from now on (401)."""
+        with self._lock:
+            self._tokens.pop(token, None)
+
+    def add_project(
+        self,
+        project_id: int,
+        path: str,
+        *,
+        default_branch: str = "main",
+        files: dict[str, str] | None = None,
+        fork_of: int | None = None,
+    ) -> None:
+        """A project; with `files` (a first commit on `default_branch`) or `fork_of` (a
+        copy of that project's repository) it has a real repository in `repositories`."""
+        if files is not None or fork_of is not None:
+            assert self.repositories is not None, "pass repositories= to serve repositories"
+            if fork_of is not None:
+                self.repositories.fork(self.project(fork_of)["path_with_namespace"], path)
+            else:
+                self.repositories.create(path, dict(files or {}), default_branch=default_branch)
         with self._lock:
             self._projects[project_id] = {
                 "id": project_id,
                 "name": path.rsplit("/", 1)[-1],
                 "path_with_namespace": path,
+                "_default_branch": default_branch,
+                "_fork_of": fork_of,
             }
 
     def set_access(self, project_id: int, user_id: int, access_level: int) -> None:
@@ -197,9 +307,15 @@ class FakeGitlab(LoopbackServer):
         author_id: int,
         source_branch: str,
         target_branch: str = "main",
+        source_project_id: int | None = None,
+        state: str = "opened",
+        draft: bool = False,
     ) -> None:
+        """A merge request of `source_branch` (in `source_project_id`, a fork, when given)
+        into `target_branch`; when the project has a repository, its head commit is kept
+        at refs/merge-requests/:iid/head, as GitLab keeps it."""
         with self._lock:
-            self._items[(project_id, "merge_request", iid)] = _Item(
+            item = _Item(
                 project_id,
                 "merge_request",
                 iid,
@@ -209,7 +325,12 @@ class FakeGitlab(LoopbackServer):
                 author_id,
                 source_branch=source_branch,
                 target_branch=target_branch,
+                state=state,
+                source_project_id=source_project_id or project_id,
+                draft=draft,
             )
+            self._items[(project_id, "merge_request", iid)] = item
+            self._keep_head(item)
 
     def add_note(
         self,
@@ -318,6 +439,20 @@ class FakeGitlab(LoopbackServer):
         with self._lock:
             return copy.deepcopy(self._users[user_id])
 
+    def merge_requests(self, project_id: int) -> list[_Item]:
+        """The project's merge requests, oldest first."""
+        with self._lock:
+            return [
+                copy.deepcopy(item)
+                for (pid, kind, _), item in sorted(self._items.items())
+                if pid == project_id and kind == "merge_request"
+            ]
+
+    def git_requests(self, project: str | None = None) -> list[GitRequest]:
+        """The git requests received (for the project of that path, when given)."""
+        with self._lock:
+            return [r for r in self._git_requests if project in (None, r.project)]
+
     # -- internals: state -----------------------------------------------------
     def _base(self) -> str:
         return self.url if self._server is not None else "http://gitlab.invalid"
@@ -327,7 +462,7 @@ class FakeGitlab(LoopbackServer):
         path = project["path_with_namespace"]
         web_url = f"{self._base()}/{path}"
         return {
-            **project,
+            **{key: value for key, value in project.items() if not key.startswith("_")},
             "description": "",
             "web_url": web_url,
             "avatar_url": None,
@@ -335,12 +470,35 @@ class FakeGitlab(LoopbackServer):
             "git_http_url": f"{web_url}.git",
             "namespace": path.split("/", 1)[0],
             "visibility_level": 0,
-            "default_branch": "main",
+            "default_branch": project["_default_branch"],
             "homepage": web_url,
             "url": f"{web_url}.git",
             "ssh_url": f"git@gitlab.invalid:{path}.git",
             "http_url": f"{web_url}.git",
         }
+
+    def _rest_project_json(self, project_id: int) -> dict[str, Any]:
+        """The project as `GET /projects/:id` shows it (webhooks show it otherwise)."""
+        project = self._projects[project_id]
+        path = project["path_with_namespace"]
+        has_repository = self._has_repository(project_id)
+        shown: dict[str, Any] = {
+            "id": project_id,
+            "name": project["name"],
+            "path": project["name"],
+            "path_with_namespace": path,
+            "namespace": {"full_path": path.rsplit("/", 1)[0]},
+            # GitLab names none while the repository is empty.
+            "default_branch": project["_default_branch"] if has_repository else None,
+            "visibility": "private",
+            "web_url": f"{self._base()}/{path}",
+            "http_url_to_repo": f"{self._base()}/{path}.git",
+            "ssh_url_to_repo": f"git@gitlab.invalid:{path}.git",
+            "empty_repo": not has_repository,
+        }
+        if project["_fork_of"] is not None:
+            shown["forked_from_project"] = {"id": project["_fork_of"]}
+        return shown
 
     def _item_url(self, item: _Item) -> str:
         path = self._projects[item.project_id]["path_with_namespace"]
@@ -354,7 +512,7 @@ class FakeGitlab(LoopbackServer):
             "project_id": item.project_id,
             "title": item.title,
             "description": item.description,
-            "state": "opened",
+            "state": item.state,
             "author": self._author(item.author_id),
             "labels": list(item.labels),
             "web_url": self._item_url(item),
@@ -363,8 +521,11 @@ class FakeGitlab(LoopbackServer):
             shown |= {
                 "source_branch": item.source_branch,
                 "target_branch": item.target_branch,
-                "source_project_id": item.project_id,
+                "source_project_id": item.source_project_id,
                 "target_project_id": item.project_id,
+                "draft": item.draft,
+                "work_in_progress": item.draft,
+                "reviewers": [self._author(user_id) for user_id in item.reviewer_ids],
             }
         return shown
 
@@ -415,6 +576,77 @@ class FakeGitlab(LoopbackServer):
             if not key.startswith("_") and key != "discussion_id"
         }
 
+    def _has_repository(self, project_id: int) -> bool:
+        path = self._projects[project_id]["path_with_namespace"]
+        return self.repositories is not None and self.repositories.path(path).is_dir()
+
+    def _keep_head(self, item: _Item) -> None:
+        """Point refs/merge-requests/:iid/head of the target project at the head of the
+        merge request's branch (fetched from the fork, for a fork's), as GitLab does."""
+        source_id = item.source_project_id or item.project_id
+        if not (self._has_repository(item.project_id) and self._has_repository(source_id)):
+            return
+        assert self.repositories is not None and item.source_branch is not None
+        target = self._projects[item.project_id]["path_with_namespace"]
+        source = self._projects[source_id]["path_with_namespace"]
+        ref = f"refs/merge-requests/{item.iid}/head"
+        if source_id == item.project_id:
+            sha = self.repositories.branch_head(target, item.source_branch)
+            if sha is not None:
+                self.repositories.set_ref(target, ref, sha)
+            return
+        run_git(
+            "--git-dir",
+            str(self.repositories.path(target)),
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            str(self.repositories.path(source)),
+            f"+refs/heads/{item.source_branch}:{ref}",
+        )
+
+    # -- internals: git over HTTP ---------------------------------------------
+    def _serve_git(
+        self, handler: BaseHTTPRequestHandler, project: str, path_info: str, query: str
+    ) -> None:
+        credentials = basic_auth(handler.headers.get("Authorization"))
+        user, token = credentials if credentials else (None, None)
+        push = wants_push(path_info, query)
+        with self._lock:
+            project_id = self._project_id(project)
+            user_id = self._tokens.get(token or "") if user else None
+            if user_id is None:
+                status = 401
+            elif project_id is None or not self._has_repository(project_id):
+                status = 404
+            elif self._level(project_id, user_id) < REPORTER:
+                status = 404
+            elif push and self._level(project_id, user_id) < DEVELOPER:
+                status = 403
+            else:
+                status = 200
+            self._git_requests.append(GitRequest(project, push, user, token, status))
+        if status == 401:
+            challenge(handler, "GitLab")
+        elif status == 404:
+            refuse(handler, 404, _NO_PROJECT)
+        elif status == 403:
+            refuse(handler, 403, "You are not allowed to push code to this project.")
+        else:
+            assert self.repositories is not None and user is not None
+            serve_git(handler, self.repositories.path(project), path_info, query, remote_user=user)
+            if push:
+                self._pushed(project)
+
+    def _pushed(self, project: str) -> None:
+        """Move the heads of the open merge requests whose branch is in `project`."""
+        with self._lock:
+            project_id = self._project_id(project)
+            for item in self._items.values():
+                if item.kind == "merge_request" and item.state == "opened":
+                    if (item.source_project_id or item.project_id) == project_id:
+                        self._keep_head(item)
+
     # -- internals: HTTP ------------------------------------------------------
     def _dispatch(self, method: str, raw_path: str, headers: Any, raw: bytes) -> _Answer:
         parts = urlsplit(raw_path)
@@ -444,20 +676,28 @@ class FakeGitlab(LoopbackServer):
         body: Any,
         token: str | None,
     ) -> _Answer:
-        if token != self.token:
+        user_id = self._tokens.get(token or "")
+        if user_id is None:
             return _Answer(401, {"message": "401 Unauthorized"})
         for fault in self._faults:
             if fault.remaining > 0 and fault.method == method and fault.pattern.search(path):
                 fault.remaining -= 1
                 return _Answer(fault.status, {"message": fault.message}, dict(fault.headers))
         if segments == ["user"] and method == "GET":
-            return _Answer(200, copy.deepcopy(self._users[self.bot_user_id]))
-        if not segments or segments[0] != "projects" or len(segments) < 3:
+            user = {**self._users[user_id], "commit_email": self._commit_emails.get(user_id)}
+            return _Answer(200, copy.deepcopy(user))
+        if segments == ["users"] and method == "GET":
+            return self._users_named(query.get("username", ""))
+        if not segments or segments[0] != "projects" or len(segments) < 2:
             return _not_found()
         project_id = self._project_id(segments[1])
         if project_id is None:
             return _not_found("Project Not Found")
         rest = segments[2:]
+        if not rest or rest == ["merge_requests"]:
+            return self._project_call(method, project_id, user_id, rest, query, body)
+        if rest[0] == "repository":
+            return self._repository_call(method, project_id, user_id, rest[1:], query)
         if rest[0] == "members" and len(rest) == 3 and rest[1] == "all" and method == "GET":
             return self._member(project_id, int(rest[2]))
         if rest[0] == "hooks":
@@ -467,6 +707,115 @@ class FakeGitlab(LoopbackServer):
             if item is None:
                 return _not_found()
             return self._item_call(method, item, rest[2:], query, body)
+        return _not_found()
+
+    def _level(self, project_id: int, user_id: int) -> int:
+        """The user's access level in the project (0: not a member)."""
+        return self._members.get((project_id, user_id), 0)
+
+    def _users_named(self, username: str) -> _Answer:
+        found = [
+            self._author(user_id)
+            for user_id, user in self._users.items()
+            if user["username"].lower() == username.lower()
+        ]
+        return _Answer(200, found)
+
+    def _project_call(
+        self,
+        method: str,
+        project_id: int,
+        user_id: int,
+        rest: list[str],
+        query: dict[str, str],
+        body: Any,
+    ) -> _Answer:
+        """The project itself, and its merge requests listed or opened (members only)."""
+        if self._level(project_id, user_id) == 0:
+            return _not_found("Project Not Found")
+        if not rest and method == "GET":
+            return _Answer(200, self._rest_project_json(project_id))
+        if rest == ["merge_requests"] and method == "GET":
+            found = [
+                self._item_json(item)
+                for (pid, kind, _), item in sorted(self._items.items())
+                if pid == project_id
+                and kind == "merge_request"
+                and query.get("state", item.state) in (item.state, "all")
+                and query.get("source_branch", item.source_branch) == item.source_branch
+            ]
+            return _Answer(200, found[::-1])  # newest first, as GitLab lists them
+        if rest == ["merge_requests"] and method == "POST":
+            return self._open_merge_request(project_id, user_id, body or {})
+        return _not_found()
+
+    def _open_merge_request(self, project_id: int, user_id: int, body: dict[str, Any]) -> _Answer:
+        for name in ("source_branch", "target_branch", "title"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                return _Answer(400, {"error": f"{name} is missing"})
+        if body["source_branch"] == body["target_branch"]:
+            message = "You can't use same project/branch for source and target"
+            return _Answer(409, {"message": [message]})
+        for item in self._items.values():
+            if (
+                item.project_id == project_id
+                and item.kind == "merge_request"
+                and item.state == "opened"
+                and item.source_project_id == project_id
+                and (item.source_branch, item.target_branch)
+                == (body["source_branch"], body["target_branch"])
+            ):
+                message = (
+                    f"Another open merge request already exists for this source branch: !{item.iid}"
+                )
+                return _Answer(409, {"message": [message]})
+        iids = [
+            iid for (pid, kind, iid) in self._items if (pid, kind) == (project_id, "merge_request")
+        ]
+        title = body["title"]
+        item = _Item(
+            project_id,
+            "merge_request",
+            max(iids, default=0) + 1,
+            next(self._ids),
+            title,
+            str(body.get("description") or ""),
+            user_id,
+            source_branch=body["source_branch"],
+            target_branch=body["target_branch"],
+            source_project_id=project_id,
+            draft=title.lower().startswith(_DRAFT_PREFIXES),
+            reviewer_ids=[int(r) for r in body.get("reviewer_ids") or [] if int(r) in self._users],
+        )
+        self._items[(project_id, "merge_request", item.iid)] = item
+        self._keep_head(item)
+        return _Answer(201, self._item_json(item))
+
+    def _repository_call(
+        self, method: str, project_id: int, user_id: int, rest: list[str], query: dict[str, str]
+    ) -> _Answer:
+        """Branches, commits and comparisons of the project's repository (Reporter+)."""
+        if self._level(project_id, user_id) < REPORTER or method != "GET":
+            return _not_found("Project Not Found")
+        repositories, project = self.repositories, self._projects[project_id]
+        if repositories is None or not self._has_repository(project_id):
+            return _not_found("Repository Not Found")
+        path = project["path_with_namespace"]
+        web_url = f"{self._base()}/{path}"
+        if len(rest) == 2 and rest[0] == "branches":
+            branch = branch_json(repositories, path, rest[1], web_url, project["_default_branch"])
+            return _Answer(200, branch) if branch else _not_found("Branch Not Found")
+        if len(rest) == 2 and rest[0] == "commits":
+            sha = resolve(repositories, path, rest[1])
+            if sha is None:
+                return _not_found("Commit Not Found")
+            return _Answer(200, commit_json(repositories, path, sha, web_url))
+        if rest == ["compare"]:
+            if query.get("straight", "false") != "false":
+                return _Answer(400, {"error": "the fake compares with straight=false only"})
+            base, head = query.get("from", ""), query.get("to", "")
+            compared = compare_json(repositories, path, base, head, web_url)
+            return _Answer(200, compared) if compared else _not_found("Ref Not Found")
         return _not_found()
 
     def _project_id(self, reference: str) -> int | None:
@@ -653,22 +1002,23 @@ def _hook_item(fake: FakeGitlab, item: _Item) -> dict[str, Any]:
         "project_id": item.project_id,
         "created_at": "2026-01-02 09:00:00 UTC",
         "updated_at": "2026-01-05 10:00:00 UTC",
-        "state": "opened",
+        "state": item.state,
         "labels": [_label(title, item.project_id) for title in item.labels],
         "url": fake._item_url(item),
     }
     if item.kind == "merge_request":
         project = fake.project(item.project_id)
+        source = fake.project(item.source_project_id or item.project_id)
         shown |= {
             "source_branch": item.source_branch,
             "target_branch": item.target_branch,
-            "source_project_id": item.project_id,
+            "source_project_id": item.source_project_id,
             "target_project_id": item.project_id,
             "merge_status": "can_be_merged",
             "detailed_merge_status": "mergeable",
-            "draft": False,
-            "work_in_progress": False,
-            "source": project,
+            "draft": item.draft,
+            "work_in_progress": item.draft,
+            "source": source,
             "target": project,
         }
     else:
