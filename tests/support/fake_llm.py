@@ -13,6 +13,12 @@ Replies:
   then ``finished`` (the agent is waiting for the user).
 - ``fail(status, message)``: an OpenAI-shaped error response -> ConversationErrorEvent
   and execution_status ``error`` (use ``num_retries: 0`` in the LLM settings).
+- ``run(command)``: a tool call to the agent's terminal tool: the command runs in the
+  conversation's working directory, and the LLM is asked again with its output.
+- ``steps(reply, ...)``: the first reply for the first request of a turn, the second
+  once the first tool call has an answer, and so on (the last one repeats). The step
+  is counted from the request itself (the assistant messages after its last user
+  message), so conversations running side by side each follow their own script.
 
 Unmatched requests get the default reply, ``finish("Done.")``.
 
@@ -42,9 +48,10 @@ FAKE_MODEL = "fake-model"
 
 @dataclass(frozen=True)
 class Reply:
-    kind: Literal["finish", "say", "fail"]
+    kind: Literal["finish", "say", "fail", "run", "steps"]
     text: str
     status: int = 200
+    script: tuple[Reply, ...] = ()
 
 
 def finish(message: str) -> Reply:
@@ -60,6 +67,16 @@ def say(text: str) -> Reply:
 def fail(status: int = 400, message: str = "scripted failure") -> Reply:
     """Reply with an HTTP error shaped like OpenAI's error JSON."""
     return Reply("fail", message, status)
+
+
+def run(command: str) -> Reply:
+    """Reply with a call of the terminal tool running `command`."""
+    return Reply("run", command)
+
+
+def steps(*replies: Reply) -> Reply:
+    """Reply with `replies` in turn, one per request of the same turn."""
+    return Reply("steps", "", script=replies)
 
 
 Rule = tuple[str, Reply]
@@ -236,14 +253,33 @@ def _usage(body: dict[str, Any], completion: str) -> dict[str, int]:
     }
 
 
+def _step(body: dict[str, Any], reply: Reply) -> Reply:
+    """The reply of a `steps` script for this request."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    done = sum(1 for m in messages[last_user + 1 :] if m.get("role") == "assistant")
+    return reply.script[min(done, len(reply.script) - 1)]
+
+
+def _terminal_tool(body: dict[str, Any]) -> str:
+    names = tool_names(body)
+    return next((n for n in names if "terminal" in n or "bash" in n), "terminal")
+
+
 def _respond(body: dict[str, Any], reply: Reply) -> tuple[int, dict[str, Any]]:
+    if reply.kind == "steps":
+        reply = _step(body, reply)
     if reply.kind == "fail":
         return reply.status, _error_body(reply.text, reply.status)
     if body.get("stream"):
         return 400, _error_body("the fake LLM does not stream; use stream=false", 400)
     message: dict[str, Any]
-    if reply.kind == "finish":
-        arguments = json.dumps({"message": reply.text})
+    if reply.kind in ("finish", "run"):
+        tool, arguments = (
+            ("finish", json.dumps({"message": reply.text}))
+            if reply.kind == "finish"
+            else (_terminal_tool(body), json.dumps({"command": reply.text, "timeout": 120}))
+        )
         message = {
             "role": "assistant",
             "content": None,
@@ -251,7 +287,7 @@ def _respond(body: dict[str, Any], reply: Reply) -> tuple[int, dict[str, Any]]:
                 {
                     "id": f"call_{uuid.uuid4().hex[:10]}",
                     "type": "function",
-                    "function": {"name": "finish", "arguments": arguments},
+                    "function": {"name": tool, "arguments": arguments},
                 }
             ],
         }
