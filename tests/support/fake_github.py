@@ -56,7 +56,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -66,13 +65,20 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.fake_github_records import Answer as _Answer
+from tests.support.fake_github_records import Failure as _Failure
+from tests.support.fake_github_records import Installation as _Installation
+from tests.support.fake_github_records import Issue as _Issue
+from tests.support.fake_github_records import Request as _Request
+from tests.support.fake_github_records import Token as _Token
+from tests.support.fake_github_records import error_body as _error_body
+from tests.support.fake_github_records import iso as _iso
 from tests.support.loopback import LoopbackServer
 
 API_PREFIX = "/api/v3"
 WEB_PREFIX = "/web"
 # Who "is logged in" on the web pages: the owner of apps created for a personal account.
 DEFAULT_WEB_USER = "octocat"
-DOCUMENTATION_URL = "https://docs.github.com/rest"
 JWT_ERROR = "A JSON web token could not be decoded"
 BAD_CREDENTIALS = "Bad credentials"
 # GitHub refuses app JWTs whose lifetime (exp - iat) exceeds ten minutes.
@@ -162,38 +168,6 @@ class ManifestPost:
 
 
 @dataclass
-class _Installation:
-    installation_id: int
-    app_id: int
-    account: str
-    repositories: list[str]  # canonical "owner/name"
-    created_at: str
-
-
-@dataclass
-class _Token:
-    token: str
-    installation_id: int
-    expires_at: float
-    repositories: list[str] | None  # narrowed at minting, None = the whole installation
-    expired: bool = False
-
-
-@dataclass
-class _Issue:
-    repo: str  # canonical "owner/name"
-    number: int
-    issue_id: int
-    title: str
-    body: str
-    user: str
-    created_at: str
-    updated_at: str
-    head: str | None = None  # set for pull requests
-    base: str | None = None
-
-
-@dataclass
 class _Comment:
     comment_id: int
     repo: str
@@ -225,50 +199,6 @@ class _Fault:
     headers: dict[str, str]
     body: dict[str, Any] | None
     remaining: int
-
-
-@dataclass
-class _Answer:
-    status: int
-    body: Any = None  # JSON-encoded unless raw is set; nothing is sent for 204/302
-    headers: dict[str, str] = field(default_factory=dict)
-    raw: bytes | None = None
-    content_type: str = "application/json; charset=utf-8"
-
-
-@dataclass
-class _Request:
-    method: str
-    path: str  # after api_url
-    query: dict[str, str]
-    body: Any
-    auth: str | None
-    credential: str | None
-    installation_id: int | None
-
-
-class _Failure(Exception):
-    """Raised by handlers to answer an error."""
-
-    def __init__(self, status: int, message: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message or HTTPStatus(status).phrase
-        self.extra = extra
-
-
-def _iso(epoch: float | None = None) -> str:
-    when = datetime.fromtimestamp(time.time() if epoch is None else epoch, UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "message": message,
-        "documentation_url": DOCUMENTATION_URL,
-        "status": str(status),
-        **extra,
-    }
 
 
 def _random_token(prefix: str, length: int = 36) -> str:
