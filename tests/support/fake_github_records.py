@@ -10,6 +10,8 @@ from http import HTTPStatus
 from typing import Any
 
 DOCUMENTATION_URL = "https://docs.github.com/rest"
+# A permission's levels, each including the ones below it.
+PERMISSION_LEVELS = {"read": 1, "write": 2, "admin": 3}
 
 
 @dataclass
@@ -29,11 +31,25 @@ class Token:
     repositories: list[str] | None  # narrowed at minting, None = the whole installation
     # What it may do: the installation's permissions, or those asked for at minting.
     permissions: dict[str, str] = field(default_factory=dict)
+    requested_permissions: dict[str, str] | None = None
     expired: bool = False  # by FakeGitHub.expire_tokens
     revoked: bool = False  # by DELETE /installation/token
 
     def usable(self) -> bool:
         return not (self.expired or self.revoked or self.expires_at <= time.time())
+
+    def grant(self) -> TokenGrant:
+        return TokenGrant(
+            token=self.token,
+            installation_id=self.installation_id,
+            repositories=None if self.repositories is None else list(self.repositories),
+            requested_permissions=None
+            if self.requested_permissions is None
+            else dict(self.requested_permissions),
+            permissions=dict(self.permissions),
+            expires_at=self.expires_at,
+            revoked=self.revoked,
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,11 @@ def validation_failed(**error: Any) -> Failure:
     """GitHub's 422 "Validation Failed" with one entry in `errors` ({"resource",
     "code", and "field" or "message"})."""
     return Failure(422, "Validation Failed", errors=[error])
+
+
+def allows(permissions: dict[str, str], name: str, level: str) -> bool:
+    """Whether ``permissions`` ({"contents": "write", ...}) include ``name`` at ``level``."""
+    return PERMISSION_LEVELS.get(permissions.get(name, ""), 0) >= PERMISSION_LEVELS[level]
 
 
 def iso(epoch: float | None = None) -> str:
