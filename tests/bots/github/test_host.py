@@ -14,6 +14,7 @@ import pytest
 
 import tests.support.fake_github_pulls
 from agent.checkout import ChangeRequest, WorkspaceRequest
+from agent.http import new_http_client
 from bots.github.api import GithubApi, GithubRefused
 from bots.github.credentials import AppCredentials, GithubAppSource
 from bots.github.host import GithubHost
@@ -67,7 +68,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 @pytest.fixture
 async def host(github: FakeGitHub, store: Store, pem: str) -> AsyncIterator[GithubHost]:
     app = AppCredentials(app_id=str(APP_ID), slug=None, private_key=pem, webhook_secret="s")
-    async with httpx.AsyncClient(timeout=10) as http:
+    # The relay's own outbound client, so that its logging is what the log test sees.
+    async with new_http_client() as http:
         yield GithubHost(
             GithubApi(http, GithubAppSource(store, SecretBox(None), app), github.api_url)
         )
