@@ -44,6 +44,17 @@ class GithubNotConfigured(PermanentJobError):
     """No app credentials: neither settings nor the setup page provided them."""
 
 
+class GithubRefused(PermanentJobError):
+    """GitHub refused a call for good (a 4xx other than a rate limit); `status` says
+    which, for callers to whom a 404 or a 422 is an answer rather than a failure, and
+    `detail` GitHub's own words ("" when it gave none)."""
+
+    def __init__(self, message: str, *, status: int, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
 @dataclass
 class _Token:
     value: str
@@ -58,17 +69,23 @@ async def github_errors(what: str) -> AsyncIterator[None]:
     except HTTPException as exc:
         status = int(exc.status_code)
         message = f"github {what}: HTTP {status}"
-        detail = exc.args[1] if len(exc.args) > 1 else None
-        if isinstance(detail, str) and detail:
+        # gidgethub keeps GitHub's "message" (or the status's phrase) as the only arg.
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+        if detail:
             message += f" {detail[:200]}"
         headers = getattr(exc, "headers", None) or {}
         if status == 429 or (status == 403 and _rate_limited(headers, detail)):
             raise RetryableJobError(message, retry_after=retry_after(headers)) from None
         if isinstance(exc, GitHubBroken) or status >= 500:
             raise RetryableJobError(message, retry_after=retry_after(headers)) from None
-        raise PermanentJobError(message) from None
+        raise GithubRefused(message, status=status, detail=detail[:200]) from None
     except (httpx.TimeoutException, httpx.TransportError) as exc:
         raise RetryableJobError(f"github {what}: {type(exc).__name__}") from None
+
+
+def github_time(text: str) -> float:
+    """Epoch seconds of one of GitHub's timestamps ("2016-07-11T22:14:10Z")."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _rate_limited(headers: Any, detail: object) -> bool:
@@ -187,8 +204,8 @@ class GithubApi:
                     app_id=app.app_id,
                     private_key=self._signing_key(app),  # type: ignore[arg-type]
                 )
-            expires = datetime.fromisoformat(str(minted["expires_at"]).replace("Z", "+00:00"))
-            token = _Token(str(minted["token"]), expires.timestamp() - TOKEN_REFRESH_MARGIN_SECONDS)
+            expires = github_time(str(minted["expires_at"]))
+            token = _Token(str(minted["token"]), expires - TOKEN_REFRESH_MARGIN_SECONDS)
             self._tokens[installation_id] = token
             log.info("github: installation %s token minted", installation_id)
             return token.value
@@ -212,15 +229,7 @@ class GithubApi:
             try:
                 async with github_errors(what):
                     try:
-                        if method == "GET":
-                            return await api.getitem(url, accept=accept)
-                        if method == "POST":
-                            return await api.post(url, data=data or {}, accept=accept)
-                        if method == "PATCH":
-                            return await api.patch(url, data=data or {}, accept=accept)
-                        if method == "DELETE":
-                            return await api.delete(url, accept=accept)
-                        raise ValueError(f"unsupported method {method}")
+                        return await _send(api, method, url, data, accept)
                     except BadRequest as exc:
                         if exc.status_code == 401 and attempt == 1:
                             raise _StaleToken from None
@@ -230,12 +239,45 @@ class GithubApi:
                 self.forget_token(installation_id)
         raise AssertionError("unreachable")
 
+    async def call_as_app(self, method: str, url: str, *, data: Any = None) -> Any:
+        """One REST call authorised by the app's JWT (the `/app/...` routes and
+        `GET /repos/{o}/{r}/installation`)."""
+        jwt = self._app_jwt(await self.credentials())
+        async with github_errors(f"{method} {url}"):
+            return await _send(self._api(), method, url, data, jwt=jwt)
+
+    async def call_with_token(self, token: str, method: str, url: str) -> Any:
+        """One REST call authorised by a token the caller holds (one minted for an
+        agent's checkout): no cache, no second try."""
+        async with github_errors(f"{method} {url}"):
+            return await _send(self._api(token), method, url, None)
+
     async def items(self, installation_id: int, url: str) -> AsyncIterator[dict[str, Any]]:
         """Every item of a paginated list, following GitHub's Link headers."""
         api = self._api(await self.installation_token(installation_id))
         async with github_errors(f"GET {url}"):
             async for item in api.getiter(url):
                 yield item
+
+
+async def _send(
+    api: GitHubAPI,
+    method: str,
+    url: str,
+    data: Any,
+    accept: str = "application/vnd.github+json",
+    *,
+    jwt: str | None = None,
+) -> Any:
+    if method == "GET":
+        return await api.getitem(url, accept=accept, jwt=jwt)
+    if method == "POST":
+        return await api.post(url, data=data or {}, accept=accept, jwt=jwt)
+    if method == "PATCH":
+        return await api.patch(url, data=data or {}, accept=accept, jwt=jwt)
+    if method == "DELETE":
+        return await api.delete(url, accept=accept, jwt=jwt)
+    raise ValueError(f"unsupported method {method}")
 
 
 class _StaleToken(Exception):

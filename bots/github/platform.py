@@ -1,5 +1,6 @@
 """GitHub as the composition root builds it: the webhook route and the one-click setup
-page, the `github.event` job, and the App's REST client replies go through."""
+page, the `github.event` job, the App's REST client replies go through, and the
+repository host conversations' checkouts use."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bots.github import PLATFORM
 from bots.github.api import GithubApi
 from bots.github.checks import GithubCheck, GithubCheckSettings
 from bots.github.credentials import AppCredentials, GithubAppSource
+from bots.github.host import GithubHost
 from bots.github.inbound import GITHUB_EVENT_JOB, github_routes
 from bots.github.job import GithubEventJob
 from bots.github.links import GithubLinks
@@ -97,6 +99,7 @@ def build(settings: GithubSettings, shared: Shared) -> Platform:
     handlers = {GITHUB_EVENT_JOB.name: event_job.handle}
     check = GithubCheck(settings, source).check
     platform = Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
+    platform.host = GithubHost(api)
     # Parsing the App's key holds the event loop for tens of milliseconds: once,
     # now, rather than in the first job.
     platform.start = api.prepare

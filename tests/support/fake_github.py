@@ -1,11 +1,15 @@
-"""A fake GitHub (REST API plus the App-manifest web pages) for end-to-end tests.
+"""A fake GitHub (REST API, the App-manifest web pages, and repositories served to
+git) for end-to-end tests.
 
 `FakeGitHub` serves, on 127.0.0.1 and a free port:
 
 - ``{api_url}`` = ``{url}/api/v3``: the REST API the way a GitHub Enterprise Server
   exposes it (the app's GITHUB_API_URL; ``gidgethub`` clients take it as ``base_url``);
 - ``{web_url}`` = ``{url}/web``: the two pages the App-manifest flow POSTs to (the
-  app's GITHUB_URL), plus the ``html_url`` of everything the API returns.
+  app's GITHUB_URL), plus the ``html_url`` of everything the API returns;
+- ``{url}/{owner}/{name}.git``: repositories made by `create_repository` (or
+  `fork_repository`), real bare repositories served over git's smart HTTP to access
+  tokens minted for them (tests/support/fake_github_git.py says how strictly).
 
 Authentication works as on GitHub:
 
@@ -13,9 +17,13 @@ Authentication works as on GitHub:
   ``iss`` = the app id, ``exp`` at most 10 minutes after ``iat`` (60 s of clock skew
   allowed). Anything else answers 401 "A JSON web token could not be decoded".
 - as an installation: ``Authorization: token <t>`` (or ``Bearer <t>``) with a token
-  minted by ``POST /app/installations/{id}/access_tokens``. Unknown, expired (one hour,
-  or `expire_tokens`) tokens answer 401 "Bad credentials"; a repository outside the
-  installation answers 404 "Not Found".
+  minted by ``POST /app/installations/{id}/access_tokens``. Unknown, expired (after
+  `token_lifetime` seconds, an hour unless changed, or by `expire_tokens`) and revoked
+  tokens answer 401 "Bad credentials"; a repository outside the installation, or
+  outside the ``repositories`` the token was narrowed to, answers 404 "Not Found".
+  A token minted with ``permissions`` has those (never more than the installation's:
+  422 otherwise) plus ``metadata: read``; creating pull requests needs
+  ``pull_requests: write`` (403 otherwise). Every mint is kept (`token_grants`).
 
 Implemented API routes (paths after ``api_url``):
 
@@ -29,17 +37,26 @@ Implemented API routes (paths after ``api_url``):
   ``GET|PATCH|DELETE /repos/{o}/{r}/issues/comments/{id}``,
   ``GET /repos/{o}/{r}/pulls/{n}/comments``,
   ``GET|PATCH|DELETE /repos/{o}/{r}/pulls/comments/{id}``,
-  ``POST /repos/{o}/{r}/pulls/{n}/comments/{id}/replies``, and
+  ``POST /repos/{o}/{r}/pulls/{n}/comments/{id}/replies``,
   ``GET|POST .../reactions`` + ``DELETE .../reactions/{reaction_id}`` on
-  ``issues/comments/{id}``, ``pulls/comments/{id}`` and ``issues/{n}``.
+  ``issues/comments/{id}``, ``pulls/comments/{id}`` and ``issues/{n}``,
+  ``GET /repos/{o}/{r}`` (``default_branch``, ``clone_url``), ``GET /users/{login}``,
+  ``DELETE /installation/token`` (revokes the token sent; `revoked_tokens`);
+- installation token, about the code (tests/support/fake_github_pulls.py):
+  ``GET /repos/{o}/{r}/branches/{branch}``, ``GET /repos/{o}/{r}/commits/{ref}``,
+  ``GET /repos/{o}/{r}/compare/{base}...{head}``,
+  ``GET /repos/{o}/{r}/pulls`` (``state``, ``head`` = "owner:branch", ``base``),
+  ``POST /repos/{o}/{r}/pulls`` (``title``, ``head``, ``base``, ``body``, ``draft``),
+  ``POST /repos/{o}/{r}/pulls/{n}/requested_reviewers``.
 
 Lists take ``per_page`` (default 30, at most 100) and ``page`` and answer a ``Link``
 header (rel="next", "last", "prev", "first") like GitHub. Every API call is recorded
 as a `GithubCall`; `fail_next` injects failures (rate limits, 5xx). Comments and
 reactions made through the API are authored by ``{slug}[bot]`` (type "Bot").
 
-Set up apps, installations, issues and comments after `start` (the returned objects
-carry URLs of the running server).
+Set up apps, installations, repositories (`create_repository`, `fork_repository`,
+`commit`), issues, pull requests (`add_pull_request` from a branch or a fork) and
+comments after `start` (the returned objects carry URLs of the running server).
 """
 
 from __future__ import annotations
@@ -56,23 +73,34 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.fake_github_git import RepositoryHosting
+from tests.support.fake_github_pulls import CodeRoutes
+from tests.support.fake_github_records import PERMISSION_LEVELS, TokenGrant, allows
+from tests.support.fake_github_records import Answer as _Answer
+from tests.support.fake_github_records import Failure as _Failure
+from tests.support.fake_github_records import Installation as _Installation
+from tests.support.fake_github_records import Issue as _Issue
+from tests.support.fake_github_records import Request as _Request
+from tests.support.fake_github_records import Token as _Token
+from tests.support.fake_github_records import error_body as _error_body
+from tests.support.fake_github_records import iso as _iso
+from tests.support.git_http import is_git_path
 from tests.support.loopback import LoopbackServer
 
 API_PREFIX = "/api/v3"
 WEB_PREFIX = "/web"
 # Who "is logged in" on the web pages: the owner of apps created for a personal account.
 DEFAULT_WEB_USER = "octocat"
-DOCUMENTATION_URL = "https://docs.github.com/rest"
 JWT_ERROR = "A JSON web token could not be decoded"
 BAD_CREDENTIALS = "Bad credentials"
 # GitHub refuses app JWTs whose lifetime (exp - iat) exceeds ten minutes.
@@ -83,8 +111,10 @@ DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 RATE_LIMIT = 5000
 ANONYMOUS_RATE_LIMIT = 60
+# What the relay's app asks for (manifests/github-app.json): contents write, for the
+# agent's pushes.
 DEFAULT_INSTALLATION_PERMISSIONS: dict[str, str] = {
-    "contents": "read",
+    "contents": "write",
     "issues": "write",
     "metadata": "read",
     "pull_requests": "write",
@@ -162,38 +192,6 @@ class ManifestPost:
 
 
 @dataclass
-class _Installation:
-    installation_id: int
-    app_id: int
-    account: str
-    repositories: list[str]  # canonical "owner/name"
-    created_at: str
-
-
-@dataclass
-class _Token:
-    token: str
-    installation_id: int
-    expires_at: float
-    repositories: list[str] | None  # narrowed at minting, None = the whole installation
-    expired: bool = False
-
-
-@dataclass
-class _Issue:
-    repo: str  # canonical "owner/name"
-    number: int
-    issue_id: int
-    title: str
-    body: str
-    user: str
-    created_at: str
-    updated_at: str
-    head: str | None = None  # set for pull requests
-    base: str | None = None
-
-
-@dataclass
 class _Comment:
     comment_id: int
     repo: str
@@ -225,50 +223,6 @@ class _Fault:
     headers: dict[str, str]
     body: dict[str, Any] | None
     remaining: int
-
-
-@dataclass
-class _Answer:
-    status: int
-    body: Any = None  # JSON-encoded unless raw is set; nothing is sent for 204/302
-    headers: dict[str, str] = field(default_factory=dict)
-    raw: bytes | None = None
-    content_type: str = "application/json; charset=utf-8"
-
-
-@dataclass
-class _Request:
-    method: str
-    path: str  # after api_url
-    query: dict[str, str]
-    body: Any
-    auth: str | None
-    credential: str | None
-    installation_id: int | None
-
-
-class _Failure(Exception):
-    """Raised by handlers to answer an error."""
-
-    def __init__(self, status: int, message: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message or HTTPStatus(status).phrase
-        self.extra = extra
-
-
-def _iso(epoch: float | None = None) -> str:
-    when = datetime.fromtimestamp(time.time() if epoch is None else epoch, UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "message": message,
-        "documentation_url": DOCUMENTATION_URL,
-        "status": str(status),
-        **extra,
-    }
 
 
 def _random_token(prefix: str, length: int = 36) -> str:
@@ -321,12 +275,15 @@ class _Route:
     handler: _Handler
 
 
-class FakeGitHub(LoopbackServer):
-    """Threaded fake of GitHub (Enterprise-style API under /api/v3, web pages under /web)."""
+class FakeGitHub(RepositoryHosting, CodeRoutes, LoopbackServer):
+    """Threaded fake of GitHub (Enterprise-style API under /api/v3, web pages under /web,
+    repositories for git at /{owner}/{name}.git)."""
 
     thread_name = "fake-github"
 
-    def __init__(self) -> None:
+    def __init__(self, git_root: Path | None = None) -> None:
+        """``git_root``: where the bare repositories go (default: a temporary directory
+        removed by `stop`)."""
         super().__init__()
         self._lock = threading.Lock()
         self._apps: dict[int, FakeApp] = {}
@@ -343,6 +300,7 @@ class FakeGitHub(LoopbackServer):
         # (kind, repo key, target id) -> reactions in creation order
         self._reactions: dict[tuple[str, str, int], list[_Reaction]] = {}
         self._manifest_codes: dict[str, ManifestPost] = {}
+        self._revocations: list[str] = []  # tokens, in the order they were revoked
         self._faults: list[_Fault] = []
         self._calls: list[GithubCall] = []
         self._rate_used: dict[str, int] = {}
@@ -354,7 +312,15 @@ class FakeGitHub(LoopbackServer):
         self._next_app_id = 800_001
         self.received_manifests: list[dict[str, Any]] = []
         self.manifest_posts: list[ManifestPost] = []
+        # How long access tokens minted from now on live, in seconds (GitHub: an hour);
+        # a test shortens it to see tokens expire.
+        self.token_lifetime: float = TOKEN_LIFETIME
+        self._init_hosting(git_root)
         self._routes = self._build_routes()
+
+    def stop(self) -> None:
+        super().stop()
+        self._remove_repositories()
 
     # -- URLs -----------------------------------------------------------------
     @property
@@ -375,6 +341,10 @@ class FakeGitHub(LoopbackServer):
             protocol_version = "HTTP/1.1"
 
             def _handle(self) -> None:
+                if is_git_path(self.path):
+                    # git's smart HTTP reads the body itself, streamed.
+                    fake._serve_git(self)
+                    return
                 body = self._read_body()
                 answer = fake._dispatch(self.command, self.path, self.headers, body)
                 if answer.status in (204, 302, 304):
@@ -421,8 +391,10 @@ class FakeGitHub(LoopbackServer):
         *,
         name: str | None = None,
         private_key_pem: str | None = None,
+        permissions: dict[str, str] | None = None,
     ) -> str:
-        """Register an app; returns its private key (a new 2048-bit RSA key if none given)."""
+        """Register an app; returns its private key (a new 2048-bit RSA key if none given).
+        Its installations get ``permissions`` (default DEFAULT_INSTALLATION_PERMISSIONS)."""
         pem = private_key_pem if private_key_pem is not None else generate_private_key_pem()
         public_key = _public_key(pem)
         with self._lock:
@@ -434,7 +406,7 @@ class FakeGitHub(LoopbackServer):
                 webhook_secret=secrets.token_hex(20),
                 client_id=f"Iv1.{secrets.token_hex(8)}",
                 client_secret=secrets.token_hex(20),
-                permissions=dict(DEFAULT_INSTALLATION_PERMISSIONS),
+                permissions=dict(permissions or DEFAULT_INSTALLATION_PERMISSIONS),
                 events=["issue_comment", "issues", "pull_request_review_comment"],
                 created_at=_iso(),
                 public_key=public_key,
@@ -554,7 +526,8 @@ class FakeGitHub(LoopbackServer):
             )
 
     def expire_tokens(self) -> None:
-        """Every installation token minted so far answers 401 Bad credentials from now on."""
+        """Every installation token minted so far answers 401 Bad credentials from now on
+        (to git as well). To make tokens minted later expire soon, set `token_lifetime`."""
         with self._lock:
             for token in self._tokens.values():
                 token.expired = True
@@ -580,6 +553,16 @@ class FakeGitHub(LoopbackServer):
         """How many access tokens were minted for the installation."""
         with self._lock:
             return self._mints.get(int(installation_id), 0)
+
+    def token_grants(self) -> list[TokenGrant]:
+        """Every access token minted so far, oldest first."""
+        with self._lock:
+            return [token.grant() for token in self._tokens.values()]
+
+    def revoked_tokens(self) -> list[str]:
+        """Tokens revoked with ``DELETE /installation/token``, in order."""
+        with self._lock:
+            return list(self._revocations)
 
     def comments(self, repository: str, number: int) -> list[dict[str, Any]]:
         """The issue comments of an issue or pull request, oldest first."""
@@ -729,17 +712,23 @@ class FakeGitHub(LoopbackServer):
 
     def _repository(self, repo: str) -> dict[str, Any]:
         owner, name = repo.split("/")
-        return {
+        source = self._forks.get(repo.lower())
+        rendered = {
             "id": self._repo_ids[repo.lower()],
             "node_id": f"R_fake{self._repo_ids[repo.lower()]}",
             "name": name,
             "full_name": repo,
             "owner": self._account(owner),
             "private": True,
+            "fork": source is not None,
             "html_url": f"{self.web_url}/{repo}",
             "url": f"{self.api_url}/repos/{repo}",
-            "default_branch": "main",
+            "clone_url": self.clone_url(repo),
+            "default_branch": self._default_branches.get(repo.lower(), "main"),
         }
+        if source is not None:
+            rendered["parent"] = {"full_name": source, "url": f"{self.api_url}/repos/{source}"}
+        return rendered
 
     def _association(self, repo: str, login: str) -> str:
         if login.lower() == repo.split("/")[0].lower():
@@ -778,7 +767,7 @@ class FakeGitHub(LoopbackServer):
             "comments_url": f"{url}/comments",
             "html_url": self._issue_html_url(issue.repo, issue.number),
             "number": issue.number,
-            "state": "open",
+            "state": issue.state,
             "title": issue.title,
             "body": issue.body,
             "user": self._user(issue.user),
@@ -800,27 +789,32 @@ class FakeGitHub(LoopbackServer):
                 "html_url": html,
                 "diff_url": f"{html}.diff",
                 "patch_url": f"{html}.patch",
-                "merged_at": None,
+                "merged_at": issue.updated_at if issue.merged else None,
             }
         return rendered
 
-    def _head_sha(self, issue: _Issue, ref: str) -> str:
+    def _pull_side_sha(self, issue: _Issue, side: str) -> str:
+        """The commit of a pull request's "head" or "base": real for a repository with
+        git behind it, else made up (the same on every call)."""
+        real = self._pull_sha(issue, side)
+        if real is not None:
+            return real
+        ref = issue.head if side == "head" else issue.base
         return hashlib.sha1(f"{issue.repo}#{issue.number}:{ref}".encode()).hexdigest()
 
     def _render_pull(self, issue: _Issue) -> dict[str, Any]:
         assert issue.head is not None and issue.base is not None
         url = f"{self.api_url}/repos/{issue.repo}/pulls/{issue.number}"
         html = f"{self.web_url}/{issue.repo}/pull/{issue.number}"
-        owner = issue.repo.split("/")[0]
-        repository = self._repository(issue.repo)
 
-        def branch(ref: str) -> dict[str, Any]:
+        def branch(side: str, ref: str, repo: str) -> dict[str, Any]:
+            owner = repo.split("/")[0]
             return {
                 "label": f"{owner}:{ref}",
                 "ref": ref,
-                "sha": self._head_sha(issue, ref),
+                "sha": self._pull_side_sha(issue, side),
                 "user": self._account(owner),
-                "repo": repository,
+                "repo": self._repository(repo),
             }
 
         return {
@@ -834,20 +828,21 @@ class FakeGitHub(LoopbackServer):
             "comments_url": f"{self._issue_url(issue)}/comments",
             "review_comments_url": f"{url}/comments",
             "number": issue.number,
-            "state": "open",
+            "state": issue.state,
             "locked": False,
             "title": issue.title,
             "body": issue.body,
             "user": self._user(issue.user),
             "created_at": issue.created_at,
             "updated_at": issue.updated_at,
-            "closed_at": None,
-            "merged_at": None,
-            "draft": False,
-            "merged": False,
+            "closed_at": issue.updated_at if issue.state == "closed" else None,
+            "merged_at": issue.updated_at if issue.merged else None,
+            "draft": issue.draft,
+            "merged": issue.merged,
             "mergeable": None,
-            "head": branch(issue.head),
-            "base": branch(issue.base),
+            "head": branch("head", issue.head, issue.head_repo or issue.repo),
+            "base": branch("base", issue.base, issue.repo),
+            "requested_reviewers": [self._user(login) for login in issue.requested_reviewers],
             "author_association": self._association(issue.repo, issue.user),
         }
 
@@ -873,7 +868,7 @@ class FakeGitHub(LoopbackServer):
     def _render_review_comment(self, comment: _Comment) -> dict[str, Any]:
         url = f"{self.api_url}/repos/{comment.repo}/pulls/comments/{comment.comment_id}"
         issue = self._issues[(comment.repo.lower(), comment.number)]
-        sha = self._head_sha(issue, issue.head or "")
+        sha = self._pull_side_sha(issue, "head")
         rendered: dict[str, Any] = {
             "id": comment.comment_id,
             "node_id": f"PRRC_fake{comment.comment_id}",
@@ -1060,7 +1055,7 @@ class FakeGitHub(LoopbackServer):
                 token, installation, params.pop("owner"), params.pop("repo")
             )
             return route.handler(request, installation, repo, **params)
-        return route.handler(request, installation, token)
+        return route.handler(request, installation, token, **params)
 
     def _verify_jwt(self, request: _Request) -> FakeApp:
         if request.auth != "jwt" or not request.credential:
@@ -1087,7 +1082,7 @@ class FakeGitHub(LoopbackServer):
         if request.auth is None or not request.credential:
             raise _Failure(401, "Requires authentication")
         token = self._tokens.get(request.credential)
-        if token is None or token.expired or token.expires_at <= time.time():
+        if token is None or not token.usable():
             raise _Failure(401, BAD_CREDENTIALS)
         if token.installation_id not in self._installations:
             raise _Failure(401, BAD_CREDENTIALS)
@@ -1221,6 +1216,10 @@ class FakeGitHub(LoopbackServer):
                 "token",
                 self._reply,
             ),
+            ("GET", repo, "token", self._get_repository),
+            ("GET", r"/users/(?P<login>[^/]+)", "token", self._get_user),
+            ("DELETE", r"/installation/token", "token", self._revoke_token),
+            *self._code_routes(repo),
         ]
         targets = {
             "issue_comment": r"issues/comments/(?P<target>\d+)",
@@ -1268,26 +1267,29 @@ class FakeGitHub(LoopbackServer):
 
     def _mint_token(self, request: _Request, app: FakeApp, installation_id: str) -> _Answer:
         installation = self._app_installation(app, installation_id)
-        narrowed: list[str] | None = None
-        wanted = request.body.get("repositories") if isinstance(request.body, dict) else None
-        if wanted:
-            narrowed = []
-            for name in wanted:
-                owner = installation.account
-                key = (name if "/" in str(name) else f"{owner}/{name}").lower()
-                found = [r for r in installation.repositories if r.lower() == key]
-                if not found:
-                    raise _Failure(
-                        422,
-                        "There is at least one repository that does not exist or is not "
-                        "accessible to the parent installation.",
-                    )
-                narrowed.append(found[0])
+        body = request.body if isinstance(request.body, dict) else {}
+        narrowed = self._narrowed_repositories(installation, body.get("repositories"))
+        granted = self._installation_permissions(installation)
+        wanted = body.get("permissions")
+        if wanted is not None:
+            if not isinstance(wanted, dict) or not all(
+                isinstance(level, str)
+                and level in PERMISSION_LEVELS
+                and allows(granted, str(name), level)
+                for name, level in wanted.items()
+            ):
+                raise _Failure(
+                    422, "The permissions requested are not granted to this installation."
+                )
+            # Every token can read the repositories' metadata.
+            granted = {"metadata": "read", **{str(k): str(v) for k, v in wanted.items()}}
         token = _Token(
             token=_random_token("ghs_"),
             installation_id=installation.installation_id,
-            expires_at=time.time() + TOKEN_LIFETIME,
+            expires_at=time.time() + self.token_lifetime,
             repositories=narrowed,
+            permissions=granted,
+            requested_permissions=dict(wanted) if wanted is not None else None,
         )
         self._tokens[token.token] = token
         self._mints[installation.installation_id] = (
@@ -1296,12 +1298,30 @@ class FakeGitHub(LoopbackServer):
         answer: dict[str, Any] = {
             "token": token.token,
             "expires_at": _iso(token.expires_at),
-            "permissions": self._installation_permissions(installation),
+            "permissions": dict(granted),
             "repository_selection": "selected",
         }
         if narrowed is not None:
             answer["repositories"] = [self._repository(r) for r in narrowed]
         return _Answer(201, answer)
+
+    def _narrowed_repositories(self, installation: _Installation, wanted: Any) -> list[str] | None:
+        """The repositories a token is narrowed to ("name" or "owner/name" each)."""
+        if not wanted:
+            return None
+        narrowed = []
+        for name in wanted:
+            owner = installation.account
+            key = (name if "/" in str(name) else f"{owner}/{name}").lower()
+            found = [r for r in installation.repositories if r.lower() == key]
+            if not found:
+                raise _Failure(
+                    422,
+                    "There is at least one repository that does not exist or is not "
+                    "accessible to the parent installation.",
+                )
+            narrowed.append(found[0])
+        return narrowed
 
     def _repo_installation(self, request: _Request, app: FakeApp, owner: str, repo: str) -> _Answer:
         key = f"{owner}/{repo}".lower()
@@ -1410,6 +1430,25 @@ class FakeGitHub(LoopbackServer):
             },
             headers=headers,
         )
+
+    def _get_repository(self, request: _Request, installation: _Installation, repo: str) -> _Answer:
+        return _Answer(200, self._repository(repo))
+
+    def _get_user(
+        self, request: _Request, installation: _Installation, token: _Token, login: str
+    ) -> _Answer:
+        login = unquote(login)
+        bots = {app.bot_login.lower() for app in self._apps.values()}
+        if login.lower() not in self._users and login.lower() not in bots:
+            raise _Failure(404, "Not Found")
+        return _Answer(200, self._user(login))
+
+    def _revoke_token(
+        self, request: _Request, installation: _Installation, token: _Token
+    ) -> _Answer:
+        token.revoked = True
+        self._revocations.append(token.token)
+        return _Answer(204)
 
     def _permission(
         self, request: _Request, installation: _Installation, repo: str, login: str
