@@ -101,6 +101,17 @@ class RepositoryHosting:
             self._default_branches[repo.lower()] = default_branch
             return self.clone_url(repo)
 
+    def adopt_repository(self: FakeGitHub, repository: str, *, default_branch: str = "main") -> str:
+        """Serve a bare repository already made under ``git_root`` (e.g. a large one
+        built by `make_large_repository`); returns its clone URL."""
+        with self._lock:
+            repo = self._register_repo(repository)
+            if not self._repositories().path(repo).is_dir():
+                raise KeyError(f"no bare repository for {repo} under the git root")
+            self._backed.add(repo.lower())
+            self._default_branches[repo.lower()] = default_branch
+            return self.clone_url(repo)
+
     def fork_repository(self: FakeGitHub, source: str, fork: str) -> str:
         """``fork`` ("owner/name"), a copy of ``source`` with all its branches; returns
         its clone URL."""

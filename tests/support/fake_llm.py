@@ -137,6 +137,7 @@ class FakeLLM(LoopbackServer):
         self._default = default or finish("Done.")
         self._title = title
         self._requests: list[dict[str, Any]] = []
+        self._arrivals: list[float] = []  # time.time() of each request, in order
         self._other_requests: list[tuple[str, str]] = []
 
     # -- scripting ----------------------------------------------------------
@@ -163,6 +164,13 @@ class FakeLLM(LoopbackServer):
         """Every chat-completions request body received, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def timed_agent_requests(self) -> list[tuple[float, dict[str, Any]]]:
+        """(arrival as time.time(), body) of each request but the auto-title calls."""
+        with self._lock:
+            pairs = list(zip(self._arrivals, self._requests, strict=True))
+        return [(at, body) for at, body in pairs if not is_title_request(body)]
 
     @property
     def agent_requests(self) -> list[dict[str, Any]]:
@@ -210,6 +218,7 @@ class FakeLLM(LoopbackServer):
                     return
                 with llm._lock:
                     llm._requests.append(body)
+                    llm._arrivals.append(time.time())
                 status, payload = _respond(body, llm.reply_for(body))
                 self._send(status, payload)
 
