@@ -30,6 +30,8 @@ SLUG = "openhands-relay"
 BOT = f"{SLUG}[bot]"
 INSTALLATION = 91
 REPO = "acme/api"
+# In the installation, but its repository cannot be read any more.
+GONE = "acme/gone"
 WEBHOOK_SECRET = "e2e-workspace-github-secret"
 WRITER = "ada"
 SUMMARY = "The parser keeps time zones now."
@@ -79,7 +81,8 @@ def relay(
     github: FakeGitHub,
 ) -> Iterator[RelayProcess]:
     pem = github.add_app(APP_ID, SLUG)
-    github.add_installation(INSTALLATION, APP_ID, account="acme", repositories=[REPO])
+    github.add_installation(INSTALLATION, APP_ID, account="acme", repositories=[REPO, GONE])
+    github.set_permission(GONE, WRITER, "write")
     github.set_permission(REPO, WRITER, "write")
     github.create_repository(REPO, {"parser.py": "def parse(text): ...\n"})
     workdir = tmp_path_factory.mktemp("relay-workspace-github")
@@ -227,3 +230,26 @@ def agent_capability(relay: RelayProcess, conversation: str) -> str:
     [helper] = list(root.glob("*/.git/agent-relay/credential-helper"))
     line = next(line for line in helper.read_text().splitlines() if "Bearer " in line)
     return line.split("Bearer ", 1)[1].split("'", 1)[0]
+
+
+def test_a_checkout_that_fails_says_why_in_the_thread_and_runs_nothing(
+    relay: RelayProcess, github: FakeGitHub, fake_llm: FakeLLM
+) -> None:
+    number = int(uuid.uuid4().int % 900_000) + 1000
+    github.add_issue(GONE, number, title="Gone missing", body="", user=WRITER)
+    before = len(fake_llm.agent_requests)
+    comment = github.add_comment(GONE, number, "@openhands please look", user=WRITER)
+    payload = hooks.issue_comment(GONE, INSTALLATION, comment, sender=WRITER)
+    assert hooks.deliver(relay.url, "issue_comment", payload, WEBHOOK_SECRET).status_code == 202
+
+    def failure() -> list[str]:
+        return [
+            c["body"]
+            for c in github.comments(GONE, number)
+            if c["user"]["login"] == BOT and not c["body"].startswith("On it")
+        ]
+
+    wait_until(failure, timeout=60, message=lambda: relay.log_tail())
+    [text] = failure()
+    assert text.startswith(f"@{WRITER} I could not check out {GONE}: "), text
+    assert len(fake_llm.agent_requests) == before
