@@ -70,13 +70,19 @@ async def slack_errors(method: str) -> AsyncIterator[None]:
         raise RetryableJobError(f"slack {method}: {type(exc).__name__}") from None
 
 
+@dataclass(frozen=True)
+class SlackPerson:
+    name: str
+    email: str | None
+
+
 @dataclass
 class SlackTeam:
     """A workspace's Web API client, authorised with its bot token."""
 
     team_id: str
     client: AsyncWebClient
-    _names: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _people: dict[str, tuple[SlackPerson, float]] = field(default_factory=dict)
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
         async with slack_errors(method):
@@ -144,13 +150,18 @@ class SlackTeam:
 
     async def display_name(self, user_id: str) -> str:
         """The name people see for `user_id`, cached for an hour; the id if unknown."""
-        cached = self._names.get(user_id)
+        return (await self.person(user_id)).name
+
+    async def person(self, user_id: str) -> SlackPerson:
+        """`user_id`'s name and, when the app may read it (users:read.email), email;
+        cached for an hour; the id as name if unknown."""
+        cached = self._people.get(user_id)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         try:
             info = await self.call("users.info", user=user_id)
         except PermanentJobError:
-            return user_id
+            return SlackPerson(user_id, None)
         user = info.get("user") or {}
         profile = user.get("profile") or {}
         name = (
@@ -160,8 +171,9 @@ class SlackTeam:
             or user.get("name")
             or user_id
         )
-        self._names[user_id] = (str(name), time.monotonic() + USER_NAME_TTL_SECONDS)
-        return str(name)
+        person = SlackPerson(str(name), str(profile["email"]) if profile.get("email") else None)
+        self._people[user_id] = (person, time.monotonic() + USER_NAME_TTL_SECONDS)
+        return person
 
 
 class SlackApi:

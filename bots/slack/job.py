@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from agent.checkout import Requester, WorkspaceRequest
 from bots.hygiene import visible_text
 from bots.slack import PLATFORM
-from bots.slack.api import SlackApi, SlackTeam
+from bots.slack.api import SlackApi, SlackPerson, SlackTeam
 from bots.slack.formatting import slack_link
 from bots.slack.reply import SlackCallbackProcessor
 from bots.slack.triggers import SlackTrigger, mentioned_users, trigger_of
@@ -108,6 +108,7 @@ class SlackMention:
         self.bot_user_id = bot_user_id
         self.default_repository = default_repository
         self.ack_ts: str | None = None
+        self.person: SlackPerson | None = None
         self.asker = ""
         self.request = ""
         self._thread: list[dict[str, Any]] | None = None
@@ -154,7 +155,8 @@ class SlackMention:
             and _ts_after(m, since)
         ]
         history = await _history_lines(self.team, people[-HISTORY_MESSAGES:])
-        self.asker = await self.team.display_name(self.trigger.user)
+        self.person = await self.team.person(self.trigger.user)
+        self.asker = self.person.name
         self.request = await _readable(self.team, self.trigger.text)
         return Context(history=history, cursor=self.trigger.ts)
 
@@ -168,7 +170,13 @@ class SlackMention:
         return WorkspaceRequest(
             repository=repository,
             title=request_title(self.request, ""),
-            requester=Requester(login=self.asker or self.trigger.user, platform=PLATFORM),
+            # Co-author of the agent's commits when Slack shares the email.
+            requester=Requester(
+                login=self.asker or self.trigger.user,
+                platform=PLATFORM,
+                name=self.person.name if self.person else None,
+                email=self.person.email if self.person else None,
+            ),
         )
 
     def prompt(self, context: Context) -> str:

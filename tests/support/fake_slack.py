@@ -263,13 +263,16 @@ class FakeSlack(LoopbackServer):
         display_name: str = "",
         real_name: str = "",
         is_bot: bool = False,
+        email: str = "",
     ) -> None:
+        """A user; `email` shows in users.info's profile (as with users:read.email)."""
         with self._lock:
             self._users[user_id] = {
                 "name": name,
                 "display_name": display_name,
                 "real_name": real_name,
                 "is_bot": is_bot,
+                "email": email,
             }
 
     def register_oauth_code(
@@ -734,6 +737,7 @@ class FakeSlack(LoopbackServer):
                     "real_name": user["real_name"],
                     "real_name_normalized": user["real_name"],
                     "team": team.team_id,
+                    **({"email": user["email"]} if user.get("email") else {}),
                 },
             }
         )

@@ -21,6 +21,7 @@ from db.jobs import JobQueue
 from db.metrics import REGISTRY
 from db.store import Store
 from tests.support.fake_agent_api import jobs_of_kind
+from tests.support.fake_host import RecordingHost
 from tests.support.fake_slack import FakeSlack, app_mention, im_message
 from tests.support.leased_jobs import leased_job
 
@@ -305,3 +306,46 @@ async def test_a_direct_message_needs_no_mention(
     assert start["payload"]["prompt"].startswith(
         "Ada asked you in a direct message:\n\nwhat changed in acme/api today?"
     )
+
+
+async def test_a_repository_a_host_serves_is_checked_out_with_the_asker_as_co_author(
+    mentions: SlackEventJob, slack: FakeSlack, store: Store
+) -> None:
+    slack.add_user("U0EVE", name="eve", display_name="Eve", email="eve@example.test")
+    host = RecordingHost()
+    turns = dataclasses.replace(mentions.turns, hosts={"github": host})
+    job, ts = mention_job(slack, f"<@{BOT_USER}> fix the parser in acme/api", user="U0EVE")
+
+    await dataclasses.replace(mentions, turns=turns).handle(job)
+
+    [start] = await jobs_of_kind(store, START_JOB)
+    workspace = start["payload"]["workspace"]
+    assert (workspace["repository"], workspace["host"], workspace["locator"]) == (
+        "acme/api",
+        "github",
+        "42",
+    )
+    assert workspace["requester"] == {
+        "login": "Eve",
+        "platform": "slack",
+        "name": "Eve",
+        "email": "eve@example.test",
+    }
+    [ack] = bot_replies(slack, ts)
+    assert "without a checkout" not in ack["text"]
+
+
+async def test_a_repository_no_host_serves_is_said_in_the_acknowledgement(
+    mentions: SlackEventJob, slack: FakeSlack, store: Store
+) -> None:
+    turns = dataclasses.replace(mentions.turns, hosts={"github": RecordingHost()})
+    job, ts = mention_job(slack, f"<@{BOT_USER}> fix the parser in acme/elsewhere")
+
+    await dataclasses.replace(mentions, turns=turns).handle(job)
+
+    [start] = await jobs_of_kind(store, START_JOB)
+    assert start["payload"]["workspace"] is None
+    assert start["payload"]["repository"] == "acme/elsewhere"
+    [ack] = bot_replies(slack, ts)
+    assert "I can't reach acme/elsewhere from here" in ack["text"]
+    assert "work without a checkout" in ack["text"]

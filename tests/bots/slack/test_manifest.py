@@ -23,6 +23,7 @@ EXPECTED_SCOPES = [
     "chat:write",
     "reactions:write",
     "users:read",
+    "users:read.email",
 ]
 EXPECTED_EVENTS = ["app_mention", "message.im", "app_uninstalled", "tokens_revoked"]
 
