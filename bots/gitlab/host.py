@@ -38,6 +38,7 @@ class GitlabHost:
     # its documentation uses.
     git_username = "oauth2"
     change_request_label = "MR"
+    change_request_sign = "!"
     closes_keyword = "Closes"
 
     def __init__(
