@@ -70,8 +70,10 @@ class RepositoryHost(Protocol):
     token_name: str
     # The user name git presents with the token over HTTPS.
     git_username: str
-    # How people call a change request here ("PR", "MR"), and what closes an issue.
+    # How people call a change request here ("PR", "MR"), the sign before its number
+    # ("#34" on GitHub, "!34" on GitLab), and what closes an issue.
     change_request_label: str
+    change_request_sign: str
     closes_keyword: str
 
     async def locate(self, repository: str) -> str | None:

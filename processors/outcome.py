@@ -74,20 +74,19 @@ async def _branch_outcome(
     else:
         stats = this_turn
     await update_workspace(context.store, workspace.conversation_id, turn_start_sha=head)
-    label = host.change_request_label
     created = request is not None and request.opened_by_callback == callback_id
     if request is not None and created:
         draft = "draft " if request.draft else ""
-        headline = f"Opened {draft}{label} #{request.number}: {request.title} {request.url}"
+        headline = f"Opened {draft}{_named(host, request)}: {request.title} {request.url}"
     elif this_turn is not None and this_turn.commits > 0:
         commits = "commit" if this_turn.commits == 1 else "commits"
         headline = f"Pushed {this_turn.commits} {commits} to `{branch}`"
         if request is not None:
-            headline += f" ({label} #{request.number}: {request.url})"
+            headline += f" ({_named(host, request)}: {request.url})"
     else:
         headline = "No changes were pushed."
         if request is not None:
-            headline += f" {label} #{request.number}: {request.url}"
+            headline += f" {_named(host, request)}: {request.url}"
     if stats is not None and stats.commits > 0 and (created or this_turn is not None):
         headline += f"\nBranch `{branch}`, {_diffstat(stats)}."
     pull_request = (
@@ -96,6 +95,11 @@ async def _branch_outcome(
         else None
     )
     return Outcome(headline, pull_request)
+
+
+def _named(host: RepositoryHost, request: ChangeRequest) -> str:
+    """The request as people write it there: "PR #34" on GitHub, "MR !34" on GitLab."""
+    return f"{host.change_request_label} {host.change_request_sign}{request.number}"
 
 
 def _diffstat(stats: Comparison) -> str:
@@ -136,9 +140,8 @@ async def _open_request(
         )
         found = found.model_copy(update={"opened_by_callback": callback_id})
         log.info(
-            "opened %s #%s on %s for conversation %s",
-            host.change_request_label,
-            found.number,
+            "opened %s on %s for conversation %s",
+            _named(host, found),
             workspace.repository,
             workspace.conversation_id,
         )

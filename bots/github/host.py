@@ -29,6 +29,7 @@ class GithubHost:
     # GitHub's documented user name for git over HTTPS with an installation token.
     git_username = "x-access-token"
     change_request_label = "PR"
+    change_request_sign = "#"
     closes_keyword = "Fixes"
 
     def __init__(self, api: GithubApi) -> None:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from gidgetlab import HTTPException
@@ -118,6 +118,14 @@ class Place:
         return f"/projects/{self.project_id}/{self.noteable.path}/{self.iid}"
 
 
+def private_commit_email(gitlab_url: str, user_id: int, username: str) -> str:
+    """GitLab's private commit email of a user, `{id}-{username}@users.noreply.{host}`
+    (the host of GITLAB_URL): it links a commit to the account without showing an
+    address."""
+    host = urlsplit(gitlab_url).hostname or "gitlab.com"
+    return f"{user_id}-{username}@users.noreply.{host}"
+
+
 def project_ref(project: int | str) -> str:
     """A project id, or its path ("group/name") URL-encoded as the API wants it."""
     return quote(str(project), safe="")
@@ -127,7 +135,9 @@ class GitlabApi:
     """The bot user's client for one GitLab instance; shared by every job of a process."""
 
     def __init__(self, http: httpx.AsyncClient, gitlab_url: str, token: str) -> None:
-        self._api = _GitLabAPI(http, USER_AGENT, access_token=token, url=gitlab_url.rstrip("/"))
+        # The instance's address (GITLAB_URL), which its users' noreply emails name.
+        self.gitlab_url = gitlab_url.rstrip("/")
+        self._api = _GitLabAPI(http, USER_AGENT, access_token=token, url=self.gitlab_url)
         self._bot: GitlabUser | None = None
 
     async def get(self, what: str, path: str, params: dict[str, str | bool] | None = None) -> Any:

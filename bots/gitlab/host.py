@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
 from agent.checkout import ChangeRequest, RepositoryPlan, WorkspaceRequest
 from bots.gitlab import PLATFORM
-from bots.gitlab.api import GitlabApi, project_ref
+from bots.gitlab.api import GitlabApi, private_commit_email, project_ref
 from db.job_kinds import PermanentJobError, RetryableJobError
 from db.workspaces import Workspace
 from processors.hosts import CheckoutRefused, Comparison, MintedToken
@@ -38,6 +38,7 @@ class GitlabHost:
     # its documentation uses.
     git_username = "oauth2"
     change_request_label = "MR"
+    change_request_sign = "!"
     closes_keyword = "Closes"
 
     def __init__(
@@ -46,12 +47,12 @@ class GitlabHost:
         self._api = api
         self._agent_api = GitlabApi(http, gitlab_url, agent_token)
         self._agent_token = agent_token
-        self._noreply_domain = f"users.noreply.{urlsplit(gitlab_url).hostname or 'gitlab.com'}"
+        self._gitlab_url = gitlab_url
         # The agent token's user as commits name it; asked once per process.
         self._identity: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
-        return f"GitlabHost({self._noreply_domain!r})"
+        return f"GitlabHost({self._gitlab_url!r})"
 
     async def locate(self, repository: str) -> str | None:
         path = f"/projects/{project_ref(repository)}"
@@ -122,7 +123,9 @@ class GitlabHost:
                     " (GITLAB_AGENT_TOKEN, else GITLAB_TOKEN): an administrator must renew it."
                 ) from None
             username = str(user["username"])
-            email = user.get("commit_email") or f"{user['id']}-{username}@{self._noreply_domain}"
+            email = user.get("commit_email") or private_commit_email(
+                self._gitlab_url, int(user["id"]), username
+            )
             self._identity = (str(user.get("name") or username), str(email))
         return self._identity
 

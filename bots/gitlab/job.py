@@ -20,7 +20,14 @@ from typing import Any
 
 from agent.checkout import Requester, WorkspaceRequest
 from bots.gitlab import PLATFORM
-from bots.gitlab.api import DEVELOPER_ACCESS, GitlabApi, GitlabThread, GitlabUser, Place
+from bots.gitlab.api import (
+    DEVELOPER_ACCESS,
+    GitlabApi,
+    GitlabThread,
+    GitlabUser,
+    Place,
+    private_commit_email,
+)
 from bots.gitlab.inbound import GITLAB_EVENT_JOB
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import GitlabTrigger, Noteable, trigger_of
@@ -152,7 +159,15 @@ class GitlabMention:
             issue_number=None if is_request else trigger.iid,
             change_request_number=trigger.iid if is_request else None,
             title=request_title(trigger.text, str(self.item.get("title") or "")),
-            requester=Requester(login=trigger.username, platform=PLATFORM, name=trigger.username),
+            requester=Requester(
+                login=trigger.username,
+                platform=PLATFORM,
+                name=trigger.username,
+                # GitLab's private commit email links the co-authored commit to them.
+                email=private_commit_email(
+                    self.thread.api.gitlab_url, trigger.user_id, trigger.username
+                ),
+            ),
             thread_url=self.item.get("web_url"),
         )
 

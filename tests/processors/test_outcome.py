@@ -30,22 +30,26 @@ def relay(context: ProcessorContext, host: RecordingHost) -> ProcessorContext:
 
 
 async def checked_out(
-    context: ProcessorContext, mode: CheckoutMode = CheckoutMode.NEW_BRANCH, **fields: object
+    context: ProcessorContext,
+    mode: CheckoutMode = CheckoutMode.NEW_BRANCH,
+    *,
+    platform: str = "github",
+    **fields: object,
 ) -> None:
     request = WorkspaceRequest(
         repository="acme/api",
-        host="github",
+        host=platform,
         locator="42",
         issue_number=12,
         title="Keep time zones in the date parser",
-        requester=Requester(login="alice", platform="github"),
+        requester=Requester(login="alice", platform=platform),
         thread_url="https://github.example.test/acme/api/issues/12",
     )
     await insert_workspace(
         context.store,
         Workspace(
             conversation_id=CONVERSATION,
-            host="github",
+            host=platform,
             repository="acme/api",
             locator="42",
             mode=mode.value,
@@ -84,6 +88,29 @@ async def test_new_commits_open_one_draft_pull_request(
     assert body.startswith("Fixed the parser.") and "Fixes #12" in body
     assert "Asked by @alice in https://github.example.test/acme/api/issues/12." in body
     assert f"<!-- agent-relay:change-request:{CONVERSATION} -->" in body
+
+
+async def test_gitlab_names_merge_requests_its_own_way(context: ProcessorContext) -> None:
+    gitlab = RecordingHost(
+        name="gitlab",
+        token_name="GITLAB_TOKEN",
+        change_request_label="MR",
+        change_request_sign="!",
+        closes_keyword="Closes",
+    )
+    relay = dataclasses.replace(context, hosts={"gitlab": gitlab})
+    await checked_out(relay, platform="gitlab")
+    gitlab.push(BRANCH, 1)
+
+    opened = await turn_outcome(relay, CONVERSATION, "Fixed.", callback_id=1)
+    gitlab.push(BRANCH, 1)
+    pushed = await turn_outcome(relay, CONVERSATION, "Again.", callback_id=2)
+
+    assert opened is not None and pushed is not None
+    assert opened.headline.startswith("Opened draft MR !34: ")
+    assert "(MR !34: " in pushed.headline
+    # An issue is still "#12" on GitLab.
+    assert "Closes #12" in str(gitlab.opened[0]["body"])
 
 
 async def test_a_follow_up_pushes_to_the_same_request(

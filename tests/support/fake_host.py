@@ -18,6 +18,7 @@ class RecordingHost:
     token_name: str = "GITHUB_TOKEN"
     git_username: str = "x-access-token"
     change_request_label: str = "PR"
+    change_request_sign: str = "#"
     closes_keyword: str = "Fixes"
     # repository -> locator, for the repositories this host can serve.
     repositories: dict[str, str] = field(default_factory=lambda: {"acme/api": "42"})

@@ -109,7 +109,8 @@ def test_github_host_names_what_github_calls_things(host: GithubHost) -> None:
         "GITHUB_TOKEN",
         "x-access-token",
     )
-    assert (host.change_request_label, host.closes_keyword) == ("PR", "Fixes")
+    assert (host.change_request_label, host.change_request_sign) == ("PR", "#")
+    assert host.closes_keyword == "Fixes"
 
 
 async def test_the_platform_hands_its_host_to_the_relay_only_when_enabled(

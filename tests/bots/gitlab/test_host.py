@@ -108,7 +108,8 @@ def test_it_is_a_repository_host(host: GitlabHost) -> None:
         "GITLAB_TOKEN",
         "oauth2",
     )
-    assert (named.change_request_label, named.closes_keyword) == ("MR", "Closes")
+    assert (named.change_request_label, named.change_request_sign) == ("MR", "!")
+    assert named.closes_keyword == "Closes"
 
 
 # -- locate -----------------------------------------------------------------------------

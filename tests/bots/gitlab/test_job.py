@@ -23,6 +23,7 @@ from db.jobs import JobQueue
 from db.store import Store
 from tests.support.fake_agent_api import jobs_of_kind
 from tests.support.fake_gitlab import BOT_TOKEN, FakeGitlab, label_hook, note_hook
+from tests.support.fake_host import RecordingHost
 from tests.support.leased_jobs import leased_job
 
 PROJECT_ID = 7
@@ -159,6 +160,33 @@ async def test_a_developer_s_mention_is_acknowledged_and_starts_a_conversation(
     }
     link = await find_link(store, "gitlab", f"{PROJECT_ID}:issue:3")
     assert link is not None and link.conversation_id == conversation_id
+
+
+async def test_a_checkout_names_the_asker_by_gitlab_s_private_commit_email(
+    gitlab: FakeGitlab, store: Store
+) -> None:
+    host = RecordingHost(name="gitlab", token_name="GITLAB_TOKEN")
+    job, _ = note_job(gitlab, "@openhands please fix it")
+    async with httpx.AsyncClient(timeout=5) as http:
+        turns = Turns(store, JobQueue(store), lambda cid: None, hosts={"gitlab": host})
+        api = GitlabApi(http, gitlab.url, BOT_TOKEN)
+        await GitlabEventJob(turns, api, "@openhands", "openhands").handle(job)
+
+    [start] = await jobs_of_kind(store, START_JOB)
+    workspace = start["payload"]["workspace"]
+    assert (workspace["host"], workspace["locator"], workspace["issue_number"]) == (
+        "gitlab",
+        str(PROJECT_ID),
+        3,
+    )
+    # GitLab's form {id}-{username}@users.noreply.{host of GITLAB_URL}: the
+    # commit's Co-authored-by trailer links to ada's account.
+    assert workspace["requester"] == {
+        "login": "ada",
+        "platform": "gitlab",
+        "name": "ada",
+        "email": f"{ASKER}-ada@users.noreply.127.0.0.1",
+    }
 
 
 async def test_a_retried_job_acknowledges_and_records_once(

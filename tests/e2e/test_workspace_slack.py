@@ -1,0 +1,219 @@
+"""End to end: a Slack mention that names a repository is checked out where it is
+hosted, and the agent's pushed work comes back to the Slack thread as a draft pull
+request; a repository no platform can serve is said so in the "on it", and the agent
+answers without a checkout.
+
+agent-relay runs as a process with the real openhands-agent-server; Slack is the fake
+Web API (one workspace, SLACK_BOT_TOKEN); the fake GitHub has the app installed on
+acme/api and serves it over git's smart HTTP; the scripted LLM's tool calls run real
+git in the agent's terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.agent_server import AgentServerProcess
+from tests.support.fake_github import FakeGitHub
+from tests.support.fake_llm import FakeLLM, finish, run, steps
+from tests.support.fake_slack import (
+    FakeSlack,
+    app_mention,
+    event_callback,
+    slack_signature_headers,
+)
+from tests.support.relay_process import RelayProcess, relay_environment
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.agent_server
+
+SIGNING_SECRET = "e2e-workspace-slack-signing-secret"
+TEAM = "T0WORK"
+BOT_TOKEN = "xoxb-e2e-workspace-slack-token"
+BOT_USER = "U0BOTWORK"
+ASKER = "U0ASKER"
+APP_ID = 5252
+SLUG = "openhands-relay"
+INSTALLATION = 92
+REPO = "acme/api"
+UNSERVED = "acme/elsewhere"
+GITHUB_WEBHOOK_SECRET = "e2e-workspace-slack-github-secret"
+SUMMARY = "The parser keeps time zones now."
+TASK = "keep the time zones in the date parser"
+QUESTION = "what does the retry policy say"
+PUSH = "git push 2>&1 | tail -3"
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeLLM]:
+    rules = [
+        # processors.summary.SUMMARY_INSTRUCTION starts with these words.
+        ("Please write the reply to the person", finish(SUMMARY)),
+        (
+            TASK,
+            steps(
+                run("printf 'tz\\n' >> parser.py && git commit -qam 'Keep time zones'"),
+                run(PUSH),
+                finish("Fixed."),
+            ),
+        ),
+    ]
+    with FakeLLM(rules, default=finish("Nothing to change.")) as llm:
+        yield llm
+
+
+@pytest.fixture(scope="module")
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.add_team(TEAM, bot_token=BOT_TOKEN, bot_user_id=BOT_USER, bot_id="B0WORK")
+        fake.add_user(ASKER, name="ada", display_name="Ada")
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def github() -> Iterator[FakeGitHub]:
+    with FakeGitHub() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def relay(
+    tmp_path_factory: pytest.TempPathFactory,
+    relay_port: int,
+    agent_server: AgentServerProcess,
+    fake_llm: FakeLLM,
+    slack: FakeSlack,
+    github: FakeGitHub,
+) -> Iterator[RelayProcess]:
+    pem = github.add_app(APP_ID, SLUG)
+    github.add_installation(INSTALLATION, APP_ID, account="acme", repositories=[REPO])
+    github.create_repository(REPO, {"parser.py": "def parse(text): ...\n"})
+    workdir = tmp_path_factory.mktemp("relay-workspace-slack")
+    env = relay_environment(
+        workdir=workdir,
+        database_url=f"sqlite:///{workdir / 'relay.db'}",
+        port=relay_port,
+        agent_server=agent_server,
+        fake_llm=fake_llm,
+        extra={
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.api_url,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "GITHUB_APP_ID": str(APP_ID),
+            "GITHUB_PRIVATE_KEY": pem,
+            "GITHUB_WEBHOOK_SECRET": GITHUB_WEBHOOK_SECRET,
+            "GITHUB_API_URL": github.api_url,
+            "GITHUB_URL": github.web_url,
+            "PUBLIC_URL": f"http://127.0.0.1:{relay_port}",
+            "SECRET_KEY": "e2e-secret-key-of-the-workspace-tests",
+            "JOB_LEASE_SECONDS": "5",
+        },
+    )
+    relay = RelayProcess(workdir, env).start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+@dataclass(frozen=True)
+class Mention:
+    channel: str
+    ts: str
+
+
+def mention(relay: RelayProcess, slack: FakeSlack, text: str) -> Mention:
+    """A person's message mentioning the bot in a new thread, and its event, delivered."""
+    channel = f"C{uuid.uuid4().hex[:8].upper()}"
+    full_text = f"<@{BOT_USER}> {text}"
+    ts = slack.add_message(TEAM, channel, user=ASKER, text=full_text)
+    event = app_mention(user=ASKER, text=full_text, channel=channel, ts=ts)
+    body = json.dumps(event_callback(TEAM, event, event_id=f"Ev{uuid.uuid4().hex[:10]}")).encode()
+    headers = {"Content-Type": "application/json", **slack_signature_headers(SIGNING_SECRET, body)}
+    response = httpx.post(f"{relay.url}/slack/events", content=body, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+    return Mention(channel, ts)
+
+
+def bot_messages(slack: FakeSlack, m: Mention) -> list[dict[str, Any]]:
+    return [
+        message
+        for message in slack.thread(m.channel, m.ts, team_id=TEAM)
+        if message.get("user") == BOT_USER
+    ]
+
+
+def ack(slack: FakeSlack, m: Mention) -> str:
+    [message] = [
+        message
+        for message in bot_messages(slack, m)
+        if (message.get("metadata") or {}).get("event_type") == "agent_relay_ack"
+    ]
+    return str(message["text"])
+
+
+def answered(relay: RelayProcess, slack: FakeSlack, m: Mention) -> str:
+    """The one answer in the thread, once the relay has nothing left to do."""
+
+    def answers() -> list[str]:
+        return [str(msg["text"]) for msg in bot_messages(slack, m) if SUMMARY in str(msg["text"])]
+
+    wait_until(
+        lambda: answers() and relay.idle(),
+        timeout=120,
+        message=lambda: (
+            f"no answer in {m.channel}; bot said "
+            f"{[msg.get('text') for msg in bot_messages(slack, m)]}\n{relay.log_tail()}"
+        ),
+    )
+    [answer] = answers()
+    return answer
+
+
+def test_a_mention_naming_an_installed_repository_becomes_a_draft_pull_request(
+    relay: RelayProcess, slack: FakeSlack, github: FakeGitHub
+) -> None:
+    m = mention(relay, slack, f"please {TASK} of {REPO}")
+
+    answer = answered(relay, slack, m)
+
+    assert "without a checkout" not in ack(slack, m)
+    [pull] = github.pull_requests(REPO)
+    branch = pull["head"]["ref"]
+    # Asked in Slack, about no issue: the branch says where it was asked.
+    assert re.fullmatch(r"openhands/slack-[0-9a-f]{8}", branch), branch
+    assert pull["draft"] is True and SUMMARY in pull["body"]
+    assert "Fixes #" not in pull["body"]
+    assert answer.startswith(f"<@{ASKER}> Opened draft PR #{pull['number']}: ")
+    assert pull["html_url"] in answer
+    [commit] = github.git.commits(REPO, "main", branch)
+    assert commit["author_name"] == f"{SLUG}[bot]" and "Keep time zones" in commit["message"]
+    # Pushed with a token minted for acme/api alone.
+    grants = [g for g in github.token_grants() if g.repositories is not None]
+    assert grants and all(g.repositories == [REPO] for g in grants)
+    pushes = [r for r in github.git_requests(REPO) if r.push and r.status == 200]
+    assert pushes and {r.token for r in pushes} <= {g.token for g in grants}
+
+
+def test_a_repository_no_platform_serves_is_said_and_answered_without_a_checkout(
+    relay: RelayProcess, slack: FakeSlack, github: FakeGitHub
+) -> None:
+    pulls = len(github.pull_requests(REPO))
+    m = mention(relay, slack, f"{QUESTION} in {UNSERVED}?")
+
+    answer = answered(relay, slack, m)
+
+    said = ack(slack, m)
+    assert f"I can't reach {UNSERVED} from here" in said
+    assert "so I'll work without a checkout" in said
+    assert answer.startswith(f"<@{ASKER}> {SUMMARY}")
+    assert len(github.pull_requests(REPO)) == pulls
+    assert "checked out acme/elsewhere" not in relay.log_path.read_text()
