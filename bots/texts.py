@@ -77,11 +77,11 @@ def trim_to_limit(text: str, limit: int, url: str | None) -> str:
 TITLE_CHARS = 72
 
 
-def request_title(request: str, fallback: str) -> str:
-    """A pull request's title: the request's first line, else `fallback` (the issue's
-    title), cut to one short line."""
-    line = next((part.strip() for part in request.splitlines() if part.strip()), "")
-    title = line or fallback.strip() or "Changes asked for in the thread"
+def request_title(text: str, fallback: str) -> str:
+    """A pull request's title: the first line of `text` (an issue's title, a Slack
+    request), else of `fallback`, cut to one short line."""
+    line = next((part.strip() for part in f"{text}\n{fallback}".splitlines() if part.strip()), "")
+    title = line or "Changes asked for in the thread"
     return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1].rstrip() + "…"
 
 

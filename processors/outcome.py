@@ -66,15 +66,15 @@ async def _branch_outcome(
         else None
     )
     request = _stored_request(workspace)
+    whole = None
     if CheckoutMode(workspace.mode) is CheckoutMode.NEW_BRANCH:
         whole = await host.compare(workspace, workspace.base_branch, branch) if head else None
         if request is None and whole is not None and whole.commits > 0:
             request = await _open_request(context, host, workspace, summary, callback_id)
-        stats = whole
-    else:
-        stats = this_turn
     await update_workspace(context.store, workspace.conversation_id, turn_start_sha=head)
     created = request is not None and request.opened_by_callback == callback_id
+    # A new request's figures are its whole diff; a push's, what this turn added.
+    stats = whole if created else this_turn
     if request is not None and created:
         draft = "draft " if request.draft else ""
         headline = f"Opened {draft}{_named(host, request)}: {request.title} {request.url}"
@@ -87,7 +87,7 @@ async def _branch_outcome(
         headline = "No changes were pushed."
         if request is not None:
             headline += f" {_named(host, request)}: {request.url}"
-    if stats is not None and stats.commits > 0 and (created or this_turn is not None):
+    if stats is not None and stats.commits > 0:
         headline += f"\nBranch `{branch}`, {_diffstat(stats)}."
     pull_request = (
         {"url": request.url, "number": request.number, "branch": branch, "created": created}

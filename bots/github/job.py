@@ -284,7 +284,8 @@ class GithubMention:
             locator=str(self.installation_id),
             issue_number=None if trigger.is_pull_request else trigger.number,
             change_request_number=trigger.number if trigger.is_pull_request else None,
-            title=request_title(trigger.text, str(self.item.get("title") or "")),
+            # The issue's title names the change better than "please fix this".
+            title=request_title(str(self.item.get("title") or ""), trigger.text),
             requester=Requester(
                 login=trigger.sender,
                 platform=PLATFORM,

@@ -158,7 +158,8 @@ class GitlabMention:
             locator=str(trigger.project_id),
             issue_number=None if is_request else trigger.iid,
             change_request_number=trigger.iid if is_request else None,
-            title=request_title(trigger.text, str(self.item.get("title") or "")),
+            # The issue's title names the change better than "please fix this".
+            title=request_title(str(self.item.get("title") or ""), trigger.text),
             requester=Requester(
                 login=trigger.username,
                 platform=PLATFORM,
