@@ -81,6 +81,27 @@ class AgentStateChangedObservation(BaseModel):
     )
 
 
+# The event id of a deletion notice: one per conversation id.
+_DELETION_EVENT_PREFIX = "info-deleting-"
+
+
+def deletion_notice(conversation_id: str, timestamp: str | None) -> AgentStateChangedObservation:
+    """What the agent-server's "deleting" ConversationInfo webhook says: the
+    conversation stopped for good (openhands-agent-server 1.58.2 posts it from a
+    background task, so it may arrive after the id was used again)."""
+    return AgentStateChangedObservation(
+        conversation_id=conversation_id,
+        agent_state=AgentState.STOPPED,
+        reason="the conversation was deleted",
+        event_id=f"{_DELETION_EVENT_PREFIX}{conversation_id}",
+        timestamp=timestamp,
+    )
+
+
+def is_deletion_notice(observation: AgentStateChangedObservation) -> bool:
+    return observation.event_id == f"{_DELETION_EVENT_PREFIX}{observation.conversation_id}"
+
+
 class StateChangedPayload(BaseModel):
     observation: AgentStateChangedObservation
     # Run only this callback. Queued by earlier versions, whose /api/callbacks caught

@@ -21,11 +21,11 @@ from starlette.routing import Route
 from agent.events import (
     STATE_CHANGED_JOB,
     STOPPED_STATES,
-    AgentState,
     AgentStateChangedObservation,
     MalformedEvents,
     StateChangedPayload,
     agent_event_kind,
+    deletion_notice,
     execution_status_of,
     is_user_message,
     normalize_conversation_id,
@@ -177,13 +177,7 @@ class AgentIntake:
             ):
                 # A deleted conversation will never answer: its callbacks must hear so.
                 queued = await self._enqueue(
-                    AgentStateChangedObservation(
-                        conversation_id=conversation_id,
-                        agent_state=AgentState.STOPPED,
-                        reason="the conversation was deleted",
-                        event_id=f"info-deleting-{conversation_id}",
-                        timestamp=info.get("updated_at"),
-                    )
+                    deletion_notice(conversation_id, info.get("updated_at"))
                 )
         return JSONResponse({"accepted": True, "jobs": int(queued)})
 

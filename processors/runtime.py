@@ -21,6 +21,7 @@ from agent.events import (
     TURN_MESSAGE_JOB,
     AgentStateChangedObservation,
     StartPayload,
+    is_deletion_notice,
     state_for_status,
 )
 from db.callbacks import (
@@ -88,6 +89,8 @@ class _RuntimeJobs:
             # The job was queued when the event arrived.
             observation = observation.model_copy(update={"received_at": job.created_at})
         bind(conversation=observation.conversation_id)
+        if is_deletion_notice(observation) and await self._runs_again(observation):
+            return
         only = payload.callback_id
         await _closing_on_last_attempt(
             self.context,
@@ -96,6 +99,18 @@ class _RuntimeJobs:
             only,
             run_processors(self.context, observation, only_callback_id=only),
         )
+
+    async def _runs_again(self, observation: AgentStateChangedObservation) -> bool:
+        """Whether a deleted conversation runs again under the same id: a start whose
+        checkout did not finish deletes it and starts it afresh (processors.workspace),
+        and the notice of that deletion is no end of the new one."""
+        if await self.context.agent.get_conversation(observation.conversation_id) is None:
+            return False
+        log.info(
+            "conversation %s was deleted and started again; its deletion ends no turn",
+            observation.conversation_id,
+        )
+        return True
 
     async def on_catch_up(self, job: Job) -> None:
         callback = await self._active_callback(CATCH_UP_JOB.payload_of(job).callback_id)

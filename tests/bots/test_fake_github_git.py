@@ -4,6 +4,7 @@ plain HTTP and the real git CLI."""
 
 from __future__ import annotations
 
+import subprocess
 from base64 import b64encode
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ import httpx
 import pytest
 
 from tests.support.fake_github import FakeGitHub, generate_private_key_pem
-from tests.support.git_http import GitClient
+from tests.support.git_http import GitClient, git_env
+from tests.support.waiting import wait_until
 
 APP_ID = 123
 SLUG = "relay-bot"
@@ -212,6 +214,27 @@ def test_a_read_only_token_may_fetch_but_not_push(
     assert pushed.returncode != 0
     assert f"Permission to {REPO}.git denied to {SLUG}[bot]." in pushed.stderr
     assert fake.git_requests()[-1].status == 403
+
+
+def test_held_fetches_wait_for_their_release(
+    fake: FakeGitHub, pem: str, git: GitClient, tmp_path: Path
+) -> None:
+    hold = fake.hold_fetches(REPO)
+    token = token_for(fake, pem, "api")
+    command = ["git", *basic(token), "clone", "--quiet", fake.clone_url(REPO), str(tmp_path / "c")]
+    with subprocess.Popen(command, env=git_env(git.home), stderr=subprocess.PIPE) as clone:
+        try:
+            wait_until(lambda: hold.arrived, timeout=30, message="the clone did not fetch")
+            # Held: the clone waits, while the fake answers everything else.
+            assert clone.poll() is None
+            other = ("x-access-token", token_for(fake, pem, "web"))
+            assert info_refs(fake, OTHER_REPO, other).status_code == 200
+        finally:
+            hold.release()
+        assert clone.wait(timeout=60) == 0
+    assert (tmp_path / "c" / "README.md").read_text() == "one\ntwo\n"
+    served = [r.at for r in fake.git_requests(REPO) if r.status == 200]
+    assert len(served) > 1 and served == sorted(served)
 
 
 # -- repositories, branches, comparisons ----------------------------------------

@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from agent.events import START_JOB, STATE_CHANGED_JOB, AgentState, StartPayload, StateChangedPayload
+from agent.events import (
+    START_JOB,
+    STATE_CHANGED_JOB,
+    AgentState,
+    StartPayload,
+    StateChangedPayload,
+    deletion_notice,
+)
 from agent.instructions import CONTEXT_IS_DATA
 from db.callbacks import CallbackStatus, ConversationCallback, insert_callback
 from db.conversation_links import find_link
@@ -434,6 +441,32 @@ async def test_invalid_processor_json_is_closed_with_a_readable_reason(
     assert "webhook" in stored.status_reason
     assert "s3cr3t-value-123" not in stored.status_reason
     assert await jobs_of_kind(store, REPLY_JOB) == []
+
+
+async def test_a_deletion_ends_the_turn_only_when_the_conversation_is_gone(
+    store: Store,
+    context: ProcessorContext,
+    agent_server: FakeAgentServer,
+    conversation_id: str,
+) -> None:
+    # A start whose checkout did not finish deletes the conversation and starts it
+    # again under the same id; the deletion's notice may come after that.
+    callback = await insert_webhook_callback(store, conversation_id)
+    notice = StateChangedPayload(observation=deletion_notice(conversation_id, None))
+    await context.queue.enqueue(STATE_CHANGED_JOB, notice, key=conversation_id)
+    await run_next_job(context, STATE_CHANGED_JOB)
+
+    assert (await reload_callback(store, callback)).status is CallbackStatus.ACTIVE
+    assert await jobs_of_kind(store, REPLY_JOB) == []
+
+    # Deleted for good: the turn ends with a failure reply.
+    agent_server.conversations.pop(uuid.UUID(conversation_id).hex)
+    await context.queue.enqueue(STATE_CHANGED_JOB, notice, key=conversation_id)
+    await run_next_job(context, STATE_CHANGED_JOB)
+
+    [reply_job] = await jobs_of_kind(store, REPLY_JOB)
+    assert reply_job["payload"]["status"] == "error"
+    assert (await reload_callback(store, callback)).status is CallbackStatus.ERROR
 
 
 async def test_reply_for_a_deleted_callback_fails_for_good(context: ProcessorContext) -> None:

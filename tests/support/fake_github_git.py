@@ -17,7 +17,10 @@ issues, tokens, all under its lock) and adds
   git request is recorded (`git_requests`);
 - pull requests from a branch of the same repository or from a fork, with
   ``refs/pull/{n}/head`` kept in the base repository (set up by `add_pull_request`,
-  kept current after every push).
+  kept current after every push);
+- a hold on a repository's fetches (`hold_fetches`): its git-upload-pack requests
+  wait until the test releases them, so that a test can act while a clone is under
+  way (kill the relay that started it, say).
 
 The REST routes about the code are `CodeRoutes` (tests/support/fake_github_pulls.py).
 """
@@ -26,7 +29,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +55,9 @@ if TYPE_CHECKING:
 # The user name GitHub documents for git over HTTPS with an installation token.
 GIT_USERNAME = "x-access-token"
 GIT_REALM = "GitHub"
+# How long a held fetch waits at most for its release: a test that forgets to
+# release does not leave the fake's threads hanging for ever.
+HOLD_LIMIT_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,31 @@ class GitRequest:
     user: str | None  # the Basic user name sent, if any
     token: str | None  # the Basic password sent, if any
     status: int  # 200 when served; 401, 403 or 404 when refused
+    at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
+
+
+class FetchHold:
+    """Held git fetches of one repository (`RepositoryHosting.hold_fetches`): each
+    authorised git-upload-pack request waits, after its access check and before git
+    answers it, until `release`."""
+
+    def __init__(self) -> None:
+        self._arrived = threading.Event()
+        self._released = threading.Event()
+
+    @property
+    def arrived(self) -> bool:
+        """Whether a fetch has reached the hold (and waits, unless released)."""
+        return self._arrived.is_set()
+
+    def release(self) -> None:
+        """Let held fetches, and every later one, through."""
+        self._released.set()
+
+    def wait_for_release(self) -> None:
+        """Called by the fake for each held fetch."""
+        self._arrived.set()
+        self._released.wait(HOLD_LIMIT_SECONDS)
 
 
 class RepositoryHosting:
@@ -75,6 +108,7 @@ class RepositoryHosting:
         self._forks: dict[str, str] = {}  # fork key -> canonical source
         self._no_drafts: set[str] = set()
         self._git_requests: list[GitRequest] = []
+        self._holds: dict[str, FetchHold] = {}  # repository key -> its hold
 
     # -- setup ----------------------------------------------------------------
     @property
@@ -183,6 +217,13 @@ class RepositoryHosting:
         with self._lock:
             self._no_drafts.add(self._register_repo(repository).lower())
 
+    def hold_fetches(self: FakeGitHub, repository: str) -> FetchHold:
+        """Hold the repository's fetches (clones included) from now on until the
+        returned hold is released."""
+        with self._lock:
+            hold = self._holds[self._backed_repo(repository).lower()] = FetchHold()
+            return hold
+
     def clone_url(self: FakeGitHub, repository: str) -> str:
         return f"{self.url}/{repository}.git"
 
@@ -239,11 +280,14 @@ class RepositoryHosting:
             status, message, repo = self._git_access(name, user, token, push)
             self._git_requests.append(GitRequest(name, push, user, token, status))
             directory = self._repositories().path(repo) if repo is not None else None
+            hold = self._holds.get(repo.lower()) if repo is not None else None
         if status == 401:
             challenge(handler, GIT_REALM)
         elif status != 200 or directory is None:
             refuse(handler, status, message)
         else:
+            if hold is not None and path_info == "/git-upload-pack":
+                hold.wait_for_release()  # outside the lock: the fake keeps answering meanwhile
             serve_git(handler, directory, path_info, query, remote_user=GIT_USERNAME)
             if push and repo is not None:
                 self._sync_pull_refs(repo)
