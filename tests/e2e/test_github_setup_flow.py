@@ -114,6 +114,8 @@ def test_the_app_made_on_the_setup_page_answers_without_a_restart(
     app = github.app_by_slug(slug)
     github.add_installation(INSTALLATION, app.app_id, account="acme", repositories=[REPO])
     github.set_permission(REPO, "ada", "admin")
+    # With PUBLIC_URL set the app's conversations get a checkout: a real repository.
+    github.create_repository(REPO, {"docs/index.md": "[docs](https://old.example.test)\n"})
     github.add_issue(REPO, 1, title="Broken link", body="The docs link 404s.", user="ada")
     comment = github.add_comment(REPO, 1, "@openhands fix the link", user="ada")
     payload = hooks.issue_comment(REPO, INSTALLATION, comment, sender="ada")
@@ -133,7 +135,10 @@ def test_the_app_made_on_the_setup_page_answers_without_a_restart(
 
     wait_until(lambda: answers() and relay.idle(), timeout=90, message=relay.log_tail)
     assert len(answers()) == 1
-    assert github.token_mints(INSTALLATION) == 1
+    # The relay's own installation token, minted once; the agent's, for REPO alone.
+    grants = [g for g in github.token_grants() if g.installation_id == INSTALLATION]
+    assert len([g for g in grants if g.repositories is None]) == 1
+    assert {tuple(g.repositories) for g in grants if g.repositories is not None} == {(REPO,)}
     [callback] = relay.callbacks(processor_type="github")
     assert callback["status"] == "COMPLETED"
     log = relay.log_path.read_text()
