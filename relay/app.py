@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import httpx
@@ -25,6 +25,7 @@ from db.store import Store
 from processors.context import ProcessorContext
 from processors.hosts import WorkspacePolicy
 from processors.receiver_guard import guarded_receiver_client
+from processors.reconcile import Reconciler
 from processors.runtime import job_handlers
 from relay.admin.page import AdminPage
 from relay.api import RelayApi
@@ -53,6 +54,7 @@ class Relay:
     # Every platform of relay.platforms.PLATFORMS, enabled or not, by name.
     platforms: dict[str, Platform]
     retention: Retention | None = None
+    reconciler: Reconciler | None = None
     # Webhook receivers' client (ProcessorContext.receiver_http); None: `http`.
     receiver_http: httpx.AsyncClient | None = None
 
@@ -109,6 +111,12 @@ class Relay:
             period=settings.retention_interval_seconds,
         )
         handlers[PRUNE_JOB.name] = retention.handle
+        reconciler = Reconciler(
+            context,
+            interval=settings.reconcile_interval_seconds,
+            after=settings.reconcile_after_seconds,
+        )
+        handlers.update(reconciler.job_handlers())
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
         return cls(
             settings,
@@ -121,6 +129,7 @@ class Relay:
             platforms,
             retention,
             receiver_http=context.receiver_http,
+            reconciler=reconciler,
         )
 
     async def start(
@@ -140,6 +149,8 @@ class Relay:
             )
         if schedule_maintenance and self.retention is not None:
             await self._schedule_retention(self.retention)
+        if schedule_maintenance and self.reconciler is not None:
+            await self._schedule_series("reconciliation", self.reconciler.schedule)
         for platform in self.platforms.values():
             if platform.enabled and platform.start is not None:
                 try:
@@ -156,6 +167,13 @@ class Relay:
         except Exception as exc:
             # e.g. a schema not migrated yet: serve anyway, as readiness reports it.
             log.warning("could not schedule the retention job: %s: %s", type(exc).__name__, exc)
+
+    async def _schedule_series(self, what: str, schedule: Callable[[], Awaitable[object]]) -> None:
+        # As the retention job: one more start while a run is queued changes nothing.
+        try:
+            await schedule()
+        except Exception as exc:
+            log.warning("could not schedule the %s job: %s: %s", what, type(exc).__name__, exc)
 
     async def close(self) -> None:
         await self.agent.aclose()

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=7.0, ge=0.0)
     # How often the pruning job runs (a short interval lets a soak test show it).
     retention_interval_seconds: float = Field(default=3600.0, ge=1.0)
+    # Reconciliation (processors/reconcile.py): how often the agent-server is asked
+    # about conversations with an ACTIVE callback that have been quiet this long.
+    reconcile_interval_seconds: float = Field(default=60.0, ge=1.0)
+    reconcile_after_seconds: float = Field(default=300.0, ge=1.0)
 
     @field_validator("database_url")
     @classmethod
