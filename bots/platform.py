@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 from bots.checks import PlatformCheck
 from bots.features import Feature, Risk
 from bots.links import ThreadLinks
+from bots.redelivery import Redelivery
 from bots.turns import Turns
 from db.job_kinds import JobHandler
 from db.jobs import JobQueue
@@ -74,6 +75,10 @@ class Platform:
     # What it does for workspaces when it hosts repositories (GitHub, GitLab); None
     # when it hosts none or is disabled.
     host: RepositoryHost | None = None
+    # Asks the platform again for webhooks it failed to deliver (bots.redelivery):
+    # periodically (its job handlers are among `job_handlers`; processes that run
+    # workers schedule it) and on demand (`agent-relay <platform> redeliver`).
+    redelivery: Redelivery | None = None
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,12 @@ RECONCILED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+
+# Redelivery of webhooks the platforms failed to deliver (bots/redelivery.py).
+REDELIVERIES = Counter(
+    "agent_relay_redeliveries",
+    "Failed platform deliveries found in the platform's delivery log, by what became of"
+    " them (requested, in_ledger, not_retried, already_requested)",
+    ["platform", "outcome"],
+    registry=REGISTRY,
+)

@@ -152,6 +152,10 @@ class Relay:
         if schedule_maintenance and self.reconciler is not None:
             await self._schedule_series("reconciliation", self.reconciler.schedule)
         for platform in self.platforms.values():
+            if schedule_maintenance and platform.enabled and platform.redelivery is not None:
+                redelivery = platform.redelivery
+                await self._schedule_series(f"{platform.name} redelivery", redelivery.schedule)
+        for platform in self.platforms.values():
             if platform.enabled and platform.start is not None:
                 try:
                     await platform.start()

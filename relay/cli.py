@@ -7,8 +7,10 @@ import asyncio
 import gc
 import json
 import logging
+import re
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -168,6 +170,8 @@ def github_command(settings: Settings, args: argparse.Namespace) -> int:
         return _github_manifest(settings, args)
     if args.github_action == "installations":
         return asyncio.run(_with_store(settings, _github_installations))
+    if args.github_action == "redeliver":
+        return asyncio.run(_redeliver(settings, "github", args.since))
     raise AssertionError(f"unhandled github action {args.github_action!r}")
 
 
@@ -186,6 +190,41 @@ async def _github_installations(store: Store) -> int:
             f"  {_when(row.updated_at)}"
         )
     return 0
+
+
+async def _redeliver(settings: Settings, platform: str, since: float | None) -> int:
+    """Read the platform's delivery log now and ask again for what failed."""
+    from relay.app import Relay
+
+    relay = Relay.build(settings)
+    try:
+        await relay.start(migrate_sqlite=False, schedule_maintenance=False)
+        redelivery = relay.platforms[platform].redelivery
+        if redelivery is None or not relay.platforms[platform].enabled:
+            print(f"{platform} is not configured", file=sys.stderr)
+            return 2
+        run = await redelivery.run(since=None if since is None else time.time() - since)
+    finally:
+        await relay.close()
+    print(f"{platform}: {run.summary()}")
+    for delivery_id in run.requested_ids:
+        print(f"  redelivery requested: {delivery_id}")
+    if run.error:
+        print(f"stopped early: {run.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(raw: str) -> float:
+    """`6h`, `30m`, `2d`, `90s`: seconds."""
+    match = _DURATION.fullmatch(raw.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a duration like 6h, 30m, 2d or 90s")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -319,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
         "manifest", help="print the GitHub App manifest for this deployment"
     ).add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
     github_actions.add_parser("installations", help="list the app's installations and their status")
+    github_actions.add_parser(
+        "redeliver", help="ask GitHub again for the deliveries that failed to reach this relay"
+    ).add_argument(
+        "--since",
+        type=_duration,
+        help="how far back to look, e.g. 6h (default: since the last look; at most 3 days)",
+    )
     github.set_defaults(run=github_command)
 
     gitlab = commands.add_parser("gitlab", help="set up GitLab")

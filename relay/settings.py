@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # about conversations with an ACTIVE callback that have been quiet this long.
     reconcile_interval_seconds: float = Field(default=60.0, ge=1.0)
     reconcile_after_seconds: float = Field(default=300.0, ge=1.0)
+    # How often the GitHub App's and GitLab's delivery logs are read for deliveries
+    # that failed, which are redelivered (bots/redelivery.py).
+    github_redeliver_interval_seconds: float = Field(default=300.0, ge=1.0)
 
     @field_validator("database_url")
     @classmethod
