@@ -161,7 +161,8 @@ class Redelivery:
         kind: JobKind[PeriodPayload],
         interval: float,
         window: Window,
-        logs: Callable[[], Awaitable[Sequence[DeliveryLog]]],
+        # The platform's delivery logs; given a scope (a GitLab project), only its.
+        logs: Callable[[str | None], Awaitable[Sequence[DeliveryLog]]],
     ) -> None:
         self.store = store
         self.platform = platform
@@ -181,12 +182,13 @@ class Redelivery:
         await self.series.queue_following(job)
         await self.run()
 
-    async def run(self, *, since: float | None = None) -> RedeliveryRun:
-        """Look at every log since its last look (or `since`), resend what failed."""
+    async def run(self, *, since: float | None = None, scope: str | None = None) -> RedeliveryRun:
+        """Look at every log (of `scope`) since its last look (or `since`), resend
+        what failed."""
         at = now()
         total = RedeliveryRun(at=at, since=at)
         try:
-            logs = await self.logs()
+            logs = await self.logs(scope)
         except (RetryableJobError, PermanentJobError) as exc:
             total.error = str(exc)
             logs = []

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from agent.events import MalformedEvents, normalize_conversation_id
 from db.callbacks import CallbackStatus, get_callback, list_callbacks
@@ -22,6 +23,9 @@ from db.migrations import migrate
 from db.store import Store
 from relay.logs import configure_logging
 from relay.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bots.gitlab.setup import HookOutcome
 
 log = logging.getLogger("relay.cli")
 
@@ -192,7 +196,9 @@ async def _github_installations(store: Store) -> int:
     return 0
 
 
-async def _redeliver(settings: Settings, platform: str, since: float | None) -> int:
+async def _redeliver(
+    settings: Settings, platform: str, since: float | None, *, scope: str | None = None
+) -> int:
     """Read the platform's delivery log now and ask again for what failed."""
     from relay.app import Relay
 
@@ -203,7 +209,9 @@ async def _redeliver(settings: Settings, platform: str, since: float | None) -> 
         if redelivery is None or not relay.platforms[platform].enabled:
             print(f"{platform} is not configured", file=sys.stderr)
             return 2
-        run = await redelivery.run(since=None if since is None else time.time() - since)
+        run = await redelivery.run(
+            since=None if since is None else time.time() - since, scope=scope
+        )
     finally:
         await relay.close()
     print(f"{platform}: {run.summary()}")
@@ -235,6 +243,8 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
     from bots.gitlab.setup import HookChange, install_webhook
     from db.job_kinds import PermanentJobError, RetryableJobError
 
+    if args.gitlab_action == "redeliver":
+        return asyncio.run(_redeliver(settings, "gitlab", args.since, scope=args.project))
     public_url = args.public_url or settings.public_url
     token, secret = settings.gitlab_token, settings.gitlab_webhook_secret
     if not (public_url and token and secret):
@@ -259,9 +269,29 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{args.project}: hook {outcome.hook_id} to {outcome.url} is set up; unchanged")
         else:
             print(f"{args.project}: hook {outcome.hook_id} to {outcome.url} {outcome.change}")
-        return 0
+        return await _remember_gitlab_hook(settings, args.project, outcome)
 
     return asyncio.run(install())
+
+
+async def _remember_gitlab_hook(settings: Settings, project: str, outcome: HookOutcome) -> int:
+    """Record the hook, whose delivery log redelivery reads (bots.gitlab.hooks)."""
+    from bots.gitlab.hooks import InstalledHook, remember_hook
+
+    hook = InstalledHook(outcome.project_id, project, outcome.hook_id, outcome.url)
+    try:
+        async with Store(settings.database_url) as store:
+            if store.is_sqlite:
+                await migrate(store)  # as `serve` does on SQLite
+            await remember_hook(store, hook)
+    except Exception as exc:
+        print(
+            f"the hook is set up, but recording it for redelivery failed ({exc});"
+            " run `agent-relay migrate`, then this command again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def doctor_command(args: argparse.Namespace) -> int:
@@ -378,6 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--resend-secret",
         action="store_true",
         help="send GITLAB_WEBHOOK_SECRET again (GitLab never shows it, so it is not compared)",
+    )
+    gitlab_redeliver = gitlab_actions.add_parser(
+        "redeliver", help="ask GitLab again for the hook events that failed to reach this relay"
+    )
+    gitlab_redeliver.add_argument("--project", help="group/name: only this project's hook")
+    gitlab_redeliver.add_argument(
+        "--since",
+        type=_duration,
+        help="how far back to look, e.g. 6h (default: since the last look; at most 7 days)",
     )
     gitlab.set_defaults(run=gitlab_command)
 

@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     # How often the GitHub App's and GitLab's delivery logs are read for deliveries
     # that failed, which are redelivered (bots/redelivery.py).
     github_redeliver_interval_seconds: float = Field(default=300.0, ge=1.0)
+    gitlab_redeliver_interval_seconds: float = Field(default=300.0, ge=1.0)
 
     @field_validator("database_url")
     @classmethod

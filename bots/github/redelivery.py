@@ -74,7 +74,7 @@ def github_redelivery(
 ) -> Redelivery:
     """The GitHub App's redelivery: every `interval` seconds, and on demand."""
 
-    async def logs() -> list[GithubDeliveryLog]:
+    async def logs(scope: str | None) -> list[GithubDeliveryLog]:
         return [GithubDeliveryLog(api)]
 
     return Redelivery(
