@@ -212,11 +212,20 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
         secret_text(settings.api_token),
         allow_private_receivers=settings.webhook_allow_private_networks,
     )
-    health = Health(relay.store, relay.queue, relay.worker if run_worker else None)
+    connections = [
+        platform.connection
+        for platform in relay.platforms.values()
+        if platform.enabled and platform.connection is not None
+    ]
+    health = Health(
+        relay.store, relay.queue, relay.worker if run_worker else None, connections=connections
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await relay.start(schedule_maintenance=run_worker)
+        for connection in connections:
+            await connection.start()
         try:
             if run_worker:
                 async with relay.running_worker():
@@ -224,6 +233,8 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
             else:
                 yield
         finally:
+            for connection in connections:
+                await connection.stop()
             await relay.close()
 
     # The operator status page; also the login that guards /github/setup.

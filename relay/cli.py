@@ -148,8 +148,11 @@ def jobs_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def slack_command(settings: Settings, args: argparse.Namespace) -> int:
-    from bots.slack.manifest import render_manifest
+    from bots.slack.manifest import render_manifest, render_socket_mode_manifest
 
+    if args.socket_mode:
+        print(render_socket_mode_manifest(), end="")
+        return 0
     public_url = args.public_url or settings.public_url
     if not public_url:
         print("set PUBLIC_URL or pass --public-url", file=sys.stderr)
@@ -377,9 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     slack = commands.add_parser("slack", help="set up the Slack app")
     slack_actions = slack.add_subparsers(dest="slack_action", required=True)
-    slack_actions.add_parser(
+    slack_manifest = slack_actions.add_parser(
         "manifest", help="print the Slack app manifest for this deployment"
-    ).add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
+    )
+    slack_manifest.add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
+    slack_manifest.add_argument(
+        "--socket-mode",
+        action="store_true",
+        help="for Socket Mode (SLACK_APP_TOKEN): no request URLs, no public URL needed",
+    )
     slack.set_defaults(run=slack_command)
 
     github = commands.add_parser("github", help="set up the GitHub App")
