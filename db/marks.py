@@ -20,20 +20,6 @@ async def read_mark(store: Store, name: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-async def read_marks(store: Store, prefix: str) -> dict[str, dict[str, Any]]:
-    """Every mark whose name starts with `prefix`, by name."""
-    rows = await store.fetch_all(
-        "SELECT name, value FROM relay_marks WHERE name LIKE :pattern ESCAPE '\\' ORDER BY name",
-        {"pattern": prefix.replace("%", r"\%").replace("_", r"\_") + "%"},
-    )
-    found: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        value = json.loads(row["value"])
-        if isinstance(value, dict):
-            found[str(row["name"])] = value
-    return found
-
-
 async def write_mark(store: Store, name: str, value: dict[str, Any]) -> None:
     await store.execute(
         "INSERT INTO relay_marks (name, value, updated_at) VALUES (:name, :value, :now)"

@@ -7,13 +7,10 @@ import asyncio
 import gc
 import json
 import logging
-import re
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from agent.events import MalformedEvents, normalize_conversation_id
 from db.callbacks import CallbackStatus, get_callback, list_callbacks
@@ -22,10 +19,8 @@ from db.jobs import JobQueue
 from db.migrations import migrate
 from db.store import Store
 from relay.logs import configure_logging
+from relay.redeliver_command import duration, redeliver, remember_gitlab_hook
 from relay.settings import Settings, load_settings
-
-if TYPE_CHECKING:
-    from bots.gitlab.setup import HookOutcome
 
 log = logging.getLogger("relay.cli")
 
@@ -178,7 +173,7 @@ def github_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.github_action == "installations":
         return asyncio.run(_with_store(settings, _github_installations))
     if args.github_action == "redeliver":
-        return asyncio.run(_redeliver(settings, "github", args.since))
+        return asyncio.run(redeliver(settings, "github", args.since))
     raise AssertionError(f"unhandled github action {args.github_action!r}")
 
 
@@ -199,45 +194,6 @@ async def _github_installations(store: Store) -> int:
     return 0
 
 
-async def _redeliver(
-    settings: Settings, platform: str, since: float | None, *, scope: str | None = None
-) -> int:
-    """Read the platform's delivery log now and ask again for what failed."""
-    from relay.app import Relay
-
-    relay = Relay.build(settings)
-    try:
-        await relay.start(migrate_sqlite=False, schedule_maintenance=False)
-        redelivery = relay.platforms[platform].redelivery
-        if redelivery is None or not relay.platforms[platform].enabled:
-            print(f"{platform} is not configured", file=sys.stderr)
-            return 2
-        run = await redelivery.run(
-            since=None if since is None else time.time() - since, scope=scope
-        )
-    finally:
-        await relay.close()
-    print(f"{platform}: {run.summary()}")
-    for delivery_id in run.requested_ids:
-        print(f"  redelivery requested: {delivery_id}")
-    if run.error:
-        print(f"stopped early: {run.error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _duration(raw: str) -> float:
-    """`6h`, `30m`, `2d`, `90s`: seconds."""
-    match = _DURATION.fullmatch(raw.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a duration like 6h, 30m, 2d or 90s")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
 def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
@@ -247,7 +203,7 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
     from db.job_kinds import PermanentJobError, RetryableJobError
 
     if args.gitlab_action == "redeliver":
-        return asyncio.run(_redeliver(settings, "gitlab", args.since, scope=args.project))
+        return asyncio.run(redeliver(settings, "gitlab", args.since, scope=args.project))
     public_url = args.public_url or settings.public_url
     token, secret = settings.gitlab_token, settings.gitlab_webhook_secret
     if not (public_url and token and secret):
@@ -272,29 +228,9 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{args.project}: hook {outcome.hook_id} to {outcome.url} is set up; unchanged")
         else:
             print(f"{args.project}: hook {outcome.hook_id} to {outcome.url} {outcome.change}")
-        return await _remember_gitlab_hook(settings, args.project, outcome)
+        return await remember_gitlab_hook(settings, args.project, outcome)
 
     return asyncio.run(install())
-
-
-async def _remember_gitlab_hook(settings: Settings, project: str, outcome: HookOutcome) -> int:
-    """Record the hook, whose delivery log redelivery reads (bots.gitlab.hooks)."""
-    from bots.gitlab.hooks import InstalledHook, remember_hook
-
-    hook = InstalledHook(outcome.project_id, project, outcome.hook_id, outcome.url)
-    try:
-        async with Store(settings.database_url) as store:
-            if store.is_sqlite:
-                await migrate(store)  # as `serve` does on SQLite
-            await remember_hook(store, hook)
-    except Exception as exc:
-        print(
-            f"the hook is set up, but recording it for redelivery failed ({exc});"
-            " run `agent-relay migrate`, then this command again",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
 
 
 def doctor_command(args: argparse.Namespace) -> int:
@@ -401,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         "redeliver", help="ask GitHub again for the deliveries that failed to reach this relay"
     ).add_argument(
         "--since",
-        type=_duration,
+        type=duration,
         help="how far back to look, e.g. 6h (default: since the last look; at most 3 days)",
     )
     github.set_defaults(run=github_command)
@@ -424,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     gitlab_redeliver.add_argument("--project", help="group/name: only this project's hook")
     gitlab_redeliver.add_argument(
         "--since",
-        type=_duration,
+        type=duration,
         help="how far back to look, e.g. 6h (default: since the last look; at most 7 days)",
     )
     gitlab.set_defaults(run=gitlab_command)
