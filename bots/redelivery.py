@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from db.deliveries import delivery_known, record_delivery
+from db.deliveries import delivery_known, forget_delivery, record_delivery
 from db.job_kinds import Job, JobHandler, JobKind, PermanentJobError, RetryableJobError
 from db.jobs import JobQueue
 from db.marks import read_mark, run_record, write_mark
@@ -257,12 +257,18 @@ class Redelivery:
         if not delivery_log.may_resend():
             run.deferred += 1
             return False
+        # Claimed before the request: two runs that overlap (a slow one, and the
+        # on-demand command) must not both ask for it. A request that fails gives the
+        # claim back, for a later run.
+        if not await record_delivery(self.store, asked, first_id):
+            run.already_requested += 1
+            return True
         try:
             await delivery_log.resend(failed)
         except (RetryableJobError, PermanentJobError) as exc:
+            await forget_delivery(self.store, asked, first_id)
             run.error = run.error or f"{delivery_log.name}: {exc}"
             return False
-        await record_delivery(self.store, asked, first_id)
         run.requested += 1
         run.requested_ids.append(first_id)
         log.info(

@@ -43,3 +43,11 @@ async def delivery_known(store: Store, source: str, delivery_id: str) -> bool:
         {"source": source, "delivery_id": delivery_id},
     )
     return row is not None
+
+
+async def forget_delivery(store: Store, source: str, delivery_id: str) -> None:
+    """Take a delivery out of the ledger (a claim whose work did not happen)."""
+    await store.execute(
+        "DELETE FROM inbound_deliveries WHERE source = :source AND delivery_id = :delivery_id",
+        {"source": source, "delivery_id": delivery_id},
+    )
