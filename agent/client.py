@@ -16,6 +16,7 @@ import httpx
 from agent.http import DEFAULT_TIMEOUT, new_http_client, send
 from agent.instructions import CONTEXT_IS_DATA
 from agent.workspaces import working_dir
+from db.job_kinds import RetryableJobError
 
 # ask_agent runs an LLM completion over the whole conversation before it answers.
 ASK_AGENT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
@@ -229,3 +230,22 @@ class AgentClient:
             "GET", f"/conversations/{conversation_id}/agent_final_response"
         )
         return str(answer.get("response", ""))
+
+    async def get_conversations(self, conversation_ids: list[str]) -> list[dict[str, Any] | None]:
+        """ConversationInfo (or None for an id it does not know) for each of at most
+        BATCH_LOOKUP_LIMIT ids, in their order (openhands-agent-server 1.58.2:
+        `GET /api/conversations?ids=a&ids=b`, 422 beyond 99 ids)."""
+        if len(conversation_ids) > BATCH_LOOKUP_LIMIT:
+            raise ValueError(f"at most {BATCH_LOOKUP_LIMIT} ids per lookup")
+        if not conversation_ids:
+            return []
+        found = await self._request(
+            "GET", "/conversations", params=[("ids", cid) for cid in conversation_ids]
+        )
+        if not isinstance(found, list) or len(found) != len(conversation_ids):
+            raise RetryableJobError("agent-server GET /conversations: not one answer per id")
+        return [dict(info) if isinstance(info, dict) else None for info in found]
+
+
+# The most ids one `GET /api/conversations?ids=` takes (openhands-agent-server 1.58.2).
+BATCH_LOOKUP_LIMIT = 99

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> str:
             work / "agent-server", webhook_base_url=f"http://127.0.0.1:{relay_port}/agent"
         ) as agent_server,
     ):
-        pem = github.add_app(APP_ID, SLUG)
+        github.add_app(APP_ID, SLUG)
         github.add_installation(INSTALLATION, APP_ID, account="acme", repositories=[REPO])
         github.set_permission(REPO, USER, "write")
         github.adopt_repository(REPO)
@@ -87,11 +87,7 @@ def run(args: argparse.Namespace) -> str:
             agent_server=agent_server,
             fake_llm=llm,
             extra={
-                "GITHUB_APP_ID": str(APP_ID),
-                "GITHUB_PRIVATE_KEY": pem,
-                "GITHUB_WEBHOOK_SECRET": SECRET,
-                "GITHUB_API_URL": github.api_url,
-                "GITHUB_URL": github.web_url,
+                **github.relay_settings(APP_ID, SECRET),
                 "PUBLIC_URL": f"http://127.0.0.1:{relay_port}",
             },
         )

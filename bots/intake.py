@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from db.deliveries import record_delivery
+from db.deliveries import record_deliveries, record_delivery
 from db.job_kinds import JobKind, VerbatimJson
 from db.jobs import JobQueue
 from db.logcontext import log_context
@@ -61,12 +61,16 @@ class Delivery:
     job_key: str
     # What the platform calls one (Slack: an event), in the log lines.
     noun: str = "delivery"
+    # Other ids the platform may send the same delivery under (GitLab: the
+    # Idempotency-Key, which a resent event keeps while its X-Gitlab-Event-UUID is
+    # new): recorded with it, and any of them seen before makes it a duplicate.
+    aliases: tuple[str, ...] = ()
 
 
 async def record_and_queue(store: Store, queue: JobQueue, delivery: Delivery) -> Intake:
     """Ledger row and job in one transaction; counted and logged either way."""
     async with store.transaction():
-        if not await record_delivery(store, delivery.platform, delivery.delivery_id):
+        if not await _first_time(store, delivery):
             count(delivery.platform, Intake.DUPLICATE)
             with log_context(delivery=delivery.delivery_id):
                 log.info(
@@ -93,6 +97,15 @@ async def record_and_queue(store: Store, queue: JobQueue, delivery: Delivery) ->
             delivery.description,
         )
     return Intake.QUEUED
+
+
+async def _first_time(store: Store, delivery: Delivery) -> bool:
+    """Record the delivery's ids; True when none of them was seen before."""
+    if not delivery.aliases:
+        return await record_delivery(store, delivery.platform, delivery.delivery_id)
+    ids = list(dict.fromkeys((delivery.delivery_id, *delivery.aliases)))
+    fresh = await record_deliveries(store, delivery.platform, ids)
+    return len(fresh) == len(ids)
 
 
 def count(platform: str, outcome: Intake) -> None:

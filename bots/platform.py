@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from starlette.requests import Request
@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 from bots.checks import PlatformCheck
 from bots.features import Feature, Risk
 from bots.links import ThreadLinks
+from bots.redelivery import Redelivery
 from bots.turns import Turns
 from db.job_kinds import JobHandler
 from db.jobs import JobQueue
@@ -55,6 +56,20 @@ class Shared:
         return Turns(self.store, self.queue, self.conversation_url, self.hosts)
 
 
+class InboundConnection(Protocol):
+    """A connection to a platform that its events arrive on (bots.slack.socket_mode)."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Connect in the background; start-up does not wait for the platform."""
+        ...
+
+    async def connected(self) -> bool: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class Platform:
     """One platform, built from the settings."""
@@ -77,6 +92,13 @@ class Platform:
     # What it does for workspaces when it hosts repositories (GitHub, GitLab); None
     # when it hosts none or is disabled.
     host: RepositoryHost | None = None
+    # Asks the platform again for webhooks it failed to deliver (bots.redelivery):
+    # periodically (its job handlers are among `job_handlers`; processes that run
+    # workers schedule it) and on demand (`agent-relay <platform> redeliver`).
+    redelivery: Redelivery | None = None
+    # A connection `serve` holds open to receive the platform's events (Slack's
+    # Socket Mode), instead of a webhook route.
+    connection: InboundConnection | None = None
 
 
 @dataclass(frozen=True)

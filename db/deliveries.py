@@ -33,3 +33,13 @@ async def record_deliveries(store: Store, source: str, delivery_ids: list[str]) 
         values,
     )
     return {str(row["delivery_id"]) for row in fresh}
+
+
+async def delivery_known(store: Store, source: str, delivery_id: str) -> bool:
+    """Whether the ledger holds this delivery (pruned after RETENTION_DAYS)."""
+    row = await store.fetch_one(
+        "SELECT 1 AS known FROM inbound_deliveries"
+        " WHERE source = :source AND delivery_id = :delivery_id",
+        {"source": source, "delivery_id": delivery_id},
+    )
+    return row is not None

@@ -59,3 +59,28 @@ REPLY_SECONDS = Histogram(
 )
 
 MENTION_ACCEPTED = "accepted"
+
+# Reconciliation with the agent-server (processors/reconcile.py).
+RECONCILE_RUNS = Counter(
+    "agent_relay_reconcile_runs",
+    "Reconciliation runs, by outcome (ok, or unreachable when the agent-server did not answer)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+RECONCILED = Counter(
+    "agent_relay_reconciled_conversations",
+    "Quiet conversations the reconciliation asked the agent-server about, by what it found"
+    " (stopped: processed as if its webhook had arrived; lost: unknown to the agent-server;"
+    " running)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+# Redelivery of webhooks the platforms failed to deliver (bots/redelivery.py).
+REDELIVERIES = Counter(
+    "agent_relay_redeliveries",
+    "Failed platform deliveries found in the platform's delivery log, by what became of"
+    " them (requested, in_ledger, not_retried, already_requested)",
+    ["platform", "outcome"],
+    registry=REGISTRY,
+)

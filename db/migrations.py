@@ -171,6 +171,23 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
     (
         6,
+        "reconciliation with the agent-server",
+        [
+            # The ACTIVE callbacks in id order, which processors/reconcile.py walks a
+            # bounded window of per run; only ACTIVE rows, so it stays small.
+            "CREATE INDEX ix_callbacks_active ON conversation_callbacks (id)"
+            " WHERE status = 'ACTIVE'",
+            # What the periodic jobs remember between runs (db/marks.py): a cursor, the
+            # time of the last look, the last run's counts for the status page.
+            """CREATE TABLE relay_marks (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                updated_at {real} NOT NULL
+            )""",
+        ],
+    ),
+    (
+        7,
         "turn status messages",
         [
             # The live status of a conversation's current turn (processors/progress.py),

@@ -38,25 +38,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel
-
 from db.callbacks import REPLY_KEY_PREFIX, CallbackStatus
 from db.job_kinds import Job, JobKind, JobStatus
 from db.jobs import JobQueue
+from db.periodic import PeriodicSeries, PeriodPayload
 from db.store import Store, now
 
 log = logging.getLogger(__name__)
 
-
-class PrunePayload(BaseModel):
-    # The number of the period the run belongs to (epoch seconds // period length).
-    period: int
-
+# The payload of a run: its period's number (db.periodic).
+PrunePayload = PeriodPayload
 
 PRUNE_JOB = JobKind("maintenance.prune", PrunePayload)
 # A further clean-up of the periodic run, given its cutoff (epoch seconds): what was
@@ -132,13 +127,8 @@ async def prune(
 
 
 class Retention:
-    """The `maintenance.prune` job: one run per period across all processes.
-
-    Each run is keyed by its period's number (an idempotency key), queues the next
-    period's run first, then prunes. Start-up queues the current period's run when
-    no run is queued or under way, which starts the series and revives it if it was
-    ever cut.
-    """
+    """The `maintenance.prune` job: one run per period across all processes
+    (db.periodic)."""
 
     def __init__(
         self,
@@ -158,48 +148,24 @@ class Retention:
         self.batch_size = batch_size
         self.pause = pause
         self.also = tuple(also)
+        self.series = PeriodicSeries(store, queue, PRUNE_JOB, period)
 
     @property
     def enabled(self) -> bool:
         return self.retention_days > 0
-
-    def _current_period(self) -> int:
-        return math.floor(now() / self.period)
 
     async def schedule(self) -> int | None:
         """At start-up: queue this period's run unless the series is alive; returns
         the job id when one was queued."""
         if not self.enabled:
             return None
-        alive = await self.store.fetch_one(
-            "SELECT id FROM jobs WHERE kind = :kind AND status IN (:queued, :running) LIMIT 1",
-            {
-                "kind": PRUNE_JOB.name,
-                "queued": JobStatus.QUEUED.value,
-                "running": JobStatus.RUNNING.value,
-            },
-        )
-        if alive is not None:
-            return None
-        return await self._queue_run(self._current_period())
-
-    async def _queue_run(self, period_number: int) -> int | None:
-        return await self.queue.enqueue(
-            PRUNE_JOB,
-            PrunePayload(period=period_number),
-            idempotency_key=f"{PRUNE_JOB.name}:{period_number}",
-            delay=max(0.0, period_number * self.period - now()),
-        )
+        return await self.series.schedule()
 
     async def handle(self, job: Job) -> None:
         if not self.enabled:
             log.info("retention: RETENTION_DAYS=0, nothing pruned and no next run")
             return
-        # The next run first, so that a run that keeps failing does not end the
-        # series; after a stop of several periods, the next run is the next period's,
-        # not each missed one in turn.
-        period = PRUNE_JOB.payload_of(job).period
-        await self._queue_run(max(period, self._current_period()) + 1)
+        await self.series.queue_following(job)
         started = time.monotonic()
         cutoff = now() - self.retention_days * DAY_SECONDS
         result = await prune(

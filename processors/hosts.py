@@ -63,6 +63,18 @@ class WorkspacePolicy:
         return self.pull_requests != "off"
 
 
+@dataclass(frozen=True)
+class ChangeRequestProposal:
+    """A pull (merge) request the relay asks a host to open."""
+
+    branch: str
+    title: str
+    body: str
+    draft: bool
+    # A login of the host's, or None.
+    reviewer: str | None
+
+
 class RepositoryHost(Protocol):
     # The platform's name ("github", "gitlab").
     name: str
@@ -99,14 +111,8 @@ class RepositoryHost(Protocol):
         """The open pull or merge request whose head is `branch`, if any."""
 
     async def open_change_request(
-        self,
-        workspace: Workspace,
-        *,
-        branch: str,
-        title: str,
-        body: str,
-        draft: bool,
-        reviewer: str | None,
+        self, workspace: Workspace, proposal: ChangeRequestProposal
     ) -> ChangeRequest:
-        """Open a pull or merge request of `branch` into the base branch, with
-        `reviewer` (a login of this host) asked to review when it can be."""
+        """Open a pull or merge request of `proposal.branch` into the base branch, with
+        `proposal.reviewer` (a login of this host) asked to review when it can be; an
+        open one of that branch is returned instead of a second."""

@@ -15,7 +15,7 @@ from typing import Any
 from agent.checkout import START_COMMIT_KEY, ChangeRequest, CheckoutMode, WorkspaceRequest
 from db.workspaces import Workspace, get_workspace, update_workspace
 from processors.context import ProcessorContext
-from processors.hosts import Comparison, RepositoryHost
+from processors.hosts import ChangeRequestProposal, Comparison, RepositoryHost
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,13 @@ async def _open_request(
         )
         found = await host.open_change_request(
             workspace,
-            branch=branch,
-            title=request.title or f"Changes by the agent on {branch}",
-            body=_body(context, host, workspace, request, summary),
-            draft=context.workspace_policy.pull_requests == "draft",
-            reviewer=reviewer,
+            ChangeRequestProposal(
+                branch=branch,
+                title=request.title or f"Changes by the agent on {branch}",
+                body=_body(context, host, workspace, request, summary),
+                draft=context.workspace_policy.pull_requests == "draft",
+                reviewer=reviewer,
+            ),
         )
         found = found.model_copy(update={"opened_by_callback": callback_id})
         log.info(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 
 import httpx
@@ -26,6 +26,7 @@ from processors.context import ProcessorContext
 from processors.credentials import Credentials
 from processors.hosts import WorkspacePolicy
 from processors.receiver_guard import guarded_receiver_client
+from processors.reconcile import Reconciler
 from processors.runtime import job_handlers
 from processors.workspace_cleanup import WorkspaceCleanup
 from relay.admin.page import AdminPage
@@ -56,6 +57,7 @@ class Relay:
     # Every platform of relay.platforms.PLATFORMS, enabled or not, by name.
     platforms: dict[str, Platform]
     retention: Retention | None = None
+    reconciler: Reconciler | None = None
     # Webhook receivers' client (ProcessorContext.receiver_http); None: `http`.
     receiver_http: httpx.AsyncClient | None = None
     # The workspaces' tokens (GET /agent/credentials/...).
@@ -127,6 +129,12 @@ class Relay:
             also=[WorkspaceCleanup(store, agent)],
         )
         handlers[PRUNE_JOB.name] = retention.handle
+        reconciler = Reconciler(
+            context,
+            interval=settings.reconcile_interval_seconds,
+            after=settings.reconcile_after_seconds,
+        )
+        handlers.update(reconciler.job_handlers())
         worker = Worker(queue, handlers, concurrency=settings.worker_concurrency)
         return cls(
             settings,
@@ -140,6 +148,7 @@ class Relay:
             retention,
             receiver_http=context.receiver_http,
             credentials=context.credentials,
+            reconciler=reconciler,
         )
 
     async def start(
@@ -162,6 +171,12 @@ class Relay:
             )
         if schedule_maintenance and self.retention is not None:
             await self._schedule_retention(self.retention)
+        if schedule_maintenance and self.reconciler is not None:
+            await self._schedule_series("reconciliation", self.reconciler.schedule)
+        for platform in self.platforms.values():
+            if schedule_maintenance and platform.enabled and platform.redelivery is not None:
+                redelivery = platform.redelivery
+                await self._schedule_series(f"{platform.name} redelivery", redelivery.schedule)
         for platform in self.platforms.values():
             if platform.enabled and platform.start is not None:
                 try:
@@ -178,6 +193,13 @@ class Relay:
         except Exception as exc:
             # e.g. a schema not migrated yet: serve anyway, as readiness reports it.
             log.warning("could not schedule the retention job: %s: %s", type(exc).__name__, exc)
+
+    async def _schedule_series(self, what: str, schedule: Callable[[], Awaitable[object]]) -> None:
+        # As the retention job: one more start while a run is queued changes nothing.
+        try:
+            await schedule()
+        except Exception as exc:
+            log.warning("could not schedule the %s job: %s: %s", what, type(exc).__name__, exc)
 
     async def close(self) -> None:
         await self.agent.aclose()
@@ -212,11 +234,20 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
         secret_text(settings.api_token),
         allow_private_receivers=settings.webhook_allow_private_networks,
     )
-    health = Health(relay.store, relay.queue, relay.worker if run_worker else None)
+    connections = [
+        platform.connection
+        for platform in relay.platforms.values()
+        if platform.enabled and platform.connection is not None
+    ]
+    health = Health(
+        relay.store, relay.queue, relay.worker if run_worker else None, connections=connections
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await relay.start(schedule_maintenance=run_worker)
+        for connection in connections:
+            await connection.start()
         try:
             if run_worker:
                 async with relay.running_worker():
@@ -224,6 +255,8 @@ def create_app(settings: Settings, *, run_worker: bool = True) -> Starlette:
             else:
                 yield
         finally:
+            for connection in connections:
+                await connection.stop()
             await relay.close()
 
     # The operator status page; also the login that guards /github/setup.

@@ -19,6 +19,7 @@ from db.jobs import JobQueue
 from db.migrations import migrate
 from db.store import Store
 from relay.logs import configure_logging
+from relay.redeliver_command import duration, redeliver, remember_gitlab_hook
 from relay.settings import Settings, load_settings
 
 log = logging.getLogger("relay.cli")
@@ -142,8 +143,11 @@ def jobs_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def slack_command(settings: Settings, args: argparse.Namespace) -> int:
-    from bots.slack.manifest import render_manifest
+    from bots.slack.manifest import render_manifest, render_socket_mode_manifest
 
+    if args.socket_mode:
+        print(render_socket_mode_manifest(), end="")
+        return 0
     public_url = args.public_url or settings.public_url
     if not public_url:
         print("set PUBLIC_URL or pass --public-url", file=sys.stderr)
@@ -168,6 +172,8 @@ def github_command(settings: Settings, args: argparse.Namespace) -> int:
         return _github_manifest(settings, args)
     if args.github_action == "installations":
         return asyncio.run(_with_store(settings, _github_installations))
+    if args.github_action == "redeliver":
+        return asyncio.run(redeliver(settings, "github", args.since))
     raise AssertionError(f"unhandled github action {args.github_action!r}")
 
 
@@ -196,6 +202,8 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
     from bots.gitlab.setup import HookChange, install_webhook
     from db.job_kinds import PermanentJobError, RetryableJobError
 
+    if args.gitlab_action == "redeliver":
+        return asyncio.run(redeliver(settings, "gitlab", args.since, scope=args.project))
     public_url = args.public_url or settings.public_url
     token, secret = settings.gitlab_token, settings.gitlab_webhook_secret
     if not (public_url and token and secret):
@@ -220,7 +228,7 @@ def gitlab_command(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{args.project}: hook {outcome.hook_id} to {outcome.url} is set up; unchanged")
         else:
             print(f"{args.project}: hook {outcome.hook_id} to {outcome.url} {outcome.change}")
-        return 0
+        return await remember_gitlab_hook(settings, args.project, outcome)
 
     return asyncio.run(install())
 
@@ -308,9 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     slack = commands.add_parser("slack", help="set up the Slack app")
     slack_actions = slack.add_subparsers(dest="slack_action", required=True)
-    slack_actions.add_parser(
+    slack_manifest = slack_actions.add_parser(
         "manifest", help="print the Slack app manifest for this deployment"
-    ).add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
+    )
+    slack_manifest.add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
+    slack_manifest.add_argument(
+        "--socket-mode",
+        action="store_true",
+        help="for Socket Mode (SLACK_APP_TOKEN): no request URLs, no public URL needed",
+    )
     slack.set_defaults(run=slack_command)
 
     github = commands.add_parser("github", help="set up the GitHub App")
@@ -319,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
         "manifest", help="print the GitHub App manifest for this deployment"
     ).add_argument("--public-url", help="the relay's public URL (default: PUBLIC_URL)")
     github_actions.add_parser("installations", help="list the app's installations and their status")
+    github_actions.add_parser(
+        "redeliver", help="ask GitHub again for the deliveries that failed to reach this relay"
+    ).add_argument(
+        "--since",
+        type=duration,
+        help="how far back to look, e.g. 6h (default: since the last look; at most 3 days)",
+    )
     github.set_defaults(run=github_command)
 
     gitlab = commands.add_parser("gitlab", help="set up GitLab")
@@ -332,6 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--resend-secret",
         action="store_true",
         help="send GITLAB_WEBHOOK_SECRET again (GitLab never shows it, so it is not compared)",
+    )
+    gitlab_redeliver = gitlab_actions.add_parser(
+        "redeliver", help="ask GitLab again for the hook events that failed to reach this relay"
+    )
+    gitlab_redeliver.add_argument("--project", help="group/name: only this project's hook")
+    gitlab_redeliver.add_argument(
+        "--since",
+        type=duration,
+        help="how far back to look, e.g. 6h (default: since the last look; at most 7 days)",
     )
     gitlab.set_defaults(run=gitlab_command)
 

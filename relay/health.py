@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bots.platform import InboundConnection
 from db.callbacks import CallbackStatus
 from db.jobs import JobQueue
 from db.metrics import REGISTRY as FLOW_METRICS
@@ -27,6 +29,9 @@ class Health:
     queue: JobQueue
     worker: Worker | None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Connections this process receives events on (Slack's Socket Mode): ready only
+    # while each is connected.
+    connections: Sequence[InboundConnection] = ()
 
     def __post_init__(self) -> None:
         self.jobs = Gauge("agent_relay_jobs", "Jobs by status", ["status"], registry=self.registry)
@@ -68,7 +73,14 @@ class Health:
             return JSONResponse(
                 {"status": "schema out of date: run `agent-relay migrate`"}, status_code=503
             )
-        return JSONResponse({"status": "ready"})
+        states = {c.name: await c.connected() for c in self.connections}
+        shown = {name: "connected" if up else "not connected" for name, up in states.items()}
+        if not all(states.values()):
+            down = ", ".join(name for name, up in states.items() if not up)
+            return JSONResponse(
+                {"status": f"{down}: not connected", "connections": shown}, status_code=503
+            )
+        return JSONResponse({"status": "ready", **({"connections": shown} if shown else {})})
 
     async def metrics(self, request: Request) -> Response:
         for status, count in (await self.queue.counts()).items():

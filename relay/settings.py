@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     slack_client_id: str | None = None
     slack_client_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # An app-level token (xapp-..., scope connections:write): Slack's events arrive over
+    # Socket Mode (bots/slack/socket_mode.py) instead of at /slack/events.
+    slack_app_token: SecretStr | None = None
 
     github_app_id: str | None = None
     github_private_key: SecretStr | None = None
@@ -91,6 +94,14 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=7.0, ge=0.0)
     # How often the pruning job runs (a short interval lets a soak test show it).
     retention_interval_seconds: float = Field(default=3600.0, ge=1.0)
+    # Reconciliation (processors/reconcile.py): how often the agent-server is asked
+    # about conversations with an ACTIVE callback that have been quiet this long.
+    reconcile_interval_seconds: float = Field(default=60.0, ge=1.0)
+    reconcile_after_seconds: float = Field(default=300.0, ge=1.0)
+    # How often the GitHub App's and GitLab's delivery logs are read for deliveries
+    # that failed, which are redelivered (bots/redelivery.py).
+    github_redeliver_interval_seconds: float = Field(default=300.0, ge=1.0)
+    gitlab_redeliver_interval_seconds: float = Field(default=300.0, ge=1.0)
 
     @field_validator("database_url")
     @classmethod
@@ -146,7 +157,8 @@ class Settings(BaseSettings):
     def slack_mode(self) -> Literal["oauth", "single"] | None:
         """How Slack runs: many workspaces through OAuth (preferred when its settings
         are complete), one workspace with SLACK_BOT_TOKEN, or not at all."""
-        if not self.slack_signing_secret:
+        # Socket Mode needs no signing secret: the connection is the app's own.
+        if not (self.slack_signing_secret or self.slack_app_token):
             return None
         if self.slack_client_id and self.slack_client_secret and self.secret_key:
             return "oauth"
@@ -226,7 +238,21 @@ class SettingsError(SystemExit):
         self.problems = problems
 
 
+SOCKET_MODE_WITHOUT_OAUTH = (
+    "Socket Mode does not serve Slack's OAuth install (/slack/install needs a public URL):"
+    " unset SLACK_CLIENT_ID and SLACK_CLIENT_SECRET and set SLACK_BOT_TOKEN, or unset"
+    " SLACK_APP_TOKEN"
+)
+
+
 def load_settings() -> Settings:
+    settings = _read_settings()
+    if settings.slack_app_token and settings.slack_mode == "oauth":
+        raise SettingsError([InvalidSetting("SLACK_APP_TOKEN", SOCKET_MODE_WITHOUT_OAUTH)])
+    return settings
+
+
+def _read_settings() -> Settings:
     try:
         return Settings()
     except PydanticSettingsError as exc:

@@ -350,3 +350,39 @@ class GithubThread:
             if mark in str(comment.get("body") or ""):
                 return int(comment["id"])
         return None
+
+
+class GithubHookDeliveries:
+    """The app's webhook delivery log (app JWT): `GET /app/hook/deliveries` (newest
+    first, cursor pages, kept 3 days) and `POST /app/hook/deliveries/{id}/attempts`."""
+
+    def __init__(self, api: GithubApi) -> None:
+        self._api = api
+
+    async def since(self, since: float) -> list[dict[str, Any]]:
+        """Every attempt delivered at `since` or later, newest first, from every page."""
+        app = await self._api.credentials()
+        jwt = self._api._app_jwt(app)
+        found: list[dict[str, Any]] = []
+        async with github_errors("GET /app/hook/deliveries"):
+            pages = self._api._api().getiter("/app/hook/deliveries?per_page=100", jwt=jwt)
+            async for attempt in pages:
+                if epoch_of(str(attempt.get("delivered_at") or "")) < since:
+                    break
+                found.append(attempt)
+        return found
+
+    async def redeliver(self, delivery_id: str) -> None:
+        app = await self._api.credentials()
+        jwt = self._api._app_jwt(app)
+        url = f"/app/hook/deliveries/{delivery_id}/attempts"
+        async with github_errors(f"POST {url}"):
+            await self._api._api().post(url, data={}, jwt=jwt)
+
+
+def epoch_of(iso: str) -> float:
+    """GitHub's ISO 8601 time (`2026-12-04T10:00:00Z`) as epoch seconds; 0 when absent."""
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0

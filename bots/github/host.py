@@ -18,7 +18,7 @@ from agent.checkout import ChangeRequest, RepositoryPlan, WorkspaceRequest
 from bots.github.api import GithubApi, GithubNotConfigured, GithubRefused, github_time
 from db.job_kinds import PermanentJobError, RetryableJobError
 from db.workspaces import Workspace
-from processors.hosts import CheckoutRefused, Comparison, MintedToken
+from processors.hosts import ChangeRequestProposal, CheckoutRefused, Comparison, MintedToken
 
 log = logging.getLogger(__name__)
 
@@ -195,20 +195,17 @@ class GithubHost:
         return _change_request(pulls[0]) if pulls else None
 
     async def open_change_request(
-        self,
-        workspace: Workspace,
-        *,
-        branch: str,
-        title: str,
-        body: str,
-        draft: bool,
-        reviewer: str | None,
+        self, workspace: Workspace, proposal: ChangeRequestProposal
     ) -> ChangeRequest:
         pull = await self._create_pull(
-            workspace, branch=branch, title=title, body=body, draft=draft
+            workspace,
+            branch=proposal.branch,
+            title=proposal.title,
+            body=proposal.body,
+            draft=proposal.draft,
         )
-        if reviewer:
-            await self._request_review(workspace, pull.number, reviewer)
+        if proposal.reviewer:
+            await self._request_review(workspace, pull.number, proposal.reviewer)
         return pull
 
     async def _create_pull(

@@ -18,6 +18,7 @@ from bots.github.host import GithubHost
 from bots.github.inbound import GITHUB_EVENT_JOB, github_routes
 from bots.github.job import GithubEventJob
 from bots.github.links import GithubLinks
+from bots.github.redelivery import github_redelivery
 from bots.github.reply import GithubCallbackProcessor
 from bots.github.setup import github_setup_routes
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
@@ -34,6 +35,8 @@ class GithubSettings(GithubCheckSettings, Protocol):
     github_private_key_path: str | None
     bot_mention: str
     trigger_label: str
+    github_redeliver_interval_seconds: float
+    retention_days: float
 
     def github_private_key_text(self) -> str | None: ...
 
@@ -103,7 +106,23 @@ def build(settings: GithubSettings, shared: Shared) -> Platform:
     # Parsing the App's key holds the event loop for tens of milliseconds: once,
     # now, rather than in the first job.
     platform.start = api.prepare
+    _add_redelivery(platform, settings, shared, api)
     return platform
+
+
+def _add_redelivery(
+    platform: Platform, settings: GithubSettings, shared: Shared, api: GithubApi
+) -> None:
+    """Deliveries GitHub failed to make are asked for again (bots.github.redelivery)."""
+    redelivery = github_redelivery(
+        shared.store,
+        shared.queue,
+        api,
+        interval=settings.github_redeliver_interval_seconds,
+        retention_days=settings.retention_days,
+    )
+    platform.job_handlers = {**platform.job_handlers, **redelivery.job_handlers()}
+    platform.redelivery = redelivery
 
 
 def feature(settings: GithubSettings) -> Feature:

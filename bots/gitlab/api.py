@@ -292,3 +292,28 @@ class GitlabThread:
 
     async def post(self, body: str) -> int:
         return int((await self.api.post_note(self.place, body))["id"])
+
+
+class GitlabHookEvents:
+    """A project hook's delivery log: `GET /projects/:id/hooks/:hook_id/events` (the
+    last 7 days, newest first; GitLab 17.3) and `POST .../events/:id/resend` (17.4,
+    at most 5 a minute per hook and user). Both need the Maintainer role."""
+
+    def __init__(self, api: GitlabApi, project_id: int, hook_id: int) -> None:
+        self._api = api
+        self.path = f"/projects/{project_id}/hooks/{hook_id}/events"
+
+    async def page(self, page: int, per_page: int = 100) -> list[dict[str, Any]]:
+        events = await self._api.get(
+            f"GET {self.path}", self.path, {"page": str(page), "per_page": str(per_page)}
+        )
+        return [event for event in events or [] if isinstance(event, dict)]
+
+    async def resend(self, event_id: str) -> None:
+        await self._api.post(f"{self.path}/{event_id}/resend", {})
+
+
+async def gitlab_version(api: GitlabApi) -> str:
+    """The instance's version (`GET /version`), e.g. "17.4.1-ee"."""
+    found = await api.get("GET /version", "/version")
+    return str((found or {}).get("version") or "")

@@ -21,6 +21,7 @@ from bots.checks import (
     warn,
 )
 from bots.gitlab.api import GitlabApi
+from bots.gitlab.redelivery_check import redelivery_check
 from bots.gitlab.setup import hook_events, hook_url
 from db.job_kinds import PermanentJobError, RetryableJobError
 from db.secrets import secret_text
@@ -48,7 +49,14 @@ class GitlabCheck:
             return [skip("gitlab", "not configured")]
         api = GitlabApi(run.http, self.settings.gitlab_url, token)
         user = await run.bounded("gitlab", lambda: _user(api), _GITLAB_DOWN)
-        return [user, await self._hook(run, api, user)]
+        return [user, await self._hook(run, api, user), await self._redelivery(run, api, user)]
+
+    async def _redelivery(self, run: CheckRun, api: GitlabApi, user: CheckResult) -> CheckResult:
+        if user.status != "ok":
+            return skip("gitlab redelivery", "needs a working GITLAB_TOKEN")
+        return await run.bounded(
+            "gitlab redelivery", lambda: redelivery_check(run, api), _GITLAB_DOWN
+        )
 
     async def _hook(self, run: CheckRun, api: GitlabApi, user: CheckResult) -> CheckResult:
         public, project = self.settings.public_url, run.project

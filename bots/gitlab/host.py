@@ -21,7 +21,7 @@ from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi, private_commit_email, project_ref
 from db.job_kinds import PermanentJobError, RetryableJobError
 from db.workspaces import Workspace
-from processors.hosts import CheckoutRefused, Comparison, MintedToken
+from processors.hosts import ChangeRequestProposal, CheckoutRefused, Comparison, MintedToken
 
 log = logging.getLogger(__name__)
 
@@ -189,22 +189,16 @@ class GitlabHost:
         return None
 
     async def open_change_request(
-        self,
-        workspace: Workspace,
-        *,
-        branch: str,
-        title: str,
-        body: str,
-        draft: bool,
-        reviewer: str | None,
+        self, workspace: Workspace, proposal: ChangeRequestProposal
     ) -> ChangeRequest:
-        if draft and not title.startswith(DRAFT_PREFIX):
+        branch, title, reviewer = proposal.branch, proposal.title, proposal.reviewer
+        if proposal.draft and not title.startswith(DRAFT_PREFIX):
             title = DRAFT_PREFIX + title
         fields: dict[str, Any] = {
             "source_branch": branch,
             "target_branch": workspace.base_branch,
             "title": title,
-            "description": body,
+            "description": proposal.body,
         }
         reviewer_id = await self._user_id(reviewer) if reviewer else None
         if reviewer_id is not None:

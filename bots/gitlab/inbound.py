@@ -58,6 +58,13 @@ def delivery_id_of(headers: Mapping[str, str], event: str, body: bytes) -> str:
     return "sha256:" + hashlib.sha256(event.encode() + b"\n" + body).hexdigest()
 
 
+def aliases_of(headers: Mapping[str, str], delivery_id: str) -> tuple[str, ...]:
+    """The Idempotency-Key when the delivery is recorded under another id: GitLab
+    (17.4 and later) keeps it when an event is resent, with a new X-Gitlab-Event-UUID."""
+    key = headers.get("idempotency-key")
+    return (str(key),) if key and key != delivery_id else ()
+
+
 class GitlabEvents:
     """The route that records GitLab deliveries that trigger the agent."""
 
@@ -105,8 +112,9 @@ class GitlabEvents:
             return JSONResponse({"error": "the payload is not a JSON object"}, status_code=400)
         outcome = _Outcome()
         delivery_id = delivery_id_of(request.headers, event.event, body)
+        aliases = aliases_of(request.headers, delivery_id)
         document = VerbatimJson.of_body(body, request.headers.get("content-type")) or event.data
-        await self._router.dispatch(event, delivery_id, document, outcome)
+        await self._router.dispatch(event, (delivery_id, aliases), document, outcome)
         if outcome.intake is Intake.IGNORED:
             count(PLATFORM, Intake.IGNORED)
         if outcome.intake is Intake.QUEUED:
@@ -117,12 +125,13 @@ class GitlabEvents:
     async def _record(
         self,
         event: Event,
-        delivery_id: str,
+        ids: tuple[str, tuple[str, ...]],
         document: VerbatimJson | dict[str, Any],
         outcome: _Outcome,
     ) -> None:
-        """`document` is the event's payload as the job stores it (its body as received
-        when that is its JSON text)."""
+        """`ids` are the delivery's id and its aliases; `document` is the event's
+        payload as the job stores it (its body as received when that is its JSON text)."""
+        delivery_id, aliases = ids
         trigger = trigger_of(
             event.event,
             event.data,
@@ -144,5 +153,6 @@ class GitlabEvents:
                     delivery_id=delivery_id, event=event.event, payload=document
                 ),
                 job_key=f"{PLATFORM}:{trigger.thread_key}",
+                aliases=aliases,
             ),
         )

@@ -18,6 +18,7 @@ from bots.gitlab.host import GitlabHost
 from bots.gitlab.inbound import GITLAB_EVENT_JOB, GitlabEvents
 from bots.gitlab.job import GitlabEventJob
 from bots.gitlab.links import GitlabLinks
+from bots.gitlab.redelivery import gitlab_redelivery
 from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 from db.secrets import secret_text
@@ -31,6 +32,8 @@ class GitlabSettings(GitlabCheckSettings, Protocol):
     gitlab_agent_token: SecretStr | None
     bot_mention: str
     trigger_label: str
+    gitlab_redeliver_interval_seconds: float
+    retention_days: float
 
 
 def build(settings: GitlabSettings, shared: Shared) -> Platform:
@@ -61,9 +64,26 @@ def build(settings: GitlabSettings, shared: Shared) -> Platform:
         return events.routes()
 
     handlers = {GITLAB_EVENT_JOB.name: event_job.handle}
-    return Platform(
+    platform = Platform(
         PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes, host=host
     )
+    _add_redelivery(platform, settings, shared, api)
+    return platform
+
+
+def _add_redelivery(
+    platform: Platform, settings: GitlabSettings, shared: Shared, api: GitlabApi
+) -> None:
+    """Events the recorded hooks failed to deliver are resent (bots.gitlab.redelivery)."""
+    redelivery = gitlab_redelivery(
+        shared.store,
+        shared.queue,
+        api,
+        interval=settings.gitlab_redeliver_interval_seconds,
+        retention_days=settings.retention_days,
+    )
+    platform.job_handlers = {**platform.job_handlers, **redelivery.job_handlers()}
+    platform.redelivery = redelivery
 
 
 def feature(settings: GitlabSettings) -> Feature:

@@ -31,6 +31,8 @@ class HookOutcome:
     change: HookChange
     hook_id: int
     url: str
+    # The project's id, as GitLab reports it with the hook (0 when it does not).
+    project_id: int = 0
 
 
 def hook_events() -> dict[str, bool]:
@@ -58,12 +60,16 @@ async def install_webhook(
     existing = [hook for hook in await api.project_hooks(project) if hook.get("url") == url]
     if not existing:
         created = await api.add_project_hook(project, {**wanted, "token": secret})
-        return HookOutcome(HookChange.CREATED, int(created["id"]), url)
+        return HookOutcome(HookChange.CREATED, int(created["id"]), url, _project_id(created))
     hook = existing[0]
     # Only fields the instance reports are compared: an older GitLab that does not
     # know an event kind would otherwise be "updated" on every run.
     differs = any(name in hook and hook[name] != value for name, value in wanted.items())
     if not differs and not resend_secret:
-        return HookOutcome(HookChange.UNCHANGED, int(hook["id"]), url)
+        return HookOutcome(HookChange.UNCHANGED, int(hook["id"]), url, _project_id(hook))
     await api.edit_project_hook(project, int(hook["id"]), {**wanted, "token": secret})
-    return HookOutcome(HookChange.UPDATED, int(hook["id"]), url)
+    return HookOutcome(HookChange.UPDATED, int(hook["id"]), url, _project_id(hook))
+
+
+def _project_id(hook: dict[str, Any]) -> int:
+    return int(hook.get("project_id") or 0)

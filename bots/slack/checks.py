@@ -26,6 +26,7 @@ from bots.checks import (
 from bots.slack import PLATFORM as SLACK_PLATFORM
 from bots.slack.api import SlackApi, SlackTeam, new_web_client
 from bots.slack.installations import DatabaseInstallationStore
+from bots.slack.socket_mode import SOCKET_CHECK, socket_mode_check
 from db.installations import STATUS_ACTIVE, list_installations
 from db.job_kinds import PermanentJobError, RetryableJobError
 from db.secrets import secret_text
@@ -40,6 +41,7 @@ class SlackCheckSettings(PublicUrlSettings, Protocol):
 
     slack_api_url: str
     slack_bot_token: SecretStr | None
+    slack_app_token: SecretStr | None
 
     @property
     def slack_mode(self) -> Literal["oauth", "single"] | None: ...
@@ -54,7 +56,16 @@ class SlackCheck:
         if mode is None:
             return [skip("slack", "not configured")]
         if mode == "single":
-            return [await run.bounded("slack", self._single, _SLACK_DOWN)]
+            results = [await run.bounded("slack", self._single, _SLACK_DOWN)]
+            app_token = secret_text(self.settings.slack_app_token)
+            if app_token is not None:
+                opened = await run.bounded(
+                    SOCKET_CHECK,
+                    lambda: socket_mode_check(self.settings.slack_api_url, app_token),
+                    _SLACK_DOWN,
+                )
+                results.append(opened)
+            return results
         unavailable = await run.database_ready()
         if unavailable:
             return [skip("slack", f"cannot list the installed workspaces: {unavailable}")]

@@ -45,7 +45,7 @@ def build_slack_app(
     *,
     store: Store,
     queue: JobQueue,
-    signing_secret: str,
+    signing_secret: str | None,
     api_url: str,
     bot_token: str | None = None,
     client_id: str | None = None,
@@ -54,7 +54,9 @@ def build_slack_app(
     state_store: AsyncOAuthStateStore | None = None,
     public_url: str | None = None,
 ) -> AsyncApp:
-    """One workspace (bot_token) or many (client_id/secret with the two stores)."""
+    """One workspace (bot_token) or many (client_id/secret with the two stores).
+    Without a signing secret (Socket Mode, whose envelopes come over the app's own
+    connection) no request is verified: it serves no HTTP route then."""
     # Bolt takes the one workspace's token from the client it is given.
     client = new_web_client(api_url, bot_token if installation_store is None else None)
     if installation_store is not None:
@@ -80,9 +82,10 @@ def build_slack_app(
         app.enable_token_revocation_listeners()
     else:
         app = AsyncApp(
-            signing_secret=signing_secret,
+            signing_secret=signing_secret or "",
             client=client,
             process_before_response=True,
+            request_verification_enabled=signing_secret is not None,
         )
         app.event("app_uninstalled")(_log_revocation)
         app.event("tokens_revoked")(_log_revocation)

@@ -23,6 +23,17 @@ def render_manifest(public_url: str) -> str:
     )
 
 
+def render_socket_mode_manifest() -> str:
+    """The manifest of an app that receives its events over Socket Mode: no request
+    URL nor OAuth redirect (it needs no public URL), `socket_mode_enabled: true`."""
+    lines = []
+    for line in MANIFEST_PATH.read_text(encoding="utf-8").splitlines(keepends=True):
+        if PUBLIC_URL_PLACEHOLDER in line or line.strip() == "redirect_urls:":
+            continue
+        lines.append(line.replace("socket_mode_enabled: false", "socket_mode_enabled: true"))
+    return "".join(lines)
+
+
 def load_manifest(public_url: str) -> dict[str, Any]:
     import yaml  # with the first manifest read, not at start (0.9 MiB of an idle serve)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from pydantic import SecretStr
+from slack_bolt.async_app import AsyncApp
 from starlette.routing import BaseRoute
 
 from bots.features import Feature, Risk
@@ -19,6 +20,7 @@ from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthSta
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.slack.links import SlackLinks
 from bots.slack.reply import SlackCallbackProcessor
+from bots.slack.socket_mode import SlackSocketMode
 from db.secrets import secret_text
 
 
@@ -51,32 +53,41 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
         default_repository=settings.default_repository,
     )
     signing_secret = secret_text(settings.slack_signing_secret)
-    assert signing_secret is not None
+    app_token = secret_text(settings.slack_app_token)
+
+    def bolt_app() -> AsyncApp:
+        return build_slack_app(
+            store=shared.store,
+            queue=shared.queue,
+            signing_secret=None if app_token else signing_secret,
+            api_url=settings.slack_api_url,
+            bot_token=secret_text(settings.slack_bot_token),
+            client_id=settings.slack_client_id,
+            client_secret=secret_text(settings.slack_client_secret),
+            installation_store=installations,
+            state_store=DatabaseOAuthStateStore(shared.store) if installations else None,
+            public_url=settings.public_url,
+        )
 
     def routes(gate: AdminGate) -> Sequence[BaseRoute]:
         # Bolt checks its own requests (signatures, OAuth states): no login here.
-        return slack_routes(
-            build_slack_app(
-                store=shared.store,
-                queue=shared.queue,
-                signing_secret=signing_secret,
-                api_url=settings.slack_api_url,
-                bot_token=secret_text(settings.slack_bot_token),
-                client_id=settings.slack_client_id,
-                client_secret=secret_text(settings.slack_client_secret),
-                installation_store=installations,
-                state_store=DatabaseOAuthStateStore(shared.store) if installations else None,
-                public_url=settings.public_url,
-            )
-        )
+        # In Socket Mode the events come over the connection: no route at all.
+        return [] if app_token else slack_routes(bolt_app())
 
     handlers = {SLACK_EVENT_JOB.name: event_job.handle}
-    return Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
+    platform = Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
+    if app_token:
+        platform.connection = SlackSocketMode(bolt_app, app_token)
+    return platform
 
 
 def feature(settings: SlackSettings) -> Feature:
     if settings.slack_mode == "oauth":
         return Feature("slack", True, "many workspaces", "OAuth at /slack/install", platform=True)
+    if settings.slack_mode == "single" and settings.slack_app_token:
+        return Feature(
+            "slack", True, "one workspace over Socket Mode", "SLACK_APP_TOKEN", platform=True
+        )
     if settings.slack_mode == "single":
         return Feature("slack", True, "one workspace", "SLACK_BOT_TOKEN", platform=True)
     if settings.slack_signing_secret and settings.slack_client_id and not settings.secret_key:
@@ -109,7 +120,7 @@ def risks(settings: SlackSettings) -> list[Risk]:
             )
         )
     credentials = settings.slack_bot_token or settings.slack_client_id
-    if credentials and not settings.slack_signing_secret:
+    if credentials and not (settings.slack_signing_secret or settings.slack_app_token):
         risks.append(
             Risk(
                 "warn",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from agent.intake import DELIVERY_SOURCE as AGENT_SOURCE
@@ -24,6 +24,7 @@ from bots.links import Thread, ThreadLinks
 from db.callbacks import CallbackStatus
 from db.job_kinds import Job, JobStatus
 from db.jobs import JobQueue
+from db.marks import last_runs
 from db.store import Store
 from relay.admin.outbound import (
     CHECK_TTL_SECONDS,
@@ -73,6 +74,16 @@ class AgentHealth:
 
 
 @dataclass(frozen=True)
+class PeriodicRun:
+    """The last run of a periodic job that looks for missed work (db.marks)."""
+
+    title: str
+    at: float
+    summary: str
+    error: str | None
+
+
+@dataclass(frozen=True)
 class StatusView:
     job_counts: dict[str, int]
     callback_counts: dict[str, int]
@@ -81,6 +92,8 @@ class StatusView:
     platforms: list[PlatformHealth]
     mentions: dict[str, list[Mention]]
     checks_error: str | None
+    # Reconciliation and redelivery: each one's last run.
+    recovery: list[PeriodicRun] = field(default_factory=list)
 
 
 def public_url_of(url: str) -> str:
@@ -140,7 +153,19 @@ class StatusReader:
             platforms=self._platforms(outbound, last_events),
             mentions={links.platform: await self._mentions(links) for links in self._links},
             checks_error=outbound.error,
+            recovery=await self._recovery(),
         )
+
+    async def _recovery(self) -> list[PeriodicRun]:
+        return [
+            PeriodicRun(
+                title=str(run.get("title") or "?"),
+                at=float(run.get("at") or 0.0),
+                summary=str(run.get("summary") or ""),
+                error=str(run["error"]) if run.get("error") else None,
+            )
+            for run in await last_runs(self._store)
+        ]
 
     async def _callback_counts(self) -> dict[str, int]:
         rows = await self._store.fetch_all(

@@ -80,7 +80,7 @@ def relay(
     fake_llm: FakeLLM,
     github: FakeGitHub,
 ) -> Iterator[RelayProcess]:
-    pem = github.add_app(APP_ID, SLUG)
+    github.add_app(APP_ID, SLUG)
     github.add_installation(INSTALLATION, APP_ID, account="acme", repositories=[REPO, GONE])
     github.set_permission(GONE, WRITER, "write")
     github.set_permission(REPO, WRITER, "write")
@@ -93,11 +93,7 @@ def relay(
         agent_server=agent_server,
         fake_llm=fake_llm,
         extra={
-            "GITHUB_APP_ID": str(APP_ID),
-            "GITHUB_PRIVATE_KEY": pem,
-            "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "GITHUB_API_URL": github.api_url,
-            "GITHUB_URL": github.web_url,
+            **github.relay_settings(APP_ID, WEBHOOK_SECRET),
             "PUBLIC_URL": f"http://127.0.0.1:{relay_port}",
             "SECRET_KEY": "e2e-secret-key-of-the-workspace-tests",
             "LOG_LEVEL": "DEBUG",

@@ -93,7 +93,7 @@ def relay(
     slack: FakeSlack,
     github: FakeGitHub,
 ) -> Iterator[RelayProcess]:
-    pem = github.add_app(APP_ID, SLUG)
+    github.add_app(APP_ID, SLUG)
     github.add_installation(INSTALLATION, APP_ID, account="acme", repositories=[REPO])
     github.create_repository(REPO, {"parser.py": "def parse(text): ...\n"})
     workdir = tmp_path_factory.mktemp("relay-workspace-slack")
@@ -107,11 +107,7 @@ def relay(
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack.api_url,
             "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "GITHUB_APP_ID": str(APP_ID),
-            "GITHUB_PRIVATE_KEY": pem,
-            "GITHUB_WEBHOOK_SECRET": GITHUB_WEBHOOK_SECRET,
-            "GITHUB_API_URL": github.api_url,
-            "GITHUB_URL": github.web_url,
+            **github.relay_settings(APP_ID, GITHUB_WEBHOOK_SECRET),
             "PUBLIC_URL": f"http://127.0.0.1:{relay_port}",
             "SECRET_KEY": "e2e-secret-key-of-the-workspace-tests",
             "JOB_LEASE_SECONDS": "5",

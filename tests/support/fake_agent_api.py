@@ -71,6 +71,8 @@ class RecordedCall:
     params: dict[str, str]
     headers: dict[str, str]
     body: Any
+    # Every query parameter in order, repeated ones too (`?ids=a&ids=b`).
+    query: tuple[tuple[str, str], ...] = ()
 
     def json(self) -> Any:
         return self.body
@@ -110,6 +112,7 @@ class FakeAgentServer:
             "id": str(uuid.UUID(hex_id)),
             "execution_status": execution_status,
             "tags": {},
+            "updated_at": self.next_timestamp(),
         }
         self.events.setdefault(hex_id, [])
         return hex_id
@@ -129,7 +132,11 @@ class FakeAgentServer:
             **fields,
             "kind": kind,
         }
-        self.events.setdefault(uuid.UUID(conversation_id).hex, []).append(event)
+        hex_id = uuid.UUID(conversation_id).hex
+        self.events.setdefault(hex_id, []).append(event)
+        if kind != "ConversationStateUpdateEvent" and hex_id in self.conversations:
+            # As the agent-server: every event but a state update is activity.
+            self.conversations[hex_id]["updated_at"] = event["timestamp"]
         return event
 
     def user_message(self, conversation_id: str, text: str) -> dict[str, Any]:
@@ -165,6 +172,12 @@ class FakeAgentServer:
             action={"command": command, "kind": "TerminalAction"},
             tool_name="terminal",
         )
+
+    def forget(self, conversation_id: str) -> None:
+        """The agent-server loses the conversation (deleted, or a restart on empty disk)."""
+        hex_id = uuid.UUID(conversation_id).hex
+        self.conversations.pop(hex_id, None)
+        self.events.pop(hex_id, None)
 
     def status_change(self, conversation_id: str, status: str) -> dict[str, Any]:
         self.conversations[uuid.UUID(conversation_id).hex]["execution_status"] = status
@@ -230,6 +243,7 @@ class FakeAgentServer:
                 params=dict(request.url.params),
                 headers={k.lower(): v for k, v in request.headers.items()},
                 body=body,
+                query=tuple(request.url.params.multi_items()),
             )
         )
         if self.api_key is not None and request.headers.get("x-session-api-key") != self.api_key:
@@ -248,6 +262,8 @@ class FakeAgentServer:
         rest = parts[2:]
         if request.method == "POST" and not rest:
             return self._start(body)
+        if request.method == "GET" and not rest:
+            return self._batch_get(request.url.params.get_list("ids"))
         if not rest:
             return httpx.Response(405)
         try:
@@ -304,6 +320,16 @@ class FakeAgentServer:
             **answer,
         }
         return httpx.Response(200, json=output)
+
+    def _batch_get(self, ids: list[str]) -> httpx.Response:
+        # FastAPI's Query(max_length=99) on a list of UUIDs.
+        if len(ids) > 99:
+            return httpx.Response(422, json={"detail": "at most 99 ids"})
+        try:
+            hex_ids = [uuid.UUID(raw).hex for raw in ids]
+        except ValueError:
+            return httpx.Response(422, json={"detail": "ids must be UUIDs"})
+        return httpx.Response(200, json=[self.conversations.get(h) for h in hex_ids])
 
     def _search(self, hex_id: str, params: httpx.QueryParams) -> httpx.Response:
         try:

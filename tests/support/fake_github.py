@@ -431,6 +431,19 @@ class FakeGitHub(RepositoryHosting, CodeRoutes, LoopbackServer):
                 created_at=_iso(),
             )
 
+    def relay_settings(self, app_id: int, webhook_secret: str) -> dict[str, str]:
+        """The settings agent-relay needs to act as app `app_id` against this fake,
+        verifying deliveries signed with `webhook_secret`."""
+        with self._lock:
+            app = self._apps[app_id]
+        return {
+            "GITHUB_APP_ID": str(app_id),
+            "GITHUB_PRIVATE_KEY": app.private_key_pem,
+            "GITHUB_WEBHOOK_SECRET": webhook_secret,
+            "GITHUB_API_URL": self.api_url,
+            "GITHUB_URL": self.web_url,
+        }
+
     def set_permission(self, repository: str, login: str, permission: str) -> None:
         """``login``'s role on ``repository``: admin, maintain, write, triage, read, none."""
         if permission not in PERMISSIONS:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from agent.checkout import ChangeRequest, RepositoryPlan, WorkspaceRequest
 from db.workspaces import Workspace
-from processors.hosts import CheckoutRefused, Comparison, MintedToken
+from processors.hosts import ChangeRequestProposal, CheckoutRefused, Comparison, MintedToken
 
 
 @dataclass
@@ -75,24 +75,15 @@ class RecordingHost:
         return self.requests.get(branch)
 
     async def open_change_request(
-        self,
-        workspace: Workspace,
-        *,
-        branch: str,
-        title: str,
-        body: str,
-        draft: bool,
-        reviewer: str | None,
+        self, workspace: Workspace, proposal: ChangeRequestProposal
     ) -> ChangeRequest:
         number = next(self._numbers)
         request = ChangeRequest(
             number=number,
             url=f"https://git.example.test/{workspace.repository}/pull/{number}",
-            title=title,
-            draft=draft,
+            title=proposal.title,
+            draft=proposal.draft,
         )
-        self.opened.append(
-            {"branch": branch, "title": title, "body": body, "draft": draft, "reviewer": reviewer}
-        )
-        self.requests[branch] = request
+        self.opened.append(dict(proposal.__dict__))
+        self.requests[proposal.branch] = request
         return request

@@ -24,7 +24,7 @@ from db.jobs import JobQueue
 from db.secrets import SecretBox
 from db.store import Store
 from db.workspaces import Workspace
-from processors.hosts import CheckoutRefused
+from processors.hosts import ChangeRequestProposal, CheckoutRefused
 from relay.settings import Settings
 from tests.support.fake_github import FakeGitHub, generate_private_key_pem
 from tests.support.git_http import GitClient
@@ -413,7 +413,10 @@ async def test_no_token_reaches_the_log(
     await host.revoke_token(ws, minted.value)
     github.commit(REPO, WORK_BRANCH, {"a.txt": "a\n"}, "a")
     await host.open_change_request(
-        ws, branch=WORK_BRANCH, title="t", body="b", draft=True, reviewer=REVIEWER
+        ws,
+        ChangeRequestProposal(
+            branch=WORK_BRANCH, title="t", body="b", draft=True, reviewer=REVIEWER
+        ),
     )
 
     tokens = [grant.token for grant in github.token_grants()]
@@ -479,11 +482,13 @@ async def test_a_draft_pull_request_is_opened_with_the_asker_as_reviewer(
 
     pull = await host.open_change_request(
         workspace(),
-        branch=WORK_BRANCH,
-        title="Keep time zones",
-        body="Fixes #12",
-        draft=True,
-        reviewer=REVIEWER,
+        ChangeRequestProposal(
+            branch=WORK_BRANCH,
+            title="Keep time zones",
+            body="Fixes #12",
+            draft=True,
+            reviewer=REVIEWER,
+        ),
     )
 
     [created] = github.pull_requests(REPO)
@@ -505,9 +510,9 @@ async def test_opening_again_finds_the_pull_request_instead_of_a_second(
 ) -> None:
     github.commit(REPO, WORK_BRANCH, {"a.txt": "a\n"}, "a")
     options = {"branch": WORK_BRANCH, "title": "t", "body": "b", "draft": True, "reviewer": None}
-    first = await host.open_change_request(workspace(), **options)  # type: ignore[arg-type]
+    first = await host.open_change_request(workspace(), ChangeRequestProposal(**options))  # type: ignore[arg-type]
 
-    again = await host.open_change_request(workspace(), **options)  # type: ignore[arg-type]
+    again = await host.open_change_request(workspace(), ChangeRequestProposal(**options))  # type: ignore[arg-type]
 
     assert again == first
     assert len(github.pull_requests(REPO)) == 1
@@ -521,7 +526,10 @@ async def test_a_reviewer_github_refuses_leaves_the_pull_request_open(
     caplog.set_level(logging.INFO, logger="bots.github.host")
 
     pull = await host.open_change_request(
-        workspace(), branch=WORK_BRANCH, title="t", body="b", draft=False, reviewer="stranger"
+        workspace(),
+        ChangeRequestProposal(
+            branch=WORK_BRANCH, title="t", body="b", draft=False, reviewer="stranger"
+        ),
     )
 
     assert [p["number"] for p in github.pull_requests(REPO)] == [pull.number]
@@ -537,7 +545,8 @@ async def test_a_repository_without_drafts_gets_a_ready_pull_request(
     github.disallow_drafts(REPO)
 
     pull = await host.open_change_request(
-        workspace(), branch=WORK_BRANCH, title="t", body="b", draft=True, reviewer=None
+        workspace(),
+        ChangeRequestProposal(branch=WORK_BRANCH, title="t", body="b", draft=True, reviewer=None),
     )
 
     assert not pull.draft

@@ -22,7 +22,7 @@ from db.jobs import JobQueue
 from db.secrets import SecretBox
 from db.store import Store
 from db.workspaces import Workspace
-from processors.hosts import CheckoutRefused, Comparison, RepositoryHost
+from processors.hosts import ChangeRequestProposal, CheckoutRefused, Comparison, RepositoryHost
 from relay.settings import Settings
 from tests.support.fake_gitlab import BOT_TOKEN, DEVELOPER, FakeGitlab
 from tests.support.git_http import GitRepositories
@@ -366,7 +366,10 @@ async def test_a_draft_merge_request_is_opened_with_the_asker_as_reviewer(
     push_work(repositories)
 
     opened = await host.open_change_request(
-        workspace(), branch=BRANCH, title="Fix it", body="Closes #3", draft=True, reviewer="ada"
+        workspace(),
+        ChangeRequestProposal(
+            branch=BRANCH, title="Fix it", body="Closes #3", draft=True, reviewer="ada"
+        ),
     )
 
     (created,) = gitlab.merge_requests(PROJECT_ID)
@@ -392,7 +395,10 @@ async def test_a_ready_merge_request_without_a_known_reviewer(
     push_work(repositories)
 
     opened = await host.open_change_request(
-        workspace(), branch=BRANCH, title="Fix it", body="", draft=False, reviewer="nobody"
+        workspace(),
+        ChangeRequestProposal(
+            branch=BRANCH, title="Fix it", body="", draft=False, reviewer="nobody"
+        ),
     )
 
     (created,) = gitlab.merge_requests(PROJECT_ID)
@@ -406,11 +412,13 @@ async def test_opening_again_finds_the_open_one(
 ) -> None:
     push_work(repositories)
     first = await host.open_change_request(
-        workspace(), branch=BRANCH, title="Fix it", body="", draft=True, reviewer=None
+        workspace(),
+        ChangeRequestProposal(branch=BRANCH, title="Fix it", body="", draft=True, reviewer=None),
     )
 
     again = await host.open_change_request(
-        workspace(), branch=BRANCH, title="Fix it", body="", draft=True, reviewer=None
+        workspace(),
+        ChangeRequestProposal(branch=BRANCH, title="Fix it", body="", draft=True, reviewer=None),
     )
 
     assert again == first
@@ -464,10 +472,12 @@ async def test_no_token_is_logged_at_debug(
     await host.plan(request(), str(PROJECT_ID))
     await host.compare(workspace(), "main", BRANCH)
     await host.open_change_request(
-        workspace(), branch=BRANCH, title="t", body="b", draft=True, reviewer="ada"
+        workspace(),
+        ChangeRequestProposal(branch=BRANCH, title="t", body="b", draft=True, reviewer="ada"),
     )
     await host.open_change_request(
-        workspace(), branch=BRANCH, title="t", body="b", draft=True, reviewer="nobody"
+        workspace(),
+        ChangeRequestProposal(branch=BRANCH, title="t", body="b", draft=True, reviewer="nobody"),
     )
 
     assert caplog.records

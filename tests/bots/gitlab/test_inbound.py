@@ -66,9 +66,11 @@ async def post(
     **header_options: Any,
 ) -> httpx.Response:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return await client.post(
-        "/gitlab/events", content=body, headers=delivery_headers(event, **header_options)
-    )
+    key = header_options.pop("key", None)
+    headers = delivery_headers(event, **header_options)
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return await client.post("/gitlab/events", content=body, headers=headers)
 
 
 async def stored(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -82,11 +84,12 @@ async def test_a_mention_is_recorded_and_queued_before_the_answer(
 ) -> None:
     payload = mention(gitlab)
 
-    response = await post(client, payload, event_uuid="6f1f7f5a-uuid-1")
+    response = await post(client, payload, event_uuid="6f1f7f5a-uuid-1", key="idem-key-1")
 
     assert response.status_code == 202
     jobs, deliveries = await stored(store)
-    assert deliveries == [{"source": "gitlab", "delivery_id": "6f1f7f5a-uuid-1"}]
+    # Under its X-Gitlab-Event-UUID, and its Idempotency-Key (which a resend keeps).
+    assert sorted(d["delivery_id"] for d in deliveries) == ["6f1f7f5a-uuid-1", "idem-key-1"]
     [job] = jobs
     assert job["kind"] == GITLAB_EVENT_JOB.name
     assert job["job_key"] == f"gitlab:{PROJECT_ID}:issue:3"
@@ -122,6 +125,20 @@ async def test_the_same_event_delivered_again_is_queued_once(
 
     assert first.status_code == 202
     assert second.status_code == 200 and second.json()["duplicate"] is True
+    jobs, _ = await stored(store)
+    assert len(jobs) == 1
+
+
+async def test_a_resent_event_keeps_its_idempotency_key_and_is_queued_once(
+    client: httpx.AsyncClient, store: Store, gitlab: FakeGitlab
+) -> None:
+    payload = mention(gitlab)
+    first = await post(client, payload, event_uuid="uuid-first", key="idem-key-2")
+    # GitLab's resend (17.4): the same Idempotency-Key, a new X-Gitlab-Event-UUID.
+    resent = await post(client, payload, event_uuid="uuid-resent", key="idem-key-2")
+
+    assert first.status_code == 202
+    assert resent.status_code == 200 and resent.json()["duplicate"] is True
     jobs, _ = await stored(store)
     assert len(jobs) == 1
 

@@ -15,7 +15,9 @@ from bots.gitlab.reply import GitlabCallbackProcessor
 from bots.gitlab.triggers import Noteable
 from bots.slack.reply import SlackCallbackProcessor
 from db.deliveries import record_delivery
+from db.marks import run_record, write_mark
 from db.store import Store
+from processors.reconcile import ReconcileRun
 from tests.support.admin_page import (
     API_TOKEN,
     GITHUB_APP_ID,
@@ -128,6 +130,21 @@ async def test_conversations_show_as_plain_ids_without_a_link_template(store: St
         html = await status_page(h)
         assert f"<code>{conversation_id}</code>" in html
         assert "agent.example.test" not in html
+
+
+async def test_the_page_shows_what_the_last_reconciliation_found(store: Store) -> None:
+    async with harness(store) as h:
+        await login(h.client)
+        assert 'id="no-recovery"' in await status_page(h)
+        run = ReconcileRun(at=1_700_000_000.0, quiet=3, stopped=1, lost=1, running=1)
+        await write_mark(store, "reconcile", {"last_run": run_record("Reconciliation", run)})
+        await write_mark(store, "unrelated", {"cursor": 5})
+        html = await status_page(h)
+
+    [row_html] = re.findall(r'<tr class="recovery-run">(.*?)</tr>', html, re.S)
+    assert "Reconciliation" in row_html
+    assert "3 quiet conversations: 1 stopped, 1 lost, 1 running" in row_html
+    assert "Stopped early" not in row_html
 
 
 async def test_no_secret_reaches_the_page(store: Store, tmp_path: Path) -> None:

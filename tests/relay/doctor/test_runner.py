@@ -26,7 +26,11 @@ async def test_a_working_deployment_passes_every_check(peers: Peers, database_ur
     )
 
     assert [r.line() for r in results if r.status not in ("ok", "skip")] == []
-    assert [r.name for r in results if r.status == "skip"] == ["agent-server webhooks"]
+    # No hook recorded by `agent-relay gitlab install-webhook`: no redelivery to check.
+    assert [r.name for r in results if r.status == "skip"] == [
+        "agent-server webhooks",
+        "gitlab redelivery",
+    ]
     assert only(results, "database").detail.endswith(f"(schema version {LATEST_VERSION})")
     assert only(results, "schema").detail == f"version {LATEST_VERSION}, current"
     assert only(results, "agent-server key").detail == "X-Session-API-Key accepted"
@@ -65,8 +69,9 @@ async def test_platforms_runs_only_the_platform_checks(peers: Peers, database_ur
         "github permissions",
         "gitlab",
         "gitlab webhook",
+        "gitlab redelivery",
     ]
-    assert [r.status for r in results] == ["ok", "ok", "ok", "ok", "ok", "skip"]
+    assert [r.status for r in results] == ["ok", "ok", "ok", "ok", "ok", "skip", "skip"]
 
 
 async def test_peers_that_never_answer_cost_one_timeout(peers: Peers) -> None:
