@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from tests.support.agent_server import AgentServerProcess
-from tests.support.fake_gitlab import BOT_TOKEN, WEBHOOK_SECRET, note_hook
+from tests.support.fake_gitlab import BOT_TOKEN, BOT_USER_ID, WEBHOOK_SECRET, note_hook
 from tests.support.fake_gitlab_deliveries import DeliveringGitlab
 from tests.support.fake_llm import FakeLLM, finish
+from tests.support.git_repos import GitRepositories
 from tests.support.relay_process import RELAY_BIN, RelayProcess, database_for, relay_environment
 from tests.support.waiting import wait_until
 
@@ -41,12 +42,15 @@ def fake_llm() -> Iterator[FakeLLM]:
 
 
 @pytest.fixture(scope="module")
-def gitlab() -> Iterator[DeliveringGitlab]:
-    with DeliveringGitlab() as fake:
+def gitlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeliveringGitlab]:
+    # PUBLIC_URL (for the hook) turns checkouts on: the projects have repositories.
+    repositories = GitRepositories(tmp_path_factory.mktemp("gitlab-redelivery-git"))
+    with DeliveringGitlab(repositories=repositories) as fake:
         fake.add_user(DEVELOPER, "ada")
         for project_id, path in PROJECTS.values():
-            fake.add_project(project_id, path)
+            fake.add_project(project_id, path, files={"README.md": "# widgets\n"})
             fake.set_access(project_id, DEVELOPER, 30)
+            fake.set_access(project_id, BOT_USER_ID, 30)
         yield fake
 
 
