@@ -176,6 +176,11 @@ class AgentClient:
         response = await send(self._http, "GET", path, f"agent-server GET {path}", accept=(404,))
         return None if response.status_code == 404 else dict(response.json())
 
+    async def pause(self, conversation_id: str) -> None:
+        """openhands-agent-server 1.58.2: the run stops after its current step, and the
+        conversation's execution_status becomes `paused`."""
+        await self._request("POST", f"/conversations/{conversation_id}/pause")
+
     async def send_message(self, conversation_id: str, text: str, *, run: bool = True) -> None:
         await self._request(
             "POST",

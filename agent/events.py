@@ -8,6 +8,7 @@ FinishAction) means the agent asked the user something.
 
 from __future__ import annotations
 
+import re
 import uuid
 from enum import StrEnum
 from typing import Any
@@ -147,6 +148,69 @@ class TurnMessagePayload(BaseModel):
 
 # Send a follow-up turn's message once earlier turns have answered.
 TURN_MESSAGE_JOB = JobKind("conversation.message", TurnMessagePayload)
+
+
+class ProgressPayload(BaseModel):
+    conversation_id: str
+
+
+# Edit a turn's status message with the agent's newest step (processors.progress);
+# keyed per conversation on a lane of its own, so it never waits for nor holds up
+# the conversation's state changes or replies.
+PROGRESS_JOB = JobKind("turn.progress", ProgressPayload)
+
+
+class StopPayload(BaseModel):
+    conversation_id: str
+    # Who asked, as the platform writes a person ("@alice", "<@U1>").
+    who: str
+
+
+# Pause a conversation's run because someone in its thread asked to stop it.
+STOP_JOB = JobKind("conversation.stop", StopPayload)
+
+# A step as the status message shows it: one line, at most this long.
+STEP_CHARS = 120
+# Token shapes of the platforms the relay speaks for, hidden even if a command
+# carried one that the agent-server did not know as a secret.
+_TOKEN_SHAPES = re.compile(
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}"
+    r"|xox[abeprs]-[A-Za-z0-9-]{10,})"
+)
+
+
+def step_of(event: dict[str, Any]) -> str | None:
+    """What the agent is doing, when `event` is one of its tool calls (not `finish`):
+    the call's summary, else the tool and a short form of its command; one line,
+    trimmed. openhands-agent-server 1.58.2 writes `"tool: {json args}"` as the summary
+    when the LLM gave none, and masks the secrets it knows in the events it sends."""
+    if agent_event_kind(event) != "action":
+        return None
+    action = event.get("action")
+    tool = str(event.get("tool_name") or (action or {}).get("kind") or "tool")
+    summary = event.get("summary")
+    if isinstance(summary, str) and summary.strip() and not summary.startswith(f"{tool}: {{"):
+        return one_line(summary, STEP_CHARS)
+    command = _command_of(action) if isinstance(action, dict) else ""
+    return one_line(f"{tool}: {command}" if command else tool, STEP_CHARS)
+
+
+def _command_of(action: dict[str, Any]) -> str:
+    for name in ("command", "path", "url", "query"):
+        value = action.get(name)
+        if isinstance(value, str) and value.strip():
+            path = action.get("path")
+            if name == "command" and isinstance(path, str):
+                return f"{value} {path}"  # the file editor: "view /workspace/x.py"
+            return value
+    return ""
+
+
+def one_line(text: str, limit: int) -> str:
+    """`text` on one line (its first non-blank one), tokens hidden, cut at `limit`."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = _TOKEN_SHAPES.sub("***", line)
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 class MalformedEvents(ValueError):

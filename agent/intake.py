@@ -19,10 +19,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agent.events import (
+    PROGRESS_JOB,
     STATE_CHANGED_JOB,
     STOPPED_STATES,
     AgentStateChangedObservation,
     MalformedEvents,
+    ProgressPayload,
     StateChangedPayload,
     agent_event_kind,
     deletion_notice,
@@ -31,10 +33,11 @@ from agent.events import (
     normalize_conversation_id,
     seed_observation,
     state_for_status,
+    step_of,
     validate_batch,
 )
 from agent.http import bearer_token_matches, problem
-from db.agent_conversations import lock_conversation
+from db.agent_conversations import HeardState, lock_conversation
 from db.deliveries import record_deliveries, record_delivery
 from db.jobs import JobQueue
 from db.logcontext import log_context
@@ -89,6 +92,8 @@ class AgentIntake:
             # registration, relay.api, takes its turn with them).
             heard = await lock_conversation(self.store, conversation_id)
             status, last_agent_kind = heard.execution_status, heard.last_agent_event_kind
+            # Only a turn with a status message to edit looks at the agent's steps.
+            progress = _Progress(heard.status_steps) if heard.shows_progress else None
             fresh = await record_deliveries(
                 self.store,
                 DELIVERY_SOURCE,
@@ -106,6 +111,8 @@ class AgentIntake:
                 if is_user_message(event):
                     last_agent_kind = None  # a new turn: the agent has not spoken in it
                 last_agent_kind = agent_event_kind(event) or last_agent_kind
+                if progress is not None:
+                    progress.see(event)
                 new_status = execution_status_of(event)
                 # An execution_status event is a state change of its own; full_state
                 # repeats the status the batch has already reported, and counts only
@@ -125,18 +132,34 @@ class AgentIntake:
                 if observation is not None and await self._enqueue(observation):
                     jobs += 1
             if accepted:
+                values = {"id": conversation_id, "status": status, "kind": last_agent_kind}
+                stepped = progress.values() if progress and progress.step else {}
                 await self.store.execute(
                     "UPDATE agent_conversations SET execution_status = :status,"
                     " last_agent_event_kind = :kind, updated_at = :now"
-                    " WHERE conversation_id = :id",
-                    {
-                        "id": conversation_id,
-                        "status": status,
-                        "kind": last_agent_kind,
-                        "now": now(),
-                    },
+                    + (", status_steps = :steps, status_step = :step" if stepped else "")
+                    + " WHERE conversation_id = :id",
+                    {**values, "now": now(), **stepped},
                 )
+                if stepped:
+                    await self._enqueue_progress(conversation_id, heard)
         return accepted, jobs
+
+    async def _enqueue_progress(self, conversation_id: str, heard: HeardState) -> None:
+        """One status edit per batch at most, coalesced: every batch until the queued
+        edit runs names the same generation, and it waits out the message's interval."""
+        assert heard.status_interval is not None
+        due = (heard.status_edited_at or 0.0) + heard.status_interval
+        await self.queue.enqueue(
+            PROGRESS_JOB,
+            ProgressPayload(conversation_id=conversation_id),
+            key=f"progress:{conversation_id}",
+            idempotency_key=(
+                f"progress:{conversation_id}:{heard.status_callback_id}:{heard.status_generation}"
+            ),
+            delay=max(0.0, due - now()),
+            max_attempts=1,
+        )
 
     async def _enqueue(self, observation: AgentStateChangedObservation) -> bool:
         if observation.agent_state not in STOPPED_STATES:
@@ -180,6 +203,23 @@ class AgentIntake:
                     deletion_notice(conversation_id, info.get("updated_at"))
                 )
         return JSONResponse({"accepted": True, "jobs": int(queued)})
+
+
+class _Progress:
+    """The steps a batch adds to its turn's count, and the newest one."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.step: str | None = None
+
+    def see(self, event: dict[str, Any]) -> None:
+        step = step_of(event)
+        if step is not None:
+            self.steps += 1
+            self.step = step
+
+    def values(self) -> dict[str, Any]:
+        return {"steps": self.steps, "step": self.step}
 
 
 class _NotJson(MalformedEvents):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from processors.base import Reply
+from processors.status import Outcome, TurnStatus
 
 # The reaction on the message that asked while the agent works (Slack, GitHub and
 # GitLab all name it so).
@@ -95,3 +96,41 @@ def comment_answer(reply: Reply, asker: str, limit: int) -> str:
     conversation linked, trimmed to `limit` characters."""
     text = answer(f"@{asker} {reply.summary}", reply.url)
     return trim_to_limit(text, limit, reply.url)
+
+
+def duration(seconds: float) -> str:
+    """A span of time as people say it: "40s", "2m 13s", "3m", "1h 5m"."""
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m {secs}s" if secs else f"{minutes}m"
+    return f"{secs}s"
+
+
+def status_text(status: TurnStatus, link: LinkStyle = markdown_link) -> str:
+    """The turn's status message: the current step (or the outcome) on the first
+    line, then the facts: steps, time, repository and branch, the conversation."""
+    took = duration(status.elapsed) if status.elapsed is not None else None
+    if status.outcome is Outcome.DONE:
+        head = f"Done in {took}." if took else "Done."
+    elif status.outcome is Outcome.FAILED:
+        head = f"Failed after {took}." if took else "Failed."
+    elif status.outcome is Outcome.STOPPED:
+        who = status.stopped_by or "someone"
+        head = f"Stopped by {who} after {took}." if took else f"Stopped by {who}."
+    elif status.step:
+        head = f"Working on it: {status.step}"
+    else:
+        head = "On it! Starting…"
+    facts = [f"{status.steps} step{'' if status.steps == 1 else 's'}"]
+    if took and not status.final:
+        facts.append(took)
+    if status.repository:
+        on_branch = f" on {status.branch}" if status.branch else ""
+        facts.append(f"{status.repository}{on_branch}")
+    if status.url:
+        facts.append(link(status.url, "conversation"))
+    return f"{head}\n{' · '.join(facts)}"

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.checkout import WorkspaceRequest
-from agent.events import START_JOB, TURN_MESSAGE_JOB, StartPayload, TurnMessagePayload
+from agent.events import (
+    START_JOB,
+    STOP_JOB,
+    TURN_MESSAGE_JOB,
+    StartPayload,
+    StopPayload,
+    TurnMessagePayload,
+)
 from bots.markers import MarkedThread, marker, post_once
 from bots.texts import acknowledgement, no_checkout_note, permission_refusal
 from db.callbacks import ConversationCallback, insert_callback
@@ -177,6 +184,27 @@ class Turns:
             workspace=workspace,
         )
         return await record_turn(self.store, self.queue, turn, continuing=continuing)
+
+    async def stop(self, platform: str, thread_key: str, delivery_id: str, who: str) -> bool:
+        """Someone asked to stop the thread's run (`who` as the platform writes a
+        person): its conversation is paused, and the turn closes in their name. False
+        when the thread has no conversation."""
+        link = await find_link(self.store, platform, thread_key)
+        if link is None:
+            return False
+        await self.queue.enqueue(
+            STOP_JOB,
+            StopPayload(conversation_id=link.conversation_id, who=who),
+            key=f"stop:{link.conversation_id}",
+            idempotency_key=f"stop:{platform}:{delivery_id}",
+        )
+        log.info("%s %s: %s asked to stop %s", platform, thread_key, who, link.conversation_id)
+        return True
+
+
+def is_stop(text: str) -> bool:
+    """Whether a mention asks the bot to stop (`@openhands stop`)."""
+    return text.strip().rstrip(".!").lower() == "stop"
 
 
 def new_conversation_id(platform: str, delivery_id: str) -> str:

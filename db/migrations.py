@@ -186,6 +186,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )""",
         ],
     ),
+    (
+        7,
+        "turn status messages",
+        [
+            # The live status of a conversation's current turn (processors/progress.py),
+            # beside what the intake already locks and updates for every batch: a
+            # conversation without a status message costs the intake nothing more.
+            f"ALTER TABLE agent_conversations ADD COLUMN {column}"
+            for column in (
+                "status_callback_id BIGINT",
+                "status_interval {real}",
+                "status_steps INTEGER NOT NULL DEFAULT 0",
+                "status_step TEXT",
+                "status_generation INTEGER NOT NULL DEFAULT 0",
+                "status_edited_at {real}",
+                "status_editing_until {real}",
+                "status_shown TEXT",
+                "status_final INTEGER NOT NULL DEFAULT 0",
+                "status_stopped_by TEXT",
+            )
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

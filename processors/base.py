@@ -23,6 +23,7 @@ from agent.events import (
     AgentStateChangedObservation,
     TurnMessagePayload,
 )
+from db.agent_conversations import end_status, stop_requested_by
 from db.callbacks import (
     CallbackStatus,
     ConversationCallback,
@@ -35,6 +36,7 @@ from db.callbacks import (
 from db.job_kinds import JobKind
 from processors.context import ProcessorContext
 from processors.outcome import turn_outcome
+from processors.status import TurnStatus
 from processors.summary import collect_summary
 from processors.workspace import end_turn
 
@@ -68,6 +70,10 @@ class Reply(BaseModel):
     # The pull (merge) request the turn opened or pushed to: {"url", "number",
     # "branch", "created"} (processors.outcome); None without one.
     pull_request: dict[str, Any] | None = None
+    # The steps the turn's status message counted (None: it had none), and who
+    # stopped the turn, as the platform writes a person (None: nobody did).
+    steps: int | None = None
+    stopped_by: str | None = None
 
 
 # Deliver a reply to where its conversation came from; the payload is the Reply.
@@ -125,6 +131,17 @@ class ReplyingProcessor(ConversationCallbackProcessor):
     origin_delivery_id: str | None = None
     origin_received_at: float | None = None
 
+    # How often the platform lets the turn's status message be edited (seconds);
+    # None: the platform keeps no status message (processors.progress).
+    status_interval: ClassVar[float | None] = None
+
+    def has_status_message(self) -> bool:
+        """Whether this turn's "on it" message is there to be edited."""
+        return False
+
+    async def edit_status(self, status: TurnStatus, context: ProcessorContext) -> None:
+        """Show `status` in the turn's "on it" message (platforms that keep one)."""
+
     @classmethod
     def of(cls, source: object, **fields: Any) -> Self:
         """The processor of a turn: each field of this platform's (none of the fields
@@ -158,6 +175,9 @@ class ReplyingProcessor(ConversationCallbackProcessor):
                 stopped_at=observation.received_at,
             )
             return
+        if observation.agent_state is AgentState.PAUSED:
+            await self._close_if_stopped(callback, context, observation)
+            return
         if observation.agent_state not in ANSWER_STATES:
             return
         summary = await collect_summary(self, callback, context)
@@ -177,6 +197,34 @@ class ReplyingProcessor(ConversationCallbackProcessor):
                 pull_request=outcome.pull_request if outcome else None,
             )
 
+    async def _close_if_stopped(
+        self,
+        callback: ConversationCallback,
+        context: ProcessorContext,
+        observation: AgentStateChangedObservation,
+    ) -> None:
+        """A pause someone asked for in the thread ends the turn, with what the agent
+        delivered so far (its pushes and pull request)."""
+        who = await stop_requested_by(context.store, callback.conversation_id)
+        if who is None:
+            return  # paused elsewhere (the agent's own UI): the turn goes on later
+        assert callback.id is not None
+        text = f"Stopped by {who}."
+        outcome = await turn_outcome(
+            context, callback.conversation_id, text, callback_id=callback.id
+        )
+        await end_turn(context, callback.conversation_id)
+        await self.close(
+            callback,
+            context,
+            ReplyStatus.COMPLETED,
+            f"{text}\n\n{outcome.headline}" if outcome else text,
+            reason=f"stopped by {who}",
+            stopped_at=observation.received_at,
+            pull_request=outcome.pull_request if outcome else None,
+            stopped_by=who,
+        )
+
     async def close(
         self,
         callback: ConversationCallback,
@@ -187,6 +235,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
         reason: str | None = None,
         stopped_at: float | None = None,
         pull_request: dict[str, Any] | None = None,
+        stopped_by: str | None = None,
     ) -> None:
         """Queue the one reply and close the callback, atomically; `stopped_at` is when
         the agent event that led to it arrived."""
@@ -195,6 +244,8 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             current = await get_callback(context.store, callback.id)
             if current is None or current.status is not CallbackStatus.ACTIVE:
                 return
+            # The status message takes no more progress edits: its outcome is next.
+            steps = await end_status(context.store, callback.conversation_id, callback.id)
             reply = Reply(
                 callback_id=callback.id,
                 conversation_id=callback.conversation_id,
@@ -205,6 +256,8 @@ class ReplyingProcessor(ConversationCallbackProcessor):
                 origin_delivery_id=self.origin_delivery_id,
                 stopped_at=stopped_at,
                 pull_request=pull_request,
+                steps=steps,
+                stopped_by=stopped_by,
             )
             await context.queue.enqueue(
                 REPLY_JOB,

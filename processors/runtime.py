@@ -47,6 +47,7 @@ from processors.base import (
 )
 from processors.context import ProcessorContext
 from processors.hosts import CheckoutRefused
+from processors.progress import arm_started, arm_status, finish_status, progress_handlers
 from processors.summary import send_user_message_once
 from processors.workspace import begin_turn, start_in_workspace
 
@@ -75,6 +76,7 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
         START_JOB.name: jobs.on_start,
         TURN_MESSAGE_JOB.name: jobs.on_turn_message,
         REPLY_JOB.name: jobs.on_reply,
+        **progress_handlers(context),
     }
 
 
@@ -305,6 +307,7 @@ async def deliver_reply(context: ProcessorContext, reply: Reply) -> None:
         ) from exc
     if not isinstance(processor, ReplyingProcessor):
         raise PermanentJobError(f"processor kind {callback.processor_type!r} cannot reply")
+    await finish_status(context, processor, reply)
     await processor.deliver(reply, context)
     REPLIES.labels(platform=callback.processor_type, outcome="delivered").inc()
     if reply.stopped_at is not None:
@@ -314,6 +317,7 @@ async def deliver_reply(context: ProcessorContext, reply: Reply) -> None:
 
 async def start_conversation(context: ProcessorContext, start: StartPayload) -> None:
     conversation_id = start.conversation_id
+    await arm_started(context, start.callback_id)
     try:
         if start.workspace is not None:
             await start_in_workspace(context, start)
@@ -360,6 +364,7 @@ async def send_turn(context: ProcessorContext, callback: ConversationCallback) -
 
     if not processor.turn_message_pending:
         await begin_turn(context, callback.conversation_id)
+        await arm_status(context, callback, processor)
 
     async def mark(sent_after: str | None) -> None:
         processor.turn_message_pending = True

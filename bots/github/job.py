@@ -28,7 +28,7 @@ from bots.github.triggers import GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.hygiene import visible_text
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, request_title, shorten
-from bots.turns import Context, Turns, count_refusal, refuse
+from bots.turns import Context, Turns, count_refusal, is_stop, refuse
 from db.installations import (
     STATUS_ACTIVE,
     get_installation,
@@ -156,6 +156,11 @@ class GithubEventJob:
                 key=event.delivery_id,
             )
             return
+        if is_stop(trigger.text):
+            await self.turns.stop(
+                PLATFORM, trigger.thread_key, event.delivery_id, f"@{trigger.sender}"
+            )
+            return
         mention = GithubMention(
             thread,
             trigger,
@@ -274,6 +279,8 @@ class GithubMention:
             installation_id=self.installation_id,
             asker=self.trigger.sender,
             ack_comment_id=self.ack_comment_id if self.edit_ack_comment else None,
+            status_comment_id=self.ack_comment_id,
+            status_marker=marker("ack", self.delivery_id),
         )
 
     def workspace(self) -> WorkspaceRequest:

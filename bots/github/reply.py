@@ -12,9 +12,10 @@ from typing import ClassVar
 from bots.github import PLATFORM
 from bots.github.api import GithubApi, GithubThread
 from bots.markers import marker, post_once
-from bots.texts import comment_answer
+from bots.texts import comment_answer, status_text
 from processors.base import Reply, ReplyingProcessor
 from processors.context import ProcessorContext
+from processors.status import TurnStatus
 
 # GitHub refuses a comment body over 65,536 characters.
 GITHUB_COMMENT_LIMIT = 65_536
@@ -33,12 +34,32 @@ class GithubCallbackProcessor(ReplyingProcessor):
     # Saved before the answer is posted: a retry then first looks for the comment
     # an attempt whose response was lost may have posted.
     reply_attempted: bool = False
+    # The "on it" comment, which shows the turn's status, and the marker it carries
+    # (kept in every edit: a retried event job finds the comment by it).
+    status_comment_id: int | None = None
+    status_marker: str | None = None
 
-    async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
+    # GitHub: at most one edit of a comment per 10 s.
+    status_interval: ClassVar[float | None] = 10.0
+
+    def has_status_message(self) -> bool:
+        return self.status_comment_id is not None
+
+    async def edit_status(self, status: TurnStatus, context: ProcessorContext) -> None:
+        if self.status_comment_id is None or (status.final and self.ack_comment_id is not None):
+            return  # GITHUB_EDIT_ACK_COMMENT: the answer itself replaces the status
+        text = status_text(status)
+        body = f"{text}\n\n{self.status_marker}" if self.status_marker else text
+        await self._thread(context).edit(self.status_comment_id, body)
+
+    def _thread(self, context: ProcessorContext) -> GithubThread:
         api = context.platform(PLATFORM, GithubApi, "GitHub")
-        thread = GithubThread(
+        return GithubThread(
             api, self.installation_id, self.repository, self.number, self.review_thread_id
         )
+
+    async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
+        thread = self._thread(context)
         tag = marker("reply", reply.delivery_id)
         text = comment_answer(reply, self.asker, GITHUB_COMMENT_LIMIT - len(tag) - 2)
         if self.ack_comment_id is not None:

@@ -244,6 +244,9 @@ class GitlabApi:
         note = await self.post(path, {"body": body})
         return note if isinstance(note, dict) else {}
 
+    async def edit_note(self, place: Place, note_id: int, body: str) -> None:
+        await self.put(f"{place.path}/notes/{note_id}", {"body": body})
+
     async def find_marked(self, place: Place, mark: str) -> int | None:
         """The id of the bot's note at `place` that carries `mark`, if there is one."""
         bot = await self.bot_user()

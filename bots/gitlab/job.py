@@ -34,7 +34,7 @@ from bots.gitlab.triggers import GitlabTrigger, Noteable, trigger_of
 from bots.hygiene import visible_text
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, request_title, shorten
-from bots.turns import Context, Turns, count_refusal, refuse
+from bots.turns import Context, Turns, count_refusal, is_stop, refuse
 from db.job_kinds import Job, json_object
 from db.logcontext import bind
 
@@ -89,6 +89,11 @@ class GitlabEventJob:
                 NEEDED_ACCESS,
                 key=mention.source,
                 detail=f" (access level {level})",
+            )
+            return
+        if is_stop(trigger.text):
+            await self.turns.stop(
+                PLATFORM, trigger.thread_key, mention.source, f"@{trigger.username}"
             )
             return
         await self.turns.take(mention, received_at=job.created_at)
@@ -147,7 +152,9 @@ class GitlabMention:
         return _follow_up_message(self.trigger, context.history, self.label)
 
     def processor(self) -> GitlabCallbackProcessor:
-        return GitlabCallbackProcessor.of(self.trigger, ack_note_id=self.ack_note_id)
+        return GitlabCallbackProcessor.of(
+            self.trigger, ack_note_id=self.ack_note_id, status_marker=marker("ack", self.source)
+        )
 
     def workspace(self) -> WorkspaceRequest:
         trigger = self.trigger

@@ -19,9 +19,10 @@ from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi, GitlabThread, Place
 from bots.gitlab.triggers import Noteable
 from bots.markers import marker, post_once
-from bots.texts import comment_answer
+from bots.texts import comment_answer, status_text
 from processors.base import Reply, ReplyingProcessor
 from processors.context import ProcessorContext
+from processors.status import TurnStatus
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,23 @@ class GitlabCallbackProcessor(ReplyingProcessor):
     ack_note_id: int | None = None
     # The answer's note, once posted.
     reply_note_id: int | None = None
+    # The marker the "on it" note carries (kept in every edit of the status).
+    status_marker: str | None = None
+
+    # GitLab: at most one edit of a note per 10 s.
+    status_interval: ClassVar[float | None] = 10.0
+
+    def has_status_message(self) -> bool:
+        return self.ack_note_id is not None
+
+    async def edit_status(self, status: TurnStatus, context: ProcessorContext) -> None:
+        if self.ack_note_id is None:
+            return
+        api = context.platform(PLATFORM, GitlabApi, "GitLab")
+        place = Place(self.project_id, self.noteable, self.iid, self.discussion_id)
+        text = status_text(status)
+        body = f"{text}\n\n{self.status_marker}" if self.status_marker else text
+        await api.edit_note(place, self.ack_note_id, body)
 
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
         if self.reply_note_id is not None:

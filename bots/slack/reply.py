@@ -14,10 +14,11 @@ from typing import ClassVar
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.formatting import markdown_to_mrkdwn, slack_link, split_for_slack
-from bots.texts import WORKING_REACTION, answer
+from bots.texts import WORKING_REACTION, answer, status_text
 from db.job_kinds import PermanentJobError, RetryableJobError
 from processors.base import Reply, ReplyingProcessor, ReplyStatus
 from processors.context import ProcessorContext
+from processors.status import TurnStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,26 @@ class SlackCallbackProcessor(ReplyingProcessor):
     ack_ts: str | None = None
     # How many messages of a split reply are posted already (a retry goes on from there).
     delivered_parts: int = 0
+
+    # Slack: at most one edit of a message per 3 s (chat.update's tier allows more,
+    # but a thread read by people needs no more).
+    status_interval: ClassVar[float | None] = 3.0
+
+    def has_status_message(self) -> bool:
+        return self.ack_ts is not None
+
+    async def edit_status(self, status: TurnStatus, context: ProcessorContext) -> None:
+        if self.ack_ts is None:
+            return
+        team = await slack_team(context, self.team_id, self.enterprise_id)
+        # chat.update leaves the message's metadata as it is: a retried event job
+        # still finds the "on it" message by it.
+        await team.call(
+            "chat.update",
+            channel=self.channel,
+            ts=self.ack_ts,
+            text=status_text(status, slack_link),
+        )
 
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
         team = await slack_team(context, self.team_id, self.enterprise_id)

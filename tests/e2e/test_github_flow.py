@@ -169,7 +169,14 @@ def test_a_mention_gets_eyes_an_ack_and_one_answer(
     assert response.status_code == 202, response.text
     answered(relay, github, number)
     ack, answer = bot_comments(github, number)
-    assert ack.startswith("On it!")
+    # Posted as "On it!", the comment then shows the turn's status, ending in its outcome.
+    [posted] = [
+        c.body["body"]
+        for c in github.calls("POST", rf"/repos/{REPO}/issues/{number}/comments$")
+        if c.status == 201 and "agent-relay:ack:" in c.body["body"]
+    ]
+    assert posted.startswith("On it!")
+    assert ack.startswith("Done in ")
     assert answer.startswith(f"@{WRITER} {SUMMARY}")
     assert github.reactions("issue_comment", REPO, comment["id"]) == {"eyes"}
     callbacks = github_callbacks(relay)

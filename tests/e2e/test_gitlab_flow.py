@@ -10,6 +10,7 @@ main flow runs on PostgreSQL too.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -170,6 +171,18 @@ def acks(gitlab: FakeGitlab, asked: Asked) -> list[dict[str, Any]]:
     return [n for n in bot_notes(gitlab, asked) if "agent-relay:ack:" in n["body"]]
 
 
+def as_posted(gitlab: FakeGitlab, ack: dict[str, Any]) -> str:
+    """What an "on it" note said when it was posted (it shows the turn's status since)."""
+    mark = re.search(r"<!-- agent-relay:ack:\S+ -->", ack["body"])
+    assert mark is not None, ack["body"]
+    [body] = [
+        str(call.body["body"])
+        for call in gitlab.calls("POST", r"/notes$")
+        if call.status == 201 and mark.group(0) in str(call.body["body"])
+    ]
+    return body
+
+
 def answers(gitlab: FakeGitlab, asked: Asked) -> list[dict[str, Any]]:
     return [n for n in bot_notes(gitlab, asked) if SUMMARY in n["body"]]
 
@@ -304,7 +317,7 @@ def test_the_trigger_label_is_answered_on_the_issue(
     answered(relay, gitlab, asked)
     assert gitlab.item_awards(PROJECT_ID, "issue", iid) == [("eyes", gitlab.bot_user_id)]
     [ack] = acks(gitlab, asked)
-    assert "I'll answer in this issue." in ack["body"]
+    assert "I'll answer in this issue." in as_posted(gitlab, ack)
     [answer] = answers(gitlab, asked)
     assert answer["type"] is None  # a note of its own, not a reply in a thread
     conversation_id = str(gitlab_callbacks(relay)[0]["conversation_id"])
@@ -339,7 +352,7 @@ def test_a_follow_up_on_the_same_issue_continues_the_conversation(
     assert "rita (outside contributor): It fails on Tuesdays." in said[2]
     assert "look at the flaky test" not in said[2]
     [again] = acks(gitlab, follow_up)
-    assert again["body"].startswith("On it, continuing our conversation.")
+    assert as_posted(gitlab, again).startswith("On it, continuing our conversation.")
 
 
 def test_a_rate_limit_then_an_outage_on_the_answer_still_give_exactly_one_answer(

@@ -38,6 +38,8 @@ SUMMARY = "The parser keeps time zones now."
 TITLE = "Date parser drops time zones"
 FOLLOW_UP = "also handle offsets like +05:30"
 PUSH = "git push 2>&1 | tail -3"
+# The "on it" comment keeps its marker (bots.markers) while it shows the turn's status.
+ACK_MARK = "agent-relay:ack:"
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +125,11 @@ def mention(relay: RelayProcess, github: FakeGitHub, number: int, text: str) -> 
 
 
 def answers(github: FakeGitHub, number: int) -> list[str]:
-    """The bot's comments other than its "on it"."""
+    """The bot's comments other than its "on it" (which becomes the turn's status)."""
     return [
         c["body"]
         for c in github.comments(REPO, number)
-        if c["user"]["login"] == BOT and not c["body"].startswith("On it")
+        if c["user"]["login"] == BOT and ACK_MARK not in c["body"]
     ]
 
 
@@ -242,7 +244,7 @@ def test_a_checkout_that_fails_says_why_in_the_thread_and_runs_nothing(
         return [
             c["body"]
             for c in github.comments(GONE, number)
-            if c["user"]["login"] == BOT and not c["body"].startswith("On it")
+            if c["user"]["login"] == BOT and ACK_MARK not in c["body"]
         ]
 
     wait_until(failure, timeout=60, message=lambda: relay.log_tail())

@@ -51,6 +51,8 @@ CRASH_TITLE = "Fix the crash report"
 SHORT_LIFETIME = 8.0
 COMMIT = "printf 'tz\\n' >> main.py && git commit -qam 'Keep time zones'"
 PUSH = "git push 2>&1 | tail -3"
+# The "on it" comment keeps its marker (bots.markers) while it shows the turn's status.
+ACK_MARK = "agent-relay:ack:"
 # The pushed file says which repository the checkout is: its remote, its history's
 # length and its files.
 WHERE = (
@@ -143,8 +145,8 @@ def bot_comments(github: FakeGitHub, repository: str, number: int) -> list[str]:
 
 
 def answers(github: FakeGitHub, repository: str, number: int) -> list[str]:
-    """The bot's comments other than its "on it"."""
-    return [b for b in bot_comments(github, repository, number) if not b.startswith("On it")]
+    """The bot's comments other than its "on it" (which becomes the turn's status)."""
+    return [b for b in bot_comments(github, repository, number) if ACK_MARK not in b]
 
 
 def wait_for_answer(relay: RelayProcess, github: FakeGitHub, repository: str, number: int) -> str:

@@ -148,12 +148,21 @@ def bot_messages(slack: FakeSlack, m: Mention) -> list[dict[str, Any]]:
 
 
 def ack(slack: FakeSlack, m: Mention) -> str:
+    """What the "on it" message said when it was posted (it shows the turn's status since)."""
     [message] = [
         message
         for message in bot_messages(slack, m)
         if (message.get("metadata") or {}).get("event_type") == "agent_relay_ack"
     ]
-    return str(message["text"])
+    [posted] = [
+        call
+        for call in slack.calls("chat.postMessage")
+        if call.ok
+        and call.params.get("channel") == m.channel
+        and "agent_relay_ack" in str(call.params.get("metadata"))
+    ]
+    assert message["ts"] and posted.params.get("thread_ts") == m.ts
+    return str(posted.params["text"])
 
 
 def answered(relay: RelayProcess, slack: FakeSlack, m: Mention) -> str:

@@ -152,6 +152,8 @@ class GithubCall:
     installation_id: int | None
     body: Any  # the decoded JSON body; the raw text when not JSON; None when empty
     status: int
+    # When it was answered (time.monotonic()), to tell how far apart calls came.
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

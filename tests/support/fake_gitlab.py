@@ -19,6 +19,7 @@ for the calls agent-relay makes, the way GitLab answers them:
   for a Reporter or above (else 404);
 - ``GET .../notes`` (``sort``, ``order_by=created_at``, ``per_page``, ``page``) and
   ``POST .../notes {"body"}``: notes, a new note starts a discussion of its own;
+- ``PUT .../notes/:note_id {"body"}``: the note's author edits it (else 403);
 - ``GET .../discussions/:discussion_id`` and ``POST .../discussions/:id/notes``;
 - ``POST .../award_emoji`` and ``POST .../notes/:note_id/award_emoji {"name"}``:
   an award the same user already gave answers 404 "Award Emoji Name has already
@@ -706,7 +707,7 @@ class FakeGitlab(LoopbackServer):
             item = self._items.get((project_id, _KINDS[rest[0]], int(rest[1])))
             if item is None:
                 return _not_found()
-            return self._item_call(method, item, rest[2:], query, body)
+            return self._item_call(method, item, rest[2:], query, body, user_id)
         return _not_found()
 
     def _level(self, project_id: int, user_id: int) -> int:
@@ -833,7 +834,13 @@ class FakeGitlab(LoopbackServer):
         return _Answer(200, {**self._author(user_id), "access_level": level})
 
     def _item_call(
-        self, method: str, item: _Item, rest: list[str], query: dict[str, str], body: Any
+        self,
+        method: str,
+        item: _Item,
+        rest: list[str],
+        query: dict[str, str],
+        body: Any,
+        user_id: int,
     ) -> _Answer:
         if not rest and method == "GET":
             return _Answer(200, self._item_json(item))
@@ -843,6 +850,8 @@ class FakeGitlab(LoopbackServer):
             return self._list_notes(item, query)
         if rest == ["notes"] and method == "POST":
             return self._post_note(item, body, None)
+        if len(rest) == 2 and rest[0] == "notes" and method == "PUT":
+            return self._edit_note(item, rest[1], body, user_id)
         if len(rest) == 3 and rest[0] == "notes" and rest[2] == "award_emoji":
             note = self._notes.get(int(rest[1])) if rest[1].isdigit() else None
             if note is None or note["noteable_id"] != item.id or method != "POST":
@@ -907,6 +916,19 @@ class FakeGitlab(LoopbackServer):
             item.project_id, item.kind, item.iid, self.bot_user_id, text, discussion_id
         )
         return _Answer(201, self._public_note(note))
+
+    def _edit_note(self, item: _Item, note_id: str, body: Any, user_id: int) -> _Answer:
+        note = self._notes.get(int(note_id)) if note_id.isdigit() else None
+        if note is None or note["noteable_id"] != item.id:
+            return _not_found()
+        # GitLab lets only a note's author change its body.
+        if note["author"]["id"] != user_id:
+            return _Answer(403, {"message": "403 Forbidden"})
+        text = (body or {}).get("body")
+        if not isinstance(text, str) or not text:
+            return _Answer(400, {"error": "body is missing"})
+        note["body"] = text
+        return _Answer(200, self._public_note(note))
 
     def _hooks_call(self, method: str, project_id: int, rest: list[str], body: Any) -> _Answer:
         hooks = self._hooks.setdefault(project_id, [])

@@ -64,6 +64,8 @@ class SlackCall:
     http_status: int
     ok: bool
     error: str | None = None  # the "error" of an ok=false answer
+    # When it was answered (time.monotonic()), to tell how far apart calls came.
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -156,6 +156,9 @@ async def test_a_writer_s_mention_is_acknowledged_and_starts_a_conversation(
         review_thread_id=None,
         asker="ada",
         ack_comment_id=None,
+        # The "on it" comment shows the turn's status (processors.progress).
+        status_comment_id=github.comments(REPO, ISSUE)[-1]["id"],
+        status_marker=marker("ack", delivery_of(job)),
         origin_delivery_id=delivery_of(job),
         origin_received_at=0.0,
     )

@@ -221,6 +221,25 @@ async def test_notes_go_into_the_discussion_or_onto_the_issue(
     assert [note["id"] for note in newest] == [separate["id"], reply["id"]]
 
 
+async def test_the_bot_edits_its_own_note_and_no_one_else_s(
+    gitlab: FakeGitlab, api: GitlabApi
+) -> None:
+    asked = gitlab.add_note(PROJECT_ID, "issue", 3, author_id=ASKER, body="@openhands hi")
+    in_thread = Place(PROJECT_ID, Noteable.ISSUE, 3, asked["discussion_id"])
+    status = await api.post_note(in_thread, "On it!")
+
+    await api.edit_note(in_thread, status["id"], "Done in 12s.")
+
+    [edited] = gitlab.bot_notes(PROJECT_ID, "issue", 3)
+    assert edited["body"] == "Done in 12s."
+    assert gitlab.calls("PUT", rf"/issues/3/notes/{status['id']}$")
+    with pytest.raises(PermanentJobError, match="HTTP 403"):
+        await api.edit_note(ISSUE, asked["id"], "not mine")
+    with pytest.raises(PermanentJobError, match="HTTP 404"):
+        await api.edit_note(ISSUE, 999_999, "gone")
+    assert gitlab.notes(PROJECT_ID, "issue", 3)[0]["body"] == "@openhands hi"
+
+
 async def test_post_once_finds_the_note_an_earlier_attempt_posted(
     gitlab: FakeGitlab, api: GitlabApi
 ) -> None:
