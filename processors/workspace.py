@@ -148,6 +148,10 @@ async def start_in_workspace(context: ProcessorContext, start: StartPayload) -> 
                 return
             workspace, capability = await _new_workspace(context, start, located)
         await _check_out(context, start, workspace, capability)
+        # The conversation was (re)started by this attempt and holds no message yet:
+        # no need to look for one sent before.
+        await context.agent.send_message(conversation_id, start.prompt)
+        return
     await send_user_message_once(
         context,
         conversation_id,
@@ -233,7 +237,13 @@ async def _check_out(
     if result.exit_code != 0:
         _raise_checkout_failure(workspace, result.stderr or result.stdout)
     start_commit = result.stdout.strip().rsplit(" ", 1)[-1]
-    turn_start = await host.branch_head(workspace, workspace.branch) if workspace.branch else None
+    # A request's branch may have moved on the host since it was fetched; a new work
+    # branch starts at the commit just checked out.
+    turn_start = (
+        await host.branch_head(workspace, workspace.branch)
+        if mode is CheckoutMode.HEAD_BRANCH and workspace.branch
+        else None
+    )
     await update_workspace(
         context.store,
         workspace.conversation_id,
