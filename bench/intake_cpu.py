@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
@@ -310,10 +311,33 @@ async def main(args: argparse.Namespace) -> list[RouteRun]:
                     result = await measure_route(ROUTES[name], env, workdir, args)
                     print_route(result)
                     results.append(result)
+            foreign = foreign_modules()
+            if foreign:
+                raise SystemExit(f"product modules from another tree: {', '.join(foreign)}")
         finally:
             os.environ.clear()
             os.environ.update(original_env)
     return results
+
+
+PRODUCT_PACKAGES = ("relay", "bots", "processors", "agent", "db")
+
+
+def foreign_modules() -> list[str]:
+    """Product modules loaded from another tree than `relay`'s. An editable install
+    finds, after PYTHONPATH, what an older tree lacks in the worktree: code of one
+    tree measured with another's would show up here."""
+    import relay
+
+    tree = Path(relay.__file__).resolve().parents[1]
+    files = {name: getattr(module, "__file__", None) for name, module in sys.modules.items()}
+    return sorted(
+        name
+        for name, file in files.items()
+        if name.split(".")[0] in PRODUCT_PACKAGES
+        and file is not None
+        and not Path(file).resolve().is_relative_to(tree)
+    )
 
 
 # -- output ------------------------------------------------------------------------------------
