@@ -24,19 +24,23 @@ Logging is configured as `agent-relay serve` configures it (relay.logs, the
 settings' level and format), writing to a file instead of stderr, and the heap built
 at start-up is frozen out of the collector as serve freezes it.
 
-The script uses only create_app and Settings of the product, and takes its helpers
-from its own directory (bench/), so it also measures an older tree put first on
-PYTHONPATH (run it from outside the worktree, e.g. from /tmp, so that the worktree's
-own packages do not come first):
+Of the product the script uses only create_app, Settings and relay.logs'
+configure_logging, which the trees before the platform layout have too, and it takes
+its helpers from its own directory (bench/), so it also measures an older tree put
+first on PYTHONPATH. Run it from outside the worktree (e.g. from /tmp), so that the
+worktree's packages do not come first; it stops if a product module was loaded from
+another tree than relay's (the editable install finds in the worktree what an older
+tree lacks).
 
     cd /tmp && PYTHONPATH=/tmp/bench-before /path/to/.venv/bin/python \\
         /path/to/bench/intake_cpu.py [--routes agent,slack,github,gitlab] [--batches 10]
-        [--batch-size 500] [--warmup 200] [--json runs.jsonl] [--record] [--label TEXT]
+        [--batch-size 500] [--warmup 200] [--json runs.jsonl] [--profile DIR]
+        [--record] [--label TEXT]
 
 `--compare BEFORE.jsonl AFTER.jsonl` reads runs saved with --json (run i of one file
 paired with run i of the other) and prints, per route, the median and range over runs
-of each run's best batch, the after/before ratio, and in how many pairs after was
-higher.
+of each run's best and median batch, the after/before ratio, and in how many pairs
+after was higher.
 """
 
 from __future__ import annotations
