@@ -100,6 +100,12 @@ class Platform:
     # Socket Mode), instead of a webhook route.
     connection: InboundConnection | None = None
 
+    def add_redelivery(self, redelivery: Redelivery) -> None:
+        """Ask the platform again for what it failed to deliver: periodically (its job
+        runs with the platform's) and on demand (`agent-relay <platform> redeliver`)."""
+        self.job_handlers = {**self.job_handlers, **redelivery.job_handlers()}
+        self.redelivery = redelivery
+
 
 @dataclass(frozen=True)
 class PlatformPackage:

@@ -106,23 +106,11 @@ def build(settings: GithubSettings, shared: Shared) -> Platform:
     # Parsing the App's key holds the event loop for tens of milliseconds: once,
     # now, rather than in the first job.
     platform.start = api.prepare
-    _add_redelivery(platform, settings, shared, api)
-    return platform
-
-
-def _add_redelivery(
-    platform: Platform, settings: GithubSettings, shared: Shared, api: GithubApi
-) -> None:
-    """Deliveries GitHub failed to make are asked for again (bots.github.redelivery)."""
-    redelivery = github_redelivery(
-        shared.store,
-        shared.queue,
-        api,
-        interval=settings.github_redeliver_interval_seconds,
-        retention_days=settings.retention_days,
+    every, days = settings.github_redeliver_interval_seconds, settings.retention_days
+    platform.add_redelivery(
+        github_redelivery(shared.store, shared.queue, api, interval=every, retention_days=days)
     )
-    platform.job_handlers = {**platform.job_handlers, **redelivery.job_handlers()}
-    platform.redelivery = redelivery
+    return platform
 
 
 def feature(settings: GithubSettings) -> Feature:

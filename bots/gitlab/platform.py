@@ -67,23 +67,11 @@ def build(settings: GitlabSettings, shared: Shared) -> Platform:
     platform = Platform(
         PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes, host=host
     )
-    _add_redelivery(platform, settings, shared, api)
-    return platform
-
-
-def _add_redelivery(
-    platform: Platform, settings: GitlabSettings, shared: Shared, api: GitlabApi
-) -> None:
-    """Events the recorded hooks failed to deliver are resent (bots.gitlab.redelivery)."""
-    redelivery = gitlab_redelivery(
-        shared.store,
-        shared.queue,
-        api,
-        interval=settings.gitlab_redeliver_interval_seconds,
-        retention_days=settings.retention_days,
+    every, days = settings.gitlab_redeliver_interval_seconds, settings.retention_days
+    platform.add_redelivery(
+        gitlab_redelivery(shared.store, shared.queue, api, interval=every, retention_days=days)
     )
-    platform.job_handlers = {**platform.job_handlers, **redelivery.job_handlers()}
-    platform.redelivery = redelivery
+    return platform
 
 
 def feature(settings: GitlabSettings) -> Feature:
