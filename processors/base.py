@@ -187,7 +187,6 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             outcome = await turn_outcome(
                 context, callback.conversation_id, answer, callback_id=callback.id
             )
-            await end_turn(context, callback.conversation_id)
             await self.close(
                 callback,
                 context,
@@ -213,7 +212,6 @@ class ReplyingProcessor(ConversationCallbackProcessor):
         outcome = await turn_outcome(
             context, callback.conversation_id, text, callback_id=callback.id
         )
-        await end_turn(context, callback.conversation_id)
         await self.close(
             callback,
             context,

@@ -16,6 +16,7 @@ from agent.checkout import START_COMMIT_KEY, ChangeRequest, CheckoutMode, Worksp
 from db.workspaces import Workspace, get_workspace, update_workspace
 from processors.context import ProcessorContext
 from processors.hosts import ChangeRequestProposal, Comparison, RepositoryHost
+from processors.workspace import end_turn
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,23 @@ class Outcome:
 async def turn_outcome(
     context: ProcessorContext, conversation_id: str, summary: str, *, callback_id: int
 ) -> Outcome | None:
-    """The outcome of the turn that just ended; None without a checkout to report on
-    (no repository, or PULL_REQUESTS=off: the answer is text only)."""
+    """The outcome of the turn that just ended, which also ends the turn's use of its
+    workspace (processors.workspace.end_turn: its token dies); None without a checkout
+    to report on (no repository, or PULL_REQUESTS=off: the answer is text only)."""
     workspace = await get_workspace(context.store, conversation_id)
-    if workspace is None or workspace.checked_out_at is None:
-        return None
+    if workspace is None:
+        return None  # one read for a conversation without a repository, nothing more
+    outcome = await _outcome_of(context, workspace, summary, callback_id)
+    await end_turn(context, conversation_id, workspace=workspace)
+    return outcome
+
+
+async def _outcome_of(
+    context: ProcessorContext, workspace: Workspace, summary: str, callback_id: int
+) -> Outcome | None:
     host = context.hosts.get(workspace.host)
     mode = CheckoutMode(workspace.mode)
-    if host is None or mode is CheckoutMode.READ_ONLY:
+    if workspace.checked_out_at is None or host is None or mode is CheckoutMode.READ_ONLY:
         return None
     if mode is CheckoutMode.FORK_HEAD or workspace.branch is None:
         return Outcome(await _fork_headline(context, workspace))

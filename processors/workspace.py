@@ -292,9 +292,12 @@ async def begin_turn(context: ProcessorContext, conversation_id: str) -> None:
     await update_workspace(context.store, conversation_id, turn_start_sha=head)
 
 
-async def end_turn(context: ProcessorContext, conversation_id: str) -> None:
-    """A turn ended (answered or failed): its token dies, and the clean-up clock starts."""
-    workspace = await get_workspace(context.store, conversation_id)
+async def end_turn(
+    context: ProcessorContext, conversation_id: str, *, workspace: Workspace | None = None
+) -> None:
+    """A turn ended (answered or failed): its token dies, and the clean-up clock starts.
+    `workspace`: the conversation's, when the caller has just read it."""
+    workspace = workspace or await get_workspace(context.store, conversation_id)
     if workspace is None:
         return
     if context.credentials is not None:
