@@ -147,7 +147,8 @@ class Credentials:
         if kept is not None and host is not None:
             await host.revoke_token(workspace, kept.value)
             log.info("revoked the %s token of conversation %s", host.name, conversation_id)
-        await self._keep(conversation_id, None)
+        if kept is not None or workspace.token_ciphertext is not None:
+            await self._keep(conversation_id, None)
 
 
 async def turn_in_progress(store: Store, conversation_id: str) -> bool:

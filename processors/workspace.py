@@ -87,11 +87,10 @@ def _mode(plan: RepositoryPlan, policy: WorkspacePolicy) -> CheckoutMode:
 
 
 async def _new_workspace(
-    context: ProcessorContext, start: StartPayload, request: WorkspaceRequest
+    context: ProcessorContext, start: StartPayload, located: WorkspaceRequest
 ) -> tuple[Workspace, str]:
-    """Plan the checkout of a located `request` and record it; the workspace and its
+    """Plan the checkout of a `located` request and record it; the workspace and its
     capability."""
-    located = request
     assert located.host is not None and located.locator is not None
     host = context.hosts[located.host]
     plan = await host.plan(located, located.locator)
