@@ -219,6 +219,11 @@ def test_a_repository_no_platform_serves_is_said_and_answered_without_a_checkout
     said = ack(slack, m)
     assert f"I can't reach {UNSERVED} from here" in said
     assert "so I'll work without a checkout" in said
+    # The status that replaced the "on it" still says so once the turn is done.
+    [status] = [message for message in bot_messages(slack, m) if message.get("metadata")]
+    assert (
+        str(status["text"]).startswith("Done in ") and f"I can't reach {UNSERVED}" in status["text"]
+    )
     assert answer.startswith(f"<@{ASKER}> {SUMMARY}")
     assert len(github.pull_requests(REPO)) == pulls
     assert "checked out acme/elsewhere" not in relay.log_path.read_text()
