@@ -194,8 +194,8 @@ async def finish_status(
     """Show the turn's outcome in its status message before its answer is posted.
 
     The turn's progress edits ended when it closed (processors.base); one still in
-    flight makes the reply wait a moment. The text depends on the reply alone, so a
-    retried reply writes the same."""
+    flight, or one less than the message's interval ago, makes the reply wait. The
+    text depends on the reply alone, so a retried reply writes the same."""
     if processor.status_interval is None or not processor.has_status_message():
         return
     async with context.store.transaction():
@@ -203,6 +203,15 @@ async def finish_status(
         ours = row is not None and row["status_callback_id"] == reply.callback_id
         if ours and row is not None and (row["status_editing_until"] or 0) > now():
             raise RetryableJobError("a status edit is in flight", retry_after=1.0)
+        # The final edit keeps to the message's interval too (the platforms' limits
+        # on edits do not know it is the last one): the answer waits that long.
+        wait = (
+            (row["status_edited_at"] or 0) + processor.status_interval - now()
+            if ours and row is not None and row["status_shown"] != f"final|{_outcome(reply).value}"
+            else 0.0
+        )
+        if wait > 0:
+            raise RetryableJobError("the status was edited moments ago", retry_after=wait)
     outcome = _outcome(reply)
     shown = f"final|{outcome.value}"
     if ours and row is not None and row["status_shown"] == shown:
