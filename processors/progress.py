@@ -3,11 +3,12 @@
 The agent intake counts a turn's steps (agent.events.step_of) in the conversation's
 row and queues at most one `turn.progress` job per batch, coalesced (one per edit
 generation) and delayed until the message's interval has passed since its last
-edit. The job edits the message when what it shows changed; a lost edit changes
-nothing else. When the turn ends, the reply job makes the status final
-(`finish_status`) before the answer is posted, and no progress edit starts after:
-an edit in flight holds the final one back (a lease in the row), the final mark
-stops every later one.
+edit. The job edits the message when what it shows changed; a rate-limited edit
+is tried again after the platform's Retry-After, and a lost one changes nothing
+else. When the turn ends, the reply job makes the status final (`finish_status`)
+before the answer is posted, and no progress edit starts after: an edit in flight
+or one less than the message's interval ago holds the final one back (a lease in
+the row), and the final mark stops every later one.
 """
 
 from __future__ import annotations
@@ -97,8 +98,12 @@ async def edit_progress(context: ProcessorContext, conversation_id: str) -> None
         return
     callback_id, processor, fingerprint, status = claimed
     shown: str | None = fingerprint
+    retry: RetryableJobError | None = None
     try:
         await processor.edit_status(status, context)
+    except RetryableJobError as exc:  # a 429 or an outage: the edit comes later
+        log.info("status of callback %s not edited yet: %s", callback_id, exc)
+        shown, retry = None, exc
     except Exception as exc:  # a lost edit changes nothing else
         log.warning("status of callback %s not edited: %s", callback_id, exc)
         shown = None
@@ -108,6 +113,8 @@ async def edit_progress(context: ProcessorContext, conversation_id: str) -> None
         " WHERE conversation_id = :id AND status_callback_id = :callback",
         {"id": conversation_id, "callback": callback_id, "shown": shown},
     )
+    if retry is not None:
+        raise retry
 
 
 async def _claim_edit(
