@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from processors.base import Reply
+from processors.confirmation import ApprovalRequest
 from processors.status import Outcome, TurnStatus
 
 # The reaction on the message that asked while the agent works (Slack, GitHub and
@@ -121,6 +122,8 @@ def status_text(status: TurnStatus, link: LinkStyle = markdown_link) -> str:
     elif status.outcome is Outcome.STOPPED:
         who = status.stopped_by or "someone"
         head = f"Stopped by {who} after {took}." if took else f"Stopped by {who}."
+    elif status.outcome is Outcome.WAITING:
+        head = "Waiting for approval."
     elif status.step:
         head = f"Working on it: {status.step}"
     else:
@@ -134,3 +137,43 @@ def status_text(status: TurnStatus, link: LinkStyle = markdown_link) -> str:
     if status.url:
         facts.append(link(status.url, "conversation"))
     return f"{head}\n{' · '.join(facts)}"
+
+
+# How a GitHub or GitLab thread answers an approval request.
+COMMENT_APPROVAL_HINT = "Reply `@openhands approve` or `@openhands reject <reason>`."
+_FENCE = "```"
+
+
+def approval_request_text(
+    request: ApprovalRequest, link: LinkStyle = markdown_link, *, hint: str | None = None
+) -> str:
+    """What the agent waits to run (markdown): each held action's tool, its reason and
+    its command or file; then `hint` (how to answer) or, once answered, the answer."""
+    lines = ["The agent waits for approval to run:"]
+    for action in request.actions:
+        lines.append(f"**{action.tool}**" + (f": {action.reason}" if action.reason else ""))
+        if action.detail:
+            # A fence inside the command would end the block early.
+            lines.append(f"{_FENCE}\n{action.detail.replace(_FENCE, '` ` `')}\n{_FENCE}")
+    answer = approval_answer_text(request)
+    if answer is not None:
+        lines.append(f"**{answer}**")
+    elif hint:
+        lines.append(hint)
+    if request.url:
+        lines.append(link(request.url, "View the conversation"))
+    return "\n\n".join(lines)
+
+
+def approval_answer_text(request: ApprovalRequest) -> str | None:
+    """ "Approved by @x." or "Rejected by @x: reason"; None while unanswered."""
+    if request.accept is None:
+        return None
+    verdict = "Approved" if request.accept else "Rejected"
+    head = f"{verdict} by {request.answered_by}" if request.answered_by else verdict
+    return f"{head}: {request.reason}" if not request.accept and request.reason else f"{head}."
+
+
+def nothing_to_approve(who: str) -> str:
+    """The answer to an approval when the thread's agent waits for none."""
+    return f"{who} nothing is waiting for approval here."

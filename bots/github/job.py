@@ -28,7 +28,14 @@ from bots.github.triggers import GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.hygiene import visible_text
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, request_title, shorten
-from bots.turns import Context, Turns, count_refusal, is_stop, refuse
+from bots.turns import (
+    Context,
+    Turns,
+    approval_answer_of,
+    count_refusal,
+    is_stop,
+    refuse,
+)
 from db.installations import (
     STATUS_ACTIVE,
     get_installation,
@@ -159,6 +166,17 @@ class GithubEventJob:
         if is_stop(trigger.text):
             await self.turns.stop(
                 PLATFORM, trigger.thread_key, event.delivery_id, f"@{trigger.sender}"
+            )
+            return
+        answer = approval_answer_of(trigger.text)
+        if answer is not None:
+            await self.turns.answer_approval(
+                thread,
+                PLATFORM,
+                trigger.thread_key,
+                event.delivery_id,
+                f"@{trigger.sender}",
+                answer,
             )
             return
         mention = GithubMention(

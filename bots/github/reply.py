@@ -12,8 +12,9 @@ from typing import ClassVar
 from bots.github import PLATFORM
 from bots.github.api import GithubApi, GithubThread
 from bots.markers import marker, post_once
-from bots.texts import comment_answer, status_text
+from bots.texts import COMMENT_APPROVAL_HINT, approval_request_text, comment_answer, status_text
 from processors.base import Reply, ReplyingProcessor
+from processors.confirmation import ApprovalRequest
 from processors.context import ProcessorContext
 from processors.status import TurnStatus
 
@@ -52,6 +53,16 @@ class GithubCallbackProcessor(ReplyingProcessor):
         body = f"{text}\n\n{self.status_marker}" if self.status_marker else text
         await self._thread(context).edit(self.status_comment_id, body)
 
+    async def post_approval(self, request: ApprovalRequest, context: ProcessorContext) -> str:
+        text = approval_request_text(request, hint=COMMENT_APPROVAL_HINT)
+        return str(await post_once(self._thread(context), text, _approval_marker(request)))
+
+    async def edit_approval(
+        self, request: ApprovalRequest, message_id: str, context: ProcessorContext
+    ) -> None:
+        text = approval_request_text(request, hint=COMMENT_APPROVAL_HINT)
+        await self._thread(context).edit(int(message_id), f"{text}\n\n{_approval_marker(request)}")
+
     def _thread(self, context: ProcessorContext) -> GithubThread:
         api = context.platform(PLATFORM, GithubApi, "GitHub")
         return GithubThread(
@@ -71,3 +82,7 @@ class GithubCallbackProcessor(ReplyingProcessor):
         self.reply_attempted = True
         await self.remember_delivery(reply, context)
         await post_once(thread, text, tag, look_first=look_first)
+
+
+def _approval_marker(request: ApprovalRequest) -> str:
+    return marker("approval", str(request.id))

@@ -53,10 +53,12 @@ def build_slack_app(
     installation_store: AsyncInstallationStore | None = None,
     state_store: AsyncOAuthStateStore | None = None,
     public_url: str | None = None,
+    approvers: frozenset[str] = frozenset(),
 ) -> AsyncApp:
     """One workspace (bot_token) or many (client_id/secret with the two stores).
     Without a signing secret (Socket Mode, whose envelopes come over the app's own
-    connection) no request is verified: it serves no HTTP route then."""
+    connection) no request is verified: it serves no HTTP route then. `approvers`
+    (SLACK_APPROVERS) may answer any approval request, beside the turn's asker."""
     # Bolt takes the one workspace's token from the client it is given.
     client = new_web_client(api_url, bot_token if installation_store is None else None)
     if installation_store is not None:

@@ -33,6 +33,9 @@ class SlackSettings(SlackCheckSettings, Protocol):
     default_repository: str | None
     secret_key: SecretStr | None
 
+    @property
+    def slack_approver_ids(self) -> frozenset[str]: ...
+
 
 def build(settings: SlackSettings, shared: Shared) -> Platform:
     check, links = SlackCheck(settings).check, SlackLinks()
@@ -67,6 +70,7 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
             installation_store=installations,
             state_store=DatabaseOAuthStateStore(shared.store) if installations else None,
             public_url=settings.public_url,
+            approvers=settings.slack_approver_ids,
         )
 
     def routes(gate: AdminGate) -> Sequence[BaseRoute]:

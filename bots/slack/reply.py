@@ -9,19 +9,26 @@ an uninstalled workspace gets no post.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.formatting import markdown_to_mrkdwn, slack_link, split_for_slack
-from bots.texts import WORKING_REACTION, answer, status_text
+from bots.texts import WORKING_REACTION, answer, approval_request_text, status_text
 from db.job_kinds import PermanentJobError, RetryableJobError
 from processors.base import Reply, ReplyingProcessor, ReplyStatus
+from processors.confirmation import ApprovalRequest
 from processors.context import ProcessorContext
 from processors.status import TurnStatus
 
 log = logging.getLogger(__name__)
 
+# Marks agent-relay's approval requests (Slack message metadata), so a retried job
+# finds the one it posted instead of posting another.
+APPROVAL_EVENT_TYPE = "agent_relay_approval"
+# The buttons of an approval request; each one's value is the approval's id.
+APPROVE_ACTION_ID = "relay.approve"
+REJECT_ACTION_ID = "relay.reject"
 DONE_REACTION = "white_check_mark"
 FAILED_REACTION = "x"
 
@@ -59,6 +66,40 @@ class SlackCallbackProcessor(ReplyingProcessor):
             text=status_text(status, slack_link),
         )
 
+    async def post_approval(self, request: ApprovalRequest, context: ProcessorContext) -> str:
+        team = await slack_team(context, self.team_id, self.enterprise_id)
+        for message in await team.thread_messages(self.channel, self.thread_ts):
+            metadata = message.get("metadata") or {}
+            if metadata.get("event_type") == APPROVAL_EVENT_TYPE and str(
+                (metadata.get("event_payload") or {}).get("approval_id")
+            ) == str(request.id):
+                return str(message["ts"])
+        text = approval_text(request)
+        return await team.post_in_thread(
+            self.channel,
+            self.thread_ts,
+            text,
+            metadata={
+                "event_type": APPROVAL_EVENT_TYPE,
+                "event_payload": {"approval_id": str(request.id)},
+            },
+            blocks=approval_blocks(request, text),
+        )
+
+    async def edit_approval(
+        self, request: ApprovalRequest, message_id: str, context: ProcessorContext
+    ) -> None:
+        team = await slack_team(context, self.team_id, self.enterprise_id)
+        text = approval_text(request)
+        # The buttons go: the request is answered.
+        await team.call(
+            "chat.update",
+            channel=self.channel,
+            ts=message_id,
+            text=text,
+            blocks=approval_blocks(request, text),
+        )
+
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
         team = await slack_team(context, self.team_id, self.enterprise_id)
         parts = reply_messages(reply, self.user)
@@ -74,6 +115,48 @@ class SlackCallbackProcessor(ReplyingProcessor):
             # The answer is in the thread; a missing check mark is not worth
             # posting it again (a retry would) or calling it undelivered.
             log.warning("callback %s: reactions not updated: %s", reply.callback_id, exc)
+
+
+# Slack refuses a section's text over 3,000 characters.
+SECTION_TEXT_CHARS = 3000
+
+
+def approval_text(request: ApprovalRequest) -> str:
+    """The request in mrkdwn; once answered, "Approved by <@U>" or "Rejected by <@U>: reason"."""
+    text = markdown_to_mrkdwn(approval_request_text(request, slack_link))
+    if len(text) > SECTION_TEXT_CHARS:
+        text = text[: SECTION_TEXT_CHARS - 1] + "…"
+    return text
+
+
+def approval_blocks(request: ApprovalRequest, text: str) -> list[dict[str, Any]]:
+    """A section with the request; while it waits, an Approve and a Reject button."""
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    if request.accept is None:
+        value = str(request.id)
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"relay.approval.{request.id}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": APPROVE_ACTION_ID,
+                        "text": {"type": "plain_text", "text": "Approve"},
+                        "style": "primary",
+                        "value": value,
+                    },
+                    {
+                        "type": "button",
+                        "action_id": REJECT_ACTION_ID,
+                        "text": {"type": "plain_text", "text": "Reject"},
+                        "style": "danger",
+                        "value": value,
+                    },
+                ],
+            }
+        )
+    return blocks
 
 
 def reply_messages(reply: Reply, user: str) -> list[str]:
