@@ -145,10 +145,11 @@ _FENCE = "```"
 
 
 def approval_request_text(
-    request: ApprovalRequest, link: LinkStyle = markdown_link, *, hint: str | None = None
+    request: ApprovalRequest, *, hint: str | None = None, with_answer: bool = True
 ) -> str:
     """What the agent waits to run (markdown): each held action's tool, its reason and
-    its command or file; then `hint` (how to answer) or, once answered, the answer."""
+    its command or file; then `hint` (how to answer) or, once answered, the answer
+    (unless the caller writes it, `with_answer=False`); then the conversation."""
     lines = ["The agent waits for approval to run:"]
     for action in request.actions:
         lines.append(f"**{action.tool}**" + (f": {action.reason}" if action.reason else ""))
@@ -157,11 +158,12 @@ def approval_request_text(
             lines.append(f"{_FENCE}\n{action.detail.replace(_FENCE, '` ` `')}\n{_FENCE}")
     answer = approval_answer_text(request)
     if answer is not None:
-        lines.append(f"**{answer}**")
+        if with_answer:
+            lines.append(f"**{answer}**")
     elif hint:
         lines.append(hint)
     if request.url:
-        lines.append(link(request.url, "View the conversation"))
+        lines.append(markdown_link(request.url, "View the conversation"))
     return "\n\n".join(lines)
 
 

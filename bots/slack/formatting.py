@@ -63,6 +63,11 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def escape_mrkdwn(text: str) -> str:
+    """Text people wrote, shown as it is in mrkdwn."""
+    return _escape(text)
+
+
 def _render_token(match: re.Match[str]) -> str:
     """Render one protected inline span in its final mrkdwn form."""
     if match["code"] is not None:

@@ -13,7 +13,12 @@ from typing import Any, ClassVar
 
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
-from bots.slack.formatting import markdown_to_mrkdwn, slack_link, split_for_slack
+from bots.slack.formatting import (
+    escape_mrkdwn,
+    markdown_to_mrkdwn,
+    slack_link,
+    split_for_slack,
+)
 from bots.texts import WORKING_REACTION, answer, approval_request_text, status_text
 from db.job_kinds import PermanentJobError, RetryableJobError
 from processors.base import Reply, ReplyingProcessor, ReplyStatus
@@ -123,10 +128,23 @@ SECTION_TEXT_CHARS = 3000
 
 def approval_text(request: ApprovalRequest) -> str:
     """The request in mrkdwn; once answered, "Approved by <@U>" or "Rejected by <@U>: reason"."""
-    text = markdown_to_mrkdwn(approval_request_text(request, slack_link))
-    if len(text) > SECTION_TEXT_CHARS:
-        text = text[: SECTION_TEXT_CHARS - 1] + "…"
-    return text
+    text = markdown_to_mrkdwn(approval_request_text(request, with_answer=False))
+    answer = _answer_line(request)
+    room = SECTION_TEXT_CHARS - (len(answer) + 2 if answer else 0)
+    if len(text) > room:
+        text = text[: room - 1] + "…"
+    return f"{text}\n\n{answer}" if answer else text
+
+
+def _answer_line(request: ApprovalRequest) -> str | None:
+    """The answer in mrkdwn: `answered_by` is a mention as Slack writes it ("<@U1>")."""
+    if request.accept is None:
+        return None
+    verdict = "Approved" if request.accept else "Rejected"
+    head = f"*{verdict} by {request.answered_by}*" if request.answered_by else f"*{verdict}*"
+    if not request.accept and request.reason:
+        return f"{head}: {escape_mrkdwn(request.reason)}"
+    return f"{head}."
 
 
 def approval_blocks(request: ApprovalRequest, text: str) -> list[dict[str, Any]]:

@@ -33,6 +33,12 @@ from tests.support.fake_gitlab import (
     note_hook,
 )
 from tests.support.fake_llm import FakeLLM, finish, message_text, run, steps
+from tests.support.fake_slack import (
+    FakeSlack,
+    app_mention,
+    event_callback,
+    slack_signature_headers,
+)
 from tests.support.relay_process import RelayProcess, database_for, relay_environment
 from tests.support.waiting import wait_until
 
@@ -47,6 +53,9 @@ WEBHOOK_SECRET = "e2e-approvals-github-secret"
 WRITER, READER = "ada", "rita"
 PROJECT_ID, PROJECT = 37, "acme/widgets"
 DEVELOPER, REPORTER = 47, 48
+TEAM, SLACK_BOT_TOKEN, BOT_USER = "T0APPROVALS", "xoxb-approvals-token", "U0BOTAPPROVALS"
+SIGNING_SECRET = "e2e-approvals-signing-secret"
+ASKER = "U0ASKER"
 SUMMARY = "Here is what happened."
 HELD = "[held]"
 # The command the agent asks to run; its output is how the test knows it ran.
@@ -83,6 +92,14 @@ def gitlab() -> Iterator[FakeGitlab]:
 
 
 @pytest.fixture(scope="module")
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        fake.add_team(TEAM, bot_token=SLACK_BOT_TOKEN, bot_user_id=BOT_USER, bot_id="B0APPROVALS")
+        fake.add_user(ASKER, name="ada", display_name="Ada")
+        yield fake
+
+
+@pytest.fixture(scope="module")
 def relay(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -91,6 +108,7 @@ def relay(
     fake_llm: FakeLLM,
     github: FakeGitHub,
     gitlab: FakeGitlab,
+    slack: FakeSlack,
 ) -> Iterator[RelayProcess]:
     github.add_app(APP_ID, SLUG)
     github.add_installation(INSTALLATION, APP_ID, account="acme", repositories=[REPO])
@@ -110,6 +128,9 @@ def relay(
             "GITLAB_URL": gitlab.url,
             "GITLAB_TOKEN": GITLAB_BOT_TOKEN,
             "GITLAB_WEBHOOK_SECRET": GITLAB_WEBHOOK_SECRET,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.api_url,
+            "SLACK_BOT_TOKEN": SLACK_BOT_TOKEN,
             "CONFIRMATION_POLICY": "always",
             "JOB_LEASE_SECONDS": "5",
         },
@@ -247,6 +268,45 @@ def test_github_a_rejection_sends_its_reason_to_the_agent(
     [request] = bot_said(github, number, "waits for approval")
     assert f"Rejected by @{WRITER}: not on a Friday" in request["body"]
     assert len(bot_said(github, number, SUMMARY)) == 1
+
+
+# -- Slack --------------------------------------------------------------------
+
+
+def test_slack_the_request_is_a_thread_message_with_approve_and_reject_buttons(
+    relay: RelayProcess, slack: FakeSlack
+) -> None:
+    channel = f"C{uuid.uuid4().hex[:8].upper()}"
+    text = f"<@{BOT_USER}> {HELD} clean the cache"
+    ts = slack.add_message(TEAM, channel, user=ASKER, text=text)
+    envelope = event_callback(
+        TEAM,
+        app_mention(user=ASKER, text=text, channel=channel, ts=ts),
+        event_id=f"Ev{uuid.uuid4().hex[:10].upper()}",
+    )
+    body = json.dumps(envelope).encode()
+    headers = {"Content-Type": "application/json", **slack_signature_headers(SIGNING_SECRET, body)}
+    response = httpx.post(f"{relay.url}/slack/events", content=body, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+
+    def requests() -> list[dict[str, Any]]:
+        return [
+            m
+            for m in slack.thread(channel, ts, team_id=TEAM)
+            if m.get("user") == BOT_USER and "waits for approval" in str(m.get("text"))
+        ]
+
+    wait_for(relay, requests, "no request posted in the Slack thread")
+    [request] = requests()
+    assert COMMAND.replace(">", "&gt;") in request["text"] or COMMAND in request["text"]
+    section, actions = request["blocks"]
+    assert section["type"] == "section" and "waits for approval" in section["text"]["text"]
+    approve, reject = actions["elements"]
+    assert (approve["action_id"], approve["style"]) == ("relay.approve", "primary")
+    assert (reject["action_id"], reject["style"]) == ("relay.reject", "danger")
+    assert approve["value"] == reject["value"] and approve["value"].isdigit()
+    status = slack.thread(channel, ts, team_id=TEAM)[1]
+    assert str(status["text"]).startswith("Waiting for approval.")
 
 
 # -- GitLab -------------------------------------------------------------------
