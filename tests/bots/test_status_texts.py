@@ -37,3 +37,9 @@ def test_outcomes() -> None:
     assert status_text(stopped) == "Stopped by @alice after 3m.\n2 steps"
     slack = status_text(done, lambda url, label: f"<{url}|{label}>")
     assert f"<{URL}|conversation>" in slack
+
+
+def test_waiting_for_approval_is_shown_and_is_no_end() -> None:
+    waiting = TurnStatus(3, "make clean", 40, None, outcome=Outcome.WAITING)
+    assert status_text(waiting) == "Waiting for approval.\n3 steps · 40s"
+    assert not waiting.final
