@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from db.approvals import EXPIRED
 from processors.base import Reply
 from processors.confirmation import ApprovalRequest
 from processors.status import Outcome, TurnStatus
@@ -167,8 +168,14 @@ def approval_request_text(
     return "\n\n".join(lines)
 
 
+# What a request says once its turn ended without an answer.
+APPROVAL_EXPIRED_TEXT = "No longer waiting: the turn ended without an answer."
+
+
 def approval_answer_text(request: ApprovalRequest) -> str | None:
     """ "Approved by @x." or "Rejected by @x: reason"; None while unanswered."""
+    if request.state == EXPIRED:
+        return APPROVAL_EXPIRED_TEXT
     if request.accept is None:
         return None
     verdict = "Approved" if request.accept else "Rejected"

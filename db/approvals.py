@@ -4,7 +4,8 @@ A row is written when a turn's agent stops at `waiting_for_confirmation`
 (processors.approvals), keyed by the oldest held action, so the same stop recorded
 twice is one row. Its `state` moves once, by conditional UPDATEs: `pending` ->
 `answering` (one answer claimed it: who, accept, reason and the delivery that asked)
--> `approved` or `rejected` once the agent-server has the answer. `actions` is JSON
+-> `approved` or `rejected` once the agent-server has the answer; or `pending` ->
+`expired` when the turn ended before anyone answered. `actions` is JSON
 written by the layer above; this module only stores it.
 """
 
@@ -20,6 +21,7 @@ PENDING = "pending"
 ANSWERING = "answering"
 APPROVED = "approved"
 REJECTED = "rejected"
+EXPIRED = "expired"
 
 _COLUMNS = (
     "id, conversation_id, callback_id, action_id, actions, state, message_id, accept,"
@@ -48,7 +50,7 @@ class Approval:
 
     @property
     def answered(self) -> bool:
-        return self.state in (APPROVED, REJECTED)
+        return self.state in (APPROVED, REJECTED, EXPIRED)
 
 
 def _approval(row: Mapping[str, Any] | None) -> Approval | None:
@@ -146,3 +148,13 @@ async def set_message_id(store: Store, approval_id: int, message_id: str) -> Non
         "UPDATE approvals SET message_id = :message WHERE id = :id",
         {"id": approval_id, "message": message_id},
     )
+
+
+async def expire_approvals(store: Store, callback_id: int) -> list[int]:
+    """The turn of `callback_id` ended: its unanswered requests wait no more; their ids."""
+    rows = await store.fetch_all(
+        "UPDATE approvals SET state = :expired, answered_at = :now"
+        " WHERE callback_id = :callback AND state = :pending RETURNING id",
+        {"callback": callback_id, "expired": EXPIRED, "pending": PENDING, "now": now()},
+    )
+    return [int(row["id"]) for row in rows]

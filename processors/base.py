@@ -34,7 +34,7 @@ from db.callbacks import (
     save_callback,
 )
 from db.job_kinds import JobKind
-from processors.confirmation import ApprovalRequest, record_request
+from processors.confirmation import ApprovalRequest, expire_requests, record_request
 from processors.context import ProcessorContext
 from processors.outcome import turn_outcome
 from processors.status import TurnStatus
@@ -294,6 +294,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             )
             current.status_reason = reason
             await save_callback(context.store, current)
+            await expire_requests(context, callback.conversation_id, callback.id)
             await queue_next_turn(context, callback.conversation_id, closed_callback_id=callback.id)
         log.info("callback %s closed as %s", callback.id, status.value)
 

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agent.events import command_of, one_line, trimmed
-from db.approvals import Approval, get_approval, insert_approval
+from db.approvals import PENDING, Approval, expire_approvals, get_approval, insert_approval
 from db.callbacks import ConversationCallback
 from db.job_kinds import JobKind
 from db.jobs import JobQueue
@@ -65,6 +65,11 @@ class ApprovalRequest:
     accept: bool | None = None
     answered_by: str | None = None
     reason: str | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether it still takes an answer (a Slack request keeps its buttons)."""
+        return self.state == PENDING
 
     @classmethod
     def of(cls, approval: Approval, url: str | None) -> ApprovalRequest:
@@ -208,6 +213,22 @@ async def record_request(
         len(actions),
     )
     return approval
+
+
+async def expire_requests(
+    context: ProcessorContext, conversation_id: str, callback_id: int
+) -> None:
+    """The turn ended (answered, failed, stopped) with requests nobody answered: they
+    take no answer any more, and their messages say so (queued in the caller's
+    transaction; the post job edits an answered request)."""
+    for approval_id in await expire_approvals(context.store, callback_id):
+        await context.queue.enqueue(
+            APPROVAL_POST_JOB,
+            ApprovalPostPayload(approval_id=approval_id),
+            key=approval_key(conversation_id),
+            idempotency_key=f"approval-expired:{approval_id}",
+            max_attempts=APPROVAL_MAX_ATTEMPTS,
+        )
 
 
 def approval_key(conversation_id: str) -> str:

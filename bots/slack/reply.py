@@ -19,7 +19,14 @@ from bots.slack.formatting import (
     slack_link,
     split_for_slack,
 )
-from bots.texts import WORKING_REACTION, answer, approval_request_text, status_text
+from bots.texts import (
+    APPROVAL_EXPIRED_TEXT,
+    WORKING_REACTION,
+    answer,
+    approval_request_text,
+    status_text,
+)
+from db.approvals import EXPIRED
 from db.job_kinds import PermanentJobError, RetryableJobError
 from processors.base import Reply, ReplyingProcessor, ReplyStatus
 from processors.confirmation import ApprovalRequest
@@ -138,6 +145,8 @@ def approval_text(request: ApprovalRequest) -> str:
 
 def _answer_line(request: ApprovalRequest) -> str | None:
     """The answer in mrkdwn: `answered_by` is a mention as Slack writes it ("<@U1>")."""
+    if request.state == EXPIRED:
+        return f"*{APPROVAL_EXPIRED_TEXT}*"
     if request.accept is None:
         return None
     verdict = "Approved" if request.accept else "Rejected"
@@ -150,7 +159,7 @@ def _answer_line(request: ApprovalRequest) -> str | None:
 def approval_blocks(request: ApprovalRequest, text: str) -> list[dict[str, Any]]:
     """A section with the request; while it waits, an Approve and a Reject button."""
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
-    if request.accept is None:
+    if request.waiting:
         value = str(request.id)
         blocks.append(
             {

@@ -14,7 +14,14 @@ from typing import ClassVar
 import pytest
 
 from agent.events import STATE_CHANGED_JOB, AgentState, StateChangedPayload
-from db.approvals import ANSWERING, APPROVED, REJECTED, get_approval, pending_approval
+from db.approvals import (
+    ANSWERING,
+    APPROVED,
+    EXPIRED,
+    REJECTED,
+    get_approval,
+    pending_approval,
+)
 from db.callbacks import (
     CallbackStatus,
     ConversationCallback,
@@ -24,7 +31,7 @@ from db.callbacks import (
 from db.job_kinds import Job
 from db.store import Store
 from processors.approvals import answer_approval, give_answer, turn_asker
-from processors.base import Reply, ReplyingProcessor
+from processors.base import REPLY_JOB, Reply, ReplyingProcessor
 from processors.confirmation import (
     APPROVAL_ANSWER_JOB,
     APPROVAL_POST_JOB,
@@ -370,3 +377,28 @@ async def _rerun(context: ProcessorContext, idempotency_key: str) -> None:
     job = await claim_job(context.queue, APPROVAL_ANSWER_JOB)
     assert job.idempotency_key == idempotency_key
     await run(context, job)
+
+
+async def test_a_turn_that_ends_unanswered_expires_its_request(
+    store: Store, context: ProcessorContext, agent_server: FakeAgentServer
+) -> None:
+    approval_id, conversation_id = await posted_request(store, context, agent_server)
+    # The turn ends another way (here the agent fails) before anyone answers.
+    failed = agent_server.status_change(conversation_id, "error")
+    observation = observation_of(conversation_id, AgentState.ERROR, failed)
+    await context.queue.enqueue(
+        STATE_CHANGED_JOB, StateChangedPayload(observation=observation), key=conversation_id
+    )
+    await run(context, await claim_job(context.queue, STATE_CHANGED_JOB))
+
+    approval = await get_approval(store, approval_id)
+    assert approval is not None and approval.state == EXPIRED
+    # The failure's reply is queued first (not delivered here: the thread is a list).
+    await context.queue.complete(await claim_job(context.queue, REPLY_JOB))
+    await run(context, await claim_job(context.queue, APPROVAL_POST_JOB))
+    [edit] = ThreadProcessor.edits[f"m{approval_id}"]
+    assert edit.state == EXPIRED and not edit.waiting
+    assert len(ThreadProcessor.posted[f"m{approval_id}"]) == 1
+
+    await answer(context, approval_id, accept=True)
+    assert confirmations(agent_server) == []
