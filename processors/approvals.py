@@ -179,6 +179,8 @@ async def give_answer(context: ProcessorContext, answer: ApprovalAnswerPayload) 
         processor = await _processor(context, approval)
         if processor is not None:
             await processor.edit_approval(_request(context, approval), approval.message_id, context)
+    # The status message goes back to the agent's step (unless the turn has ended).
+    await edit_progress(context, approval.conversation_id)
 
 
 async def _send_to_agent(context: ProcessorContext, approval: Approval) -> None:
