@@ -213,7 +213,7 @@ async def test_a_wait_is_recorded_once_keeps_the_turn_and_posts_one_request(
     assert [a.detail for a in request.actions] == ["make clean"]
     stored = await get_approval(store, approval.id)
     assert stored is not None and stored.message_id == f"m{approval.id}"
-    asker = await turn_asker(context, approval.id)
+    asker = await turn_asker(store, approval.id)
     assert isinstance(asker, ThreadProcessor) and asker.asker == "U1"
 
 
