@@ -140,8 +140,11 @@ def status_text(status: TurnStatus, link: LinkStyle = markdown_link) -> str:
     return f"{head}\n{' · '.join(facts)}"
 
 
-# How a GitHub or GitLab thread answers an approval request.
-COMMENT_APPROVAL_HINT = "Reply `@openhands approve` or `@openhands reject <reason>`."
+def comment_approval_hint(mention: str) -> str:
+    """How a GitHub or GitLab thread answers an approval request (`mention`: BOT_MENTION)."""
+    return f"Reply `{mention} approve` or `{mention} reject <reason>`."
+
+
 _FENCE = "```"
 
 

@@ -185,6 +185,7 @@ class GithubEventJob:
             event,
             app_slug=slug,
             edit_ack_comment=self.edit_ack_comment,
+            bot_mention=self.mention,
         )
         await self.turns.take(mention, received_at=received_at)
 
@@ -221,6 +222,7 @@ class GithubMention:
         *,
         app_slug: str | None,
         edit_ack_comment: bool,
+        bot_mention: str = "@openhands",
     ) -> None:
         assert trigger.installation_id is not None
         self.thread = thread
@@ -231,6 +233,7 @@ class GithubMention:
         self.data = event.data
         self.app_slug = app_slug
         self.edit_ack_comment = edit_ack_comment
+        self.bot_mention = bot_mention
         self.answer_place = (
             "this review thread" if trigger.review_thread_id is not None else "a comment here"
         )
@@ -299,6 +302,7 @@ class GithubMention:
             ack_comment_id=self.ack_comment_id if self.edit_ack_comment else None,
             status_comment_id=self.ack_comment_id,
             status_marker=marker("ack", self.delivery_id),
+            bot_mention=self.bot_mention,
         )
 
     def workspace(self) -> WorkspaceRequest:

@@ -12,7 +12,7 @@ from typing import ClassVar
 from bots.github import PLATFORM
 from bots.github.api import GithubApi, GithubThread
 from bots.markers import marker, post_once
-from bots.texts import COMMENT_APPROVAL_HINT, approval_request_text, comment_answer, status_text
+from bots.texts import approval_request_text, comment_answer, comment_approval_hint, status_text
 from processors.base import Reply, ReplyingProcessor
 from processors.confirmation import ApprovalRequest
 from processors.context import ProcessorContext
@@ -39,6 +39,8 @@ class GithubCallbackProcessor(ReplyingProcessor):
     # (kept in every edit: a retried event job finds the comment by it).
     status_comment_id: int | None = None
     status_marker: str | None = None
+    # BOT_MENTION, which an approval request tells people to answer with.
+    bot_mention: str = "@openhands"
 
     # GitHub: at most one edit of a comment per 10 s.
     status_interval: ClassVar[float | None] = 10.0
@@ -54,13 +56,13 @@ class GithubCallbackProcessor(ReplyingProcessor):
         await self._thread(context).edit(self.status_comment_id, body)
 
     async def post_approval(self, request: ApprovalRequest, context: ProcessorContext) -> str:
-        text = approval_request_text(request, hint=COMMENT_APPROVAL_HINT)
+        text = approval_request_text(request, hint=comment_approval_hint(self.bot_mention))
         return str(await post_once(self._thread(context), text, _approval_marker(request)))
 
     async def edit_approval(
         self, request: ApprovalRequest, message_id: str, context: ProcessorContext
     ) -> None:
-        text = approval_request_text(request, hint=COMMENT_APPROVAL_HINT)
+        text = approval_request_text(request, hint=comment_approval_hint(self.bot_mention))
         await self._thread(context).edit(int(message_id), f"{text}\n\n{_approval_marker(request)}")
 
     def _thread(self, context: ProcessorContext) -> GithubThread:
