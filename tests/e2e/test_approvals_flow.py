@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from agent.client import AgentClient, ConfirmationPolicy, LLMSettings, SecurityAnalyzer
 from tests.support import github_webhooks as hooks
 from tests.support.agent_server import AgentServerProcess
 from tests.support.fake_github import FakeGitHub
@@ -362,3 +364,41 @@ def test_gitlab_a_reporter_is_refused_and_a_developers_approval_runs_the_command
         "no reply to the second approve",
     )
     assert len(gitlab_said(gitlab, iid, SUMMARY)) == 1
+
+
+# -- the agent-server takes the policies -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "analyzer", "kind", "analyzer_kind"),
+    [
+        ("always", "none", "AlwaysConfirm", None),
+        ("risky", "llm", "ConfirmRisky", "LLMSecurityAnalyzer"),
+    ],
+)
+async def test_the_agent_server_starts_a_conversation_with_each_policy(
+    agent_server: AgentServerProcess,
+    fake_llm: FakeLLM,
+    tmp_path: Path,
+    policy: ConfirmationPolicy,
+    analyzer: SecurityAnalyzer,
+    kind: str,
+    analyzer_kind: str | None,
+) -> None:
+    client = AgentClient(
+        agent_server.url,
+        agent_server.api_key,
+        LLMSettings(model="openai/fake-model", api_key="fake", base_url=fake_llm.base_url),
+        str(tmp_path),
+        confirmation_policy=policy,
+        security_analyzer=analyzer,
+    )
+    try:
+        conversation_id = await client.start_conversation(None)
+        info = await client.get_conversation(conversation_id)
+    finally:
+        await client.aclose()
+
+    assert info is not None
+    assert info["confirmation_policy"]["kind"] == kind
+    assert (info.get("security_analyzer") or {}).get("kind") == analyzer_kind
