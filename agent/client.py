@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -20,6 +20,19 @@ from db.job_kinds import RetryableJobError
 
 # ask_agent runs an LLM completion over the whole conversation before it answers.
 ASK_AGENT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+
+
+# CONFIRMATION_POLICY: which of the agent's actions wait for a person's answer.
+ConfirmationPolicy = Literal["never", "always", "risky"]
+# SECURITY_ANALYZER: what rates each action's risk for the `risky` policy.
+SecurityAnalyzer = Literal["none", "llm"]
+# As openhands-agent-server 1.58.2 names them in a start request.
+_POLICY_KINDS: dict[str, str] = {
+    "never": "NeverConfirm",
+    "always": "AlwaysConfirm",
+    "risky": "ConfirmRisky",
+}
+_ANALYZER_KINDS: dict[str, str] = {"llm": "LLMSecurityAnalyzer"}
 
 
 @dataclass(frozen=True)
@@ -74,9 +87,13 @@ class AgentClient:
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        confirmation_policy: ConfirmationPolicy = "never",
+        security_analyzer: SecurityAnalyzer = "none",
     ) -> None:
         self.llm = llm
         self.workspace_root = workspace_root
+        self.confirmation_policy = confirmation_policy
+        self.security_analyzer = security_analyzer
         self._http = new_http_client(
             base_url=base_url.rstrip("/") + "/api",
             headers={"X-Session-API-Key": api_key} if api_key else {},
@@ -125,7 +142,11 @@ class AgentClient:
             "workspace": {"working_dir": self.working_dir(conversation_id, repository)},
             "agent_launch_additions": {"system_message_suffix_append": system},
             "tags": tags or {},
+            "confirmation_policy": {"kind": _POLICY_KINDS[self.confirmation_policy]},
         }
+        analyzer = _ANALYZER_KINDS.get(self.security_analyzer)
+        if analyzer is not None:
+            body["security_analyzer"] = {"kind": analyzer}
         if prompt is not None:
             body["initial_message"] = {**text_message(prompt), "run": True}
         if secrets:
@@ -180,6 +201,26 @@ class AgentClient:
         """openhands-agent-server 1.58.2: the run stops after its current step, and the
         conversation's execution_status becomes `paused`."""
         await self._request("POST", f"/conversations/{conversation_id}/pause")
+
+    async def respond_to_confirmation(
+        self, conversation_id: str, *, accept: bool, reason: str | None = None
+    ) -> None:
+        """Answer the actions the agent waits on (execution_status
+        `waiting_for_confirmation`). openhands-agent-server 1.58.2: an acceptance runs
+        them and goes on; a rejection records a UserRejectObservation per action (the
+        LLM reads "Action rejected: {reason}") and leaves the conversation idle, so it
+        needs a `run` to go on."""
+        body: dict[str, Any] = {"accept": accept}
+        if not accept and reason:
+            body["reason"] = reason
+        await self._request(
+            "POST", f"/conversations/{conversation_id}/events/respond_to_confirmation", json=body
+        )
+
+    async def run(self, conversation_id: str) -> None:
+        """Let an idle conversation go on; one already running is fine (409)."""
+        path = f"/conversations/{conversation_id}/run"
+        await send(self._http, "POST", path, f"agent-server POST {path}", accept=(409,))
 
     async def send_message(self, conversation_id: str, text: str, *, run: bool = True) -> None:
         await self._request(

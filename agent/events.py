@@ -191,11 +191,13 @@ def step_of(event: dict[str, Any]) -> str | None:
     summary = event.get("summary")
     if isinstance(summary, str) and summary.strip() and not summary.startswith(f"{tool}: {{"):
         return one_line(summary, STEP_CHARS)
-    command = _command_of(action) if isinstance(action, dict) else ""
+    command = command_of(action) if isinstance(action, dict) else ""
     return one_line(f"{tool}: {command}" if command else tool, STEP_CHARS)
 
 
-def _command_of(action: dict[str, Any]) -> str:
+def command_of(action: dict[str, Any]) -> str:
+    """What a tool call acts on, as the agent-server sent it (secrets it knows
+    masked): a terminal's command, a file editor's command and path, a URL, a query."""
     for name in ("command", "path", "url", "query"):
         value = action.get(name)
         if isinstance(value, str) and value.strip():
@@ -209,8 +211,13 @@ def _command_of(action: dict[str, Any]) -> str:
 def one_line(text: str, limit: int) -> str:
     """`text` on one line (its first non-blank one), tokens hidden, cut at `limit`."""
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
-    line = _TOKEN_SHAPES.sub("***", line)
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+    return trimmed(line, limit)
+
+
+def trimmed(text: str, limit: int) -> str:
+    """`text` (all its lines) with tokens hidden, cut at `limit` characters."""
+    text = _TOKEN_SHAPES.sub("***", text.strip())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 class MalformedEvents(ValueError):

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from db.approvals import EXPIRED
 from processors.base import Reply
+from processors.confirmation import ApprovalRequest
 from processors.status import Outcome, TurnStatus
 
 # The reaction on the message that asked while the agent works (Slack, GitHub and
@@ -121,6 +123,8 @@ def status_text(status: TurnStatus, link: LinkStyle = markdown_link) -> str:
     elif status.outcome is Outcome.STOPPED:
         who = status.stopped_by or "someone"
         head = f"Stopped by {who} after {took}." if took else f"Stopped by {who}."
+    elif status.outcome is Outcome.WAITING:
+        head = "Waiting for approval."
     elif status.step:
         head = f"Working on it: {status.step}"
     else:
@@ -140,3 +144,54 @@ def status_text(status: TurnStatus, link: LinkStyle = markdown_link) -> str:
         facts.append(link(status.url, "conversation"))
     text = f"{head}\n{' · '.join(facts)}" if facts else head
     return f"{text}\n{status.note}" if status.note else text
+
+
+def comment_approval_hint(mention: str) -> str:
+    """How a GitHub or GitLab thread answers an approval request (`mention`: BOT_MENTION)."""
+    return f"Reply `{mention} approve` or `{mention} reject <reason>`."
+
+
+_FENCE = "```"
+
+
+def approval_request_text(
+    request: ApprovalRequest, *, hint: str | None = None, with_answer: bool = True
+) -> str:
+    """What the agent waits to run (markdown): each held action's tool, its reason and
+    its command or file; then `hint` (how to answer) or, once answered, the answer
+    (unless the caller writes it, `with_answer=False`); then the conversation."""
+    lines = ["The agent waits for approval to run:"]
+    for action in request.actions:
+        lines.append(f"**{action.tool}**" + (f": {action.reason}" if action.reason else ""))
+        if action.detail:
+            # A fence inside the command would end the block early.
+            lines.append(f"{_FENCE}\n{action.detail.replace(_FENCE, '` ` `')}\n{_FENCE}")
+    answer = approval_answer_text(request)
+    if answer is not None:
+        if with_answer:
+            lines.append(f"**{answer}**")
+    elif hint:
+        lines.append(hint)
+    if request.url:
+        lines.append(markdown_link(request.url, "View the conversation"))
+    return "\n\n".join(lines)
+
+
+# What a request says once its turn ended without an answer.
+APPROVAL_EXPIRED_TEXT = "No longer waiting: the turn ended without an answer."
+
+
+def approval_answer_text(request: ApprovalRequest) -> str | None:
+    """ "Approved by @x." or "Rejected by @x: reason"; None while unanswered."""
+    if request.state == EXPIRED:
+        return APPROVAL_EXPIRED_TEXT
+    if request.accept is None:
+        return None
+    verdict = "Approved" if request.accept else "Rejected"
+    head = f"{verdict} by {request.answered_by}" if request.answered_by else verdict
+    return f"{head}: {request.reason}" if not request.accept and request.reason else f"{head}."
+
+
+def nothing_to_approve(who: str) -> str:
+    """The answer to an approval when the thread's agent waits for none."""
+    return f"{who} nothing is waiting for approval here."

@@ -31,13 +31,15 @@ from agent.events import (
     TurnMessagePayload,
 )
 from bots.markers import MarkedThread, marker, post_once
-from bots.texts import acknowledgement, no_checkout_note, permission_refusal
+from bots.texts import acknowledgement, no_checkout_note, nothing_to_approve, permission_refusal
+from db.approvals import pending_approval
 from db.callbacks import ConversationCallback, insert_callback
 from db.conversation_links import ConversationLink, find_link, save_link
 from db.jobs import JobQueue
 from db.logcontext import bind
 from db.metrics import MENTION_ACCEPTED, MENTIONS
 from db.store import Store
+from processors.approvals import answer_approval
 from processors.base import ReplyingProcessor
 from processors.hosts import RepositoryHost
 from processors.workspace import locate
@@ -202,6 +204,65 @@ class Turns:
         )
         log.info("%s %s: %s asked to stop %s", platform, thread_key, who, link.conversation_id)
         return True
+
+    async def answer_approval(
+        self,
+        thread: MarkedThread,
+        platform: str,
+        thread_key: str,
+        delivery_id: str,
+        who: str,
+        answer: ApprovalAnswer,
+    ) -> bool:
+        """Someone who may trigger answered the thread's approval request (`who` as the
+        platform writes a person): the answer is queued (processors.approvals), or,
+        when nothing waits, they are told so once. Never starts a turn."""
+        link = await find_link(self.store, platform, thread_key)
+        approval = await pending_approval(self.store, link.conversation_id) if link else None
+        if approval is None:
+            await post_once(thread, nothing_to_approve(who), marker("approval-none", delivery_id))
+            log.info("%s %s: %s answered; nothing waits for approval", platform, thread_key, who)
+            return False
+        await answer_approval(
+            self.queue,
+            approval_id=approval.id,
+            accept=answer.accept,
+            reason=answer.reason,
+            who=who,
+            delivery_id=f"{platform}:{delivery_id}",
+        )
+        log.info(
+            "%s %s: %s %s approval %s",
+            platform,
+            thread_key,
+            who,
+            "approved" if answer.accept else "rejected",
+            approval.id,
+        )
+        return True
+
+
+@dataclass(frozen=True)
+class ApprovalAnswer:
+    """`@openhands approve` or `@openhands reject <reason>`."""
+
+    accept: bool
+    reason: str | None = None
+
+
+def approval_answer_of(text: str) -> ApprovalAnswer | None:
+    """The approval a mention answers with, if it is one: `approve` alone, or `reject`
+    followed by an optional reason (for the agent)."""
+    words = text.strip().split(None, 1)
+    if not words:
+        return None
+    verb = words[0].rstrip(".!:,").lower()
+    rest = words[1].strip() if len(words) > 1 else ""
+    if verb == "approve" and not rest.rstrip(".!"):
+        return ApprovalAnswer(accept=True)
+    if verb == "reject":
+        return ApprovalAnswer(accept=False, reason=rest or None)
+    return None
 
 
 def is_stop(text: str) -> bool:

@@ -208,6 +208,33 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )
         ],
     ),
+    (
+        8,
+        "approval requests",
+        [
+            # What the agent asked to run and who answered (db/approvals.py). One row
+            # per held batch of actions: the oldest held action's id makes a second
+            # record of the same stop (a webhook and a reconciliation) a no-op.
+            """CREATE TABLE approvals (
+                id {id_pk},
+                conversation_id TEXT NOT NULL,
+                callback_id BIGINT NOT NULL,
+                action_id TEXT NOT NULL,
+                actions TEXT NOT NULL,
+                state TEXT NOT NULL,
+                message_id TEXT,
+                accept INTEGER,
+                reason TEXT,
+                answered_by TEXT,
+                answer_delivery_id TEXT,
+                created_at {real} NOT NULL,
+                answered_at {real},
+                UNIQUE (conversation_id, action_id)
+            )""",
+            "CREATE INDEX ix_approvals_pending ON approvals (conversation_id)"
+            " WHERE state = 'pending'",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

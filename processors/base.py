@@ -34,6 +34,7 @@ from db.callbacks import (
     save_callback,
 )
 from db.job_kinds import JobKind
+from processors.confirmation import ApprovalRequest, expire_requests, record_request
 from processors.context import ProcessorContext
 from processors.outcome import turn_outcome
 from processors.status import TurnStatus
@@ -145,6 +146,20 @@ class ReplyingProcessor(ConversationCallbackProcessor):
     async def edit_status(self, status: TurnStatus, context: ProcessorContext) -> None:
         """Show `status` in the turn's "on it" message (platforms that keep one)."""
 
+    async def post_approval(
+        self, request: ApprovalRequest, context: ProcessorContext
+    ) -> str | None:
+        """Post `request` (what the agent waits to run) in the thread, unless an earlier
+        attempt did; the message's id on the platform. None: this processor has no
+        thread to ask in (the request waits for an answer from elsewhere, or its
+        timeout). Raise RetryableJobError to be tried again."""
+        return None
+
+    async def edit_approval(
+        self, request: ApprovalRequest, message_id: str, context: ProcessorContext
+    ) -> None:
+        """Show `request`'s answer in its posted message `message_id`."""
+
     @classmethod
     def of(cls, source: object, **fields: Any) -> Self:
         """The processor of a turn: each field of this platform's (none of the fields
@@ -180,6 +195,11 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             return
         if observation.agent_state is AgentState.PAUSED:
             await self._close_if_stopped(callback, context, observation)
+            return
+        if observation.agent_state is AgentState.AWAITING_USER_CONFIRMATION:
+            # Not the end of the turn: the thread is asked, and the turn goes on
+            # once someone answers (processors.approvals).
+            await record_request(context, callback, observation.event_id)
             return
         if observation.agent_state not in ANSWER_STATES:
             return
@@ -282,6 +302,7 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             )
             current.status_reason = reason
             await save_callback(context.store, current)
+            await expire_requests(context, callback.conversation_id, callback.id)
             await queue_next_turn(context, callback.conversation_id, closed_callback_id=callback.id)
         log.info("callback %s closed as %s", callback.id, status.value)
 

@@ -38,6 +38,9 @@ class ProcessorContext:
     http: httpx.AsyncClient
     summary_mode: SummaryMode = SummaryMode.INSTRUCTION
     conversation_url_template: str | None = None
+    # How long an approval request waits for an answer before it is rejected
+    # (CONFIRMATION_TIMEOUT, processors.approvals).
+    confirmation_timeout: float = 86400.0
     # The platforms' API clients by platform name ("slack": bots.slack.api.SlackApi),
     # for the processors that deliver there; absent when the platform is disabled.
     platforms: Mapping[str, Any] = field(default_factory=dict)

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.events import PROGRESS_JOB, STOP_JOB
 from db.agent_conversations import lock_conversation, request_stop
+from db.approvals import callback_waits_for_approval
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback
 from db.job_kinds import Job, JobHandler, RetryableJobError
 from db.store import now
@@ -92,8 +93,13 @@ async def _status_row(context: ProcessorContext, conversation_id: str) -> Mappin
     )
 
 
-async def edit_progress(context: ProcessorContext, conversation_id: str) -> None:
-    claimed = await _claim_edit(context, conversation_id)
+async def edit_progress(
+    context: ProcessorContext, conversation_id: str, *, must: bool = False
+) -> None:
+    """Show the turn's newest step (or that it waits for approval) if that changed;
+    `must`: an edit in flight makes this one wait (RetryableJobError) instead of
+    leaving the change to the next batch's job."""
+    claimed = await _claim_edit(context, conversation_id, must=must)
     if claimed is None:
         return
     callback_id, processor, fingerprint, status = claimed
@@ -118,7 +124,7 @@ async def edit_progress(context: ProcessorContext, conversation_id: str) -> None
 
 
 async def _claim_edit(
-    context: ProcessorContext, conversation_id: str
+    context: ProcessorContext, conversation_id: str, *, must: bool = False
 ) -> tuple[int, ReplyingProcessor, str, TurnStatus] | None:
     """In one transaction: whether to edit now, and with what; the edit is leased."""
     async with context.store.transaction():
@@ -133,8 +139,11 @@ async def _claim_edit(
             " WHERE conversation_id = :id",
             values,
         )
-        shown = f"{row['status_steps']}|{row['status_step']}"
+        waiting = await callback_waits_for_approval(context.store, int(row["status_callback_id"]))
+        shown = f"{row['status_steps']}|{row['status_step']}" + ("|waiting" if waiting else "")
         busy = (row["status_editing_until"] or 0) > stamp
+        if busy and must:
+            raise RetryableJobError("a status edit is in flight", retry_after=1.0)
         if busy or shown == row["status_shown"]:
             return None
         found = await _current_turn(context, int(row["status_callback_id"]))
@@ -153,6 +162,7 @@ async def _claim_edit(
         steps=int(row["status_steps"] or 0),
         step=row["status_step"],
         elapsed_until=stamp,
+        outcome=Outcome.WAITING if waiting else None,
     )
     return int(row["status_callback_id"]), processor, shown, status
 

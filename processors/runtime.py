@@ -37,6 +37,7 @@ from db.job_kinds import Job, JobHandler, JobKind, PermanentJobError
 from db.logcontext import bind, log_context
 from db.metrics import MENTION_TO_AGENT_SECONDS, REPLIES, REPLY_SECONDS
 from db.store import now
+from processors.approvals import approval_handlers
 from processors.base import (
     REPLY_JOB,
     ConversationCallbackProcessor,
@@ -77,6 +78,7 @@ def job_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
         TURN_MESSAGE_JOB.name: jobs.on_turn_message,
         REPLY_JOB.name: jobs.on_reply,
         **progress_handlers(context),
+        **approval_handlers(context),
     }
 
 

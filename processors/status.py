@@ -10,11 +10,14 @@ class Outcome(StrEnum):
     DONE = "done"
     FAILED = "failed"
     STOPPED = "stopped"
+    # Not an end: the agent waits for an approval in the thread (processors.approvals).
+    WAITING = "waiting"
 
 
 @dataclass(frozen=True)
 class TurnStatus:
-    """The agent's progress on one turn; `outcome` is set once the turn has ended."""
+    """The agent's progress on one turn; `outcome` is set once the turn has ended, or
+    (WAITING) while it waits for an approval."""
 
     steps: int
     step: str | None
@@ -31,4 +34,4 @@ class TurnStatus:
 
     @property
     def final(self) -> bool:
-        return self.outcome is not None
+        return self.outcome is not None and self.outcome is not Outcome.WAITING

@@ -78,6 +78,8 @@ class Relay:
                 extra=settings.agent_llm_extra,
             ),
             workspace_root=settings.workspace_root,
+            confirmation_policy=settings.confirmation_policy,
+            security_analyzer=settings.security_analyzer,
         )
         http = new_http_client()
         secrets = SecretBox(secret_text(settings.secret_key))
@@ -88,6 +90,7 @@ class Relay:
             http=http,
             summary_mode=settings.summary_mode,
             conversation_url_template=settings.agent_conversation_url,
+            confirmation_timeout=settings.confirmation_timeout,
             # Receivers are URLs API users choose; off private networks unless allowed.
             receiver_http=None
             if settings.webhook_allow_private_networks

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from agent.checkout import DEFAULT_BRANCH_PREFIX
+from agent.client import ConfirmationPolicy, SecurityAnalyzer
 from bots.features import Feature, Risk
 from db.secrets import MIN_SECRET_KEY_CHARS
 from processors.context import SummaryMode
@@ -51,6 +52,14 @@ class Settings(BaseSettings):
     # Work branches are named {BRANCH_PREFIX}{issue number or "slack"}-{8 hex}.
     branch_prefix: str = Field(default=DEFAULT_BRANCH_PREFIX, min_length=1)
     summary_mode: SummaryMode = SummaryMode.INSTRUCTION
+    # Which of the agent's actions wait for a person in the thread (processors/approvals.py):
+    # none, every one, or those the security analyzer rates risky (which needs one).
+    confirmation_policy: ConfirmationPolicy = "never"
+    # The agent-server's analyzer of each action's risk: `llm` has the agent's LLM rate
+    # every tool call it makes (LLMSecurityAnalyzer); `none` leaves every risk unknown.
+    security_analyzer: SecurityAnalyzer = "none"
+    # An approval request nobody answers is rejected after this long.
+    confirmation_timeout: float = Field(default=86400.0, ge=1.0)
 
     slack_signing_secret: SecretStr | None = None
     slack_bot_token: SecretStr | None = None
@@ -255,10 +264,21 @@ SOCKET_MODE_WITHOUT_OAUTH = (
 )
 
 
+# openhands-agent-server 1.58.2 takes ConfirmRisky without an analyzer, but then rates
+# every action UNKNOWN, which ConfirmRisky holds: "risky" would mean "always".
+RISKY_WITHOUT_ANALYZER = (
+    "`risky` needs SECURITY_ANALYZER=llm: without a security analyzer the agent-server"
+    " rates every action's risk as unknown and holds them all (set CONFIRMATION_POLICY"
+    "=always for that)"
+)
+
+
 def load_settings() -> Settings:
     settings = _read_settings()
     if settings.slack_app_token and settings.slack_mode == "oauth":
         raise SettingsError([InvalidSetting("SLACK_APP_TOKEN", SOCKET_MODE_WITHOUT_OAUTH)])
+    if settings.confirmation_policy == "risky" and settings.security_analyzer == "none":
+        raise SettingsError([InvalidSetting("CONFIRMATION_POLICY", RISKY_WITHOUT_ANALYZER)])
     return settings
 
 

@@ -28,7 +28,14 @@ from bots.github.triggers import GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.hygiene import visible_text
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, request_title, shorten
-from bots.turns import Context, Turns, count_refusal, is_stop, refuse
+from bots.turns import (
+    Context,
+    Turns,
+    approval_answer_of,
+    count_refusal,
+    is_stop,
+    refuse,
+)
 from db.installations import (
     STATUS_ACTIVE,
     get_installation,
@@ -161,12 +168,24 @@ class GithubEventJob:
                 PLATFORM, trigger.thread_key, event.delivery_id, f"@{trigger.sender}"
             )
             return
+        answer = approval_answer_of(trigger.text)
+        if answer is not None:
+            await self.turns.answer_approval(
+                thread,
+                PLATFORM,
+                trigger.thread_key,
+                event.delivery_id,
+                f"@{trigger.sender}",
+                answer,
+            )
+            return
         mention = GithubMention(
             thread,
             trigger,
             event,
             app_slug=slug,
             edit_ack_comment=self.edit_ack_comment,
+            bot_mention=self.mention,
         )
         await self.turns.take(mention, received_at=received_at)
 
@@ -203,6 +222,7 @@ class GithubMention:
         *,
         app_slug: str | None,
         edit_ack_comment: bool,
+        bot_mention: str = "@openhands",
     ) -> None:
         assert trigger.installation_id is not None
         self.thread = thread
@@ -213,6 +233,7 @@ class GithubMention:
         self.data = event.data
         self.app_slug = app_slug
         self.edit_ack_comment = edit_ack_comment
+        self.bot_mention = bot_mention
         self.answer_place = (
             "this review thread" if trigger.review_thread_id is not None else "a comment here"
         )
@@ -281,6 +302,7 @@ class GithubMention:
             ack_comment_id=self.ack_comment_id if self.edit_ack_comment else None,
             status_comment_id=self.ack_comment_id,
             status_marker=marker("ack", self.delivery_id),
+            bot_mention=self.bot_mention,
         )
 
     def workspace(self) -> WorkspaceRequest:

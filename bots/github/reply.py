@@ -12,8 +12,9 @@ from typing import ClassVar
 from bots.github import PLATFORM
 from bots.github.api import GithubApi, GithubThread
 from bots.markers import marker, post_once
-from bots.texts import comment_answer, status_text
+from bots.texts import approval_request_text, comment_answer, comment_approval_hint, status_text
 from processors.base import Reply, ReplyingProcessor
+from processors.confirmation import ApprovalRequest
 from processors.context import ProcessorContext
 from processors.status import TurnStatus
 
@@ -38,6 +39,8 @@ class GithubCallbackProcessor(ReplyingProcessor):
     # (kept in every edit: a retried event job finds the comment by it).
     status_comment_id: int | None = None
     status_marker: str | None = None
+    # BOT_MENTION, which an approval request tells people to answer with.
+    bot_mention: str = "@openhands"
 
     # GitHub: at most one edit of a comment per 10 s.
     status_interval: ClassVar[float | None] = 10.0
@@ -51,6 +54,16 @@ class GithubCallbackProcessor(ReplyingProcessor):
         text = status_text(status)
         body = f"{text}\n\n{self.status_marker}" if self.status_marker else text
         await self._thread(context).edit(self.status_comment_id, body)
+
+    async def post_approval(self, request: ApprovalRequest, context: ProcessorContext) -> str:
+        text = approval_request_text(request, hint=comment_approval_hint(self.bot_mention))
+        return str(await post_once(self._thread(context), text, _approval_marker(request)))
+
+    async def edit_approval(
+        self, request: ApprovalRequest, message_id: str, context: ProcessorContext
+    ) -> None:
+        text = approval_request_text(request, hint=comment_approval_hint(self.bot_mention))
+        await self._thread(context).edit(int(message_id), f"{text}\n\n{_approval_marker(request)}")
 
     def _thread(self, context: ProcessorContext) -> GithubThread:
         api = context.platform(PLATFORM, GithubApi, "GitHub")
@@ -71,3 +84,7 @@ class GithubCallbackProcessor(ReplyingProcessor):
         self.reply_attempted = True
         await self.remember_delivery(reply, context)
         await post_once(thread, text, tag, look_first=look_first)
+
+
+def _approval_marker(request: ApprovalRequest) -> str:
+    return marker("approval", str(request.id))

@@ -34,7 +34,14 @@ from bots.gitlab.triggers import GitlabTrigger, Noteable, trigger_of
 from bots.hygiene import visible_text
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, request_title, shorten
-from bots.turns import Context, Turns, count_refusal, is_stop, refuse
+from bots.turns import (
+    Context,
+    Turns,
+    approval_answer_of,
+    count_refusal,
+    is_stop,
+    refuse,
+)
 from db.job_kinds import Job, json_object
 from db.logcontext import bind
 
@@ -77,7 +84,12 @@ class GitlabEventJob:
             return
         place = Place(trigger.project_id, trigger.noteable, trigger.iid, trigger.discussion_id)
         mention = GitlabMention(
-            GitlabThread(self.api, place), trigger, bot, delivery_id, self.trigger_label
+            GitlabThread(self.api, place),
+            trigger,
+            bot,
+            delivery_id,
+            self.trigger_label,
+            bot_mention=self.mention,
         )
         level = await self.api.access_level(trigger.project_id, trigger.user_id)
         if level < DEVELOPER_ACCESS:
@@ -96,6 +108,17 @@ class GitlabEventJob:
                 PLATFORM, trigger.thread_key, mention.source, f"@{trigger.username}"
             )
             return
+        answer = approval_answer_of(trigger.text)
+        if answer is not None:
+            await self.turns.answer_approval(
+                mention.thread,
+                PLATFORM,
+                trigger.thread_key,
+                mention.source,
+                f"@{trigger.username}",
+                answer,
+            )
+            return
         await self.turns.take(mention, received_at=job.created_at)
 
 
@@ -112,12 +135,15 @@ class GitlabMention:
         bot: GitlabUser,
         delivery_id: str,
         label: str,
+        *,
+        bot_mention: str = "@openhands",
     ) -> None:
         self.thread = thread
         self.trigger = trigger
         self.bot = bot
         self.delivery_id = delivery_id
         self.label = label
+        self.bot_mention = bot_mention
         self.thread_key = trigger.thread_key
         self.answer_place = (
             "this thread" if trigger.discussion_id else f"this {trigger.noteable.noun}"
@@ -153,7 +179,10 @@ class GitlabMention:
 
     def processor(self) -> GitlabCallbackProcessor:
         return GitlabCallbackProcessor.of(
-            self.trigger, ack_note_id=self.ack_note_id, status_marker=marker("ack", self.source)
+            self.trigger,
+            ack_note_id=self.ack_note_id,
+            status_marker=marker("ack", self.source),
+            bot_mention=self.bot_mention,
         )
 
     def workspace(self) -> WorkspaceRequest:

@@ -19,8 +19,9 @@ from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi, GitlabThread, Place
 from bots.gitlab.triggers import Noteable
 from bots.markers import marker, post_once
-from bots.texts import comment_answer, status_text
+from bots.texts import approval_request_text, comment_answer, comment_approval_hint, status_text
 from processors.base import Reply, ReplyingProcessor
+from processors.confirmation import ApprovalRequest
 from processors.context import ProcessorContext
 from processors.status import TurnStatus
 
@@ -44,6 +45,8 @@ class GitlabCallbackProcessor(ReplyingProcessor):
     reply_note_id: int | None = None
     # The marker the "on it" note carries (kept in every edit of the status).
     status_marker: str | None = None
+    # BOT_MENTION, which an approval request tells people to answer with.
+    bot_mention: str = "@openhands"
 
     # GitLab: at most one edit of a note per 10 s.
     status_interval: ClassVar[float | None] = 10.0
@@ -59,6 +62,23 @@ class GitlabCallbackProcessor(ReplyingProcessor):
         text = status_text(status)
         body = f"{text}\n\n{self.status_marker}" if self.status_marker else text
         await api.edit_note(place, self.ack_note_id, body)
+
+    def _place(self) -> Place:
+        return Place(self.project_id, self.noteable, self.iid, self.discussion_id)
+
+    async def post_approval(self, request: ApprovalRequest, context: ProcessorContext) -> str:
+        api = context.platform(PLATFORM, GitlabApi, "GitLab")
+        text = approval_request_text(request, hint=comment_approval_hint(self.bot_mention))
+        mark = marker("approval", str(request.id))
+        return str(await post_once(GitlabThread(api, self._place()), text, mark))
+
+    async def edit_approval(
+        self, request: ApprovalRequest, message_id: str, context: ProcessorContext
+    ) -> None:
+        api = context.platform(PLATFORM, GitlabApi, "GitLab")
+        text = approval_request_text(request, hint=comment_approval_hint(self.bot_mention))
+        mark = marker("approval", str(request.id))
+        await api.edit_note(self._place(), int(message_id), f"{text}\n\n{mark}")
 
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
         if self.reply_note_id is not None:

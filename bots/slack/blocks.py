@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from processors.confirmation import ApprovalRequest
+
 STOP_ACTION = "relay.stop"
+# The buttons of an approval request; each one's value is the approval's id.
+APPROVE_ACTION = "relay.approve"
+REJECT_ACTION = "relay.reject"
 # Slack's limit on a section's text.
 SECTION_TEXT_CHARS = 3000
 
@@ -37,4 +42,34 @@ def status_blocks(text: str, *, stoppable: bool) -> list[dict[str, Any]]:
             },
         }
         blocks.append({"type": "actions", "elements": [stop]})
+    return blocks
+
+
+def approval_blocks(request: ApprovalRequest, text: str) -> list[dict[str, Any]]:
+    """A section with the request; while it waits, an Approve and a Reject button."""
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    if request.waiting:
+        value = str(request.id)
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"relay.approval.{request.id}",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": APPROVE_ACTION,
+                        "text": {"type": "plain_text", "text": "Approve"},
+                        "style": "primary",
+                        "value": value,
+                    },
+                    {
+                        "type": "button",
+                        "action_id": REJECT_ACTION,
+                        "text": {"type": "plain_text", "text": "Reject"},
+                        "style": "danger",
+                        "value": value,
+                    },
+                ],
+            }
+        )
     return blocks

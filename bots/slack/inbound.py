@@ -59,7 +59,8 @@ def build_slack_app(
 ) -> AsyncApp:
     """One workspace (bot_token) or many (client_id/secret with the two stores).
     Without a signing secret (Socket Mode, whose envelopes come over the app's own
-    connection) no request is verified: it serves no HTTP route then."""
+    connection) no request is verified: it serves no HTTP route then. `approvers`
+    (SLACK_APPROVERS) may answer any approval request, beside the turn's asker."""
     # Bolt takes the one workspace's token from the client it is given.
     client = new_web_client(api_url, bot_token if installation_store is None else None)
     if installation_store is not None:

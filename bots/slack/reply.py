@@ -14,16 +14,27 @@ from typing import ClassVar
 
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
-from bots.slack.blocks import status_blocks
+from bots.slack.blocks import SECTION_TEXT_CHARS, approval_blocks, status_blocks
 from bots.slack.formatting import escape_mrkdwn, markdown_to_mrkdwn, slack_link, split_for_slack
-from bots.texts import WORKING_REACTION, answer, status_text
+from bots.texts import (
+    APPROVAL_EXPIRED_TEXT,
+    WORKING_REACTION,
+    answer,
+    approval_request_text,
+    status_text,
+)
+from db.approvals import EXPIRED
 from db.job_kinds import PermanentJobError, RetryableJobError
 from processors.base import Reply, ReplyingProcessor, ReplyStatus
+from processors.confirmation import ApprovalRequest
 from processors.context import ProcessorContext
 from processors.status import TurnStatus
 
 log = logging.getLogger(__name__)
 
+# Marks agent-relay's approval requests (Slack message metadata), so a retried job
+# finds the one it posted instead of posting another.
+APPROVAL_EVENT_TYPE = "agent_relay_approval"
 DONE_REACTION = "white_check_mark"
 _MEMBER = re.compile(r"<@[A-Z0-9]+>")
 FAILED_REACTION = "x"
@@ -64,6 +75,40 @@ class SlackCallbackProcessor(ReplyingProcessor):
             blocks=status_blocks(text, stoppable=not status.final),
         )
 
+    async def post_approval(self, request: ApprovalRequest, context: ProcessorContext) -> str:
+        team = await slack_team(context, self.team_id, self.enterprise_id)
+        for message in await team.thread_messages(self.channel, self.thread_ts):
+            metadata = message.get("metadata") or {}
+            if metadata.get("event_type") == APPROVAL_EVENT_TYPE and str(
+                (metadata.get("event_payload") or {}).get("approval_id")
+            ) == str(request.id):
+                return str(message["ts"])
+        text = approval_text(request)
+        return await team.post_in_thread(
+            self.channel,
+            self.thread_ts,
+            text,
+            metadata={
+                "event_type": APPROVAL_EVENT_TYPE,
+                "event_payload": {"approval_id": str(request.id)},
+            },
+            blocks=approval_blocks(request, text),
+        )
+
+    async def edit_approval(
+        self, request: ApprovalRequest, message_id: str, context: ProcessorContext
+    ) -> None:
+        team = await slack_team(context, self.team_id, self.enterprise_id)
+        text = approval_text(request)
+        # The buttons go: the request is answered.
+        await team.call(
+            "chat.update",
+            channel=self.channel,
+            ts=message_id,
+            text=text,
+            blocks=approval_blocks(request, text),
+        )
+
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
         team = await slack_team(context, self.team_id, self.enterprise_id)
         parts = reply_messages(reply, self.user)
@@ -79,6 +124,29 @@ class SlackCallbackProcessor(ReplyingProcessor):
             # The answer is in the thread; a missing check mark is not worth
             # posting it again (a retry would) or calling it undelivered.
             log.warning("callback %s: reactions not updated: %s", reply.callback_id, exc)
+
+
+def approval_text(request: ApprovalRequest) -> str:
+    """The request in mrkdwn; once answered, "Approved by <@U>" or "Rejected by <@U>: reason"."""
+    text = markdown_to_mrkdwn(approval_request_text(request, with_answer=False))
+    answer = _answer_line(request)
+    room = SECTION_TEXT_CHARS - (len(answer) + 2 if answer else 0)
+    if len(text) > room:
+        text = text[: room - 1] + "…"
+    return f"{text}\n\n{answer}" if answer else text
+
+
+def _answer_line(request: ApprovalRequest) -> str | None:
+    """The answer in mrkdwn: `answered_by` is a mention as Slack writes it ("<@U1>")."""
+    if request.state == EXPIRED:
+        return f"*{APPROVAL_EXPIRED_TEXT}*"
+    if request.accept is None:
+        return None
+    verdict = "Approved" if request.accept else "Rejected"
+    head = f"*{verdict} by {request.answered_by}*" if request.answered_by else f"*{verdict}*"
+    if not request.accept and request.reason:
+        return f"{head}: {escape_mrkdwn(request.reason)}"
+    return f"{head}."
 
 
 def reply_messages(reply: Reply, user: str) -> list[str]:

@@ -51,3 +51,9 @@ def test_the_on_it_note_stays_in_the_status_to_the_end() -> None:
     assert status_text(working) == f"Working on it: Read the README\n1 step · 5s\n{note}"
     done = TurnStatus(1, None, 9, None, outcome=Outcome.DONE, note=note)
     assert status_text(done).endswith(f"\n{note}")
+
+
+def test_waiting_for_approval_is_shown_and_is_no_end() -> None:
+    waiting = TurnStatus(3, "make clean", 40, None, outcome=Outcome.WAITING)
+    assert status_text(waiting) == "Waiting for approval.\n3 steps · 40s"
+    assert not waiting.final

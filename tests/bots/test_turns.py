@@ -8,9 +8,17 @@ import json
 import re
 from typing import Any
 
+import pytest
+
 from agent.checkout import WorkspaceRequest
 from agent.events import START_JOB, TURN_MESSAGE_JOB
-from bots.turns import Turn, new_conversation_id, record_turn
+from bots.turns import (
+    ApprovalAnswer,
+    Turn,
+    approval_answer_of,
+    new_conversation_id,
+    record_turn,
+)
 from db.callbacks import CallbackStatus, get_callback
 from db.conversation_links import ConversationLink, find_link, links_of
 from db.jobs import JobQueue
@@ -236,3 +244,23 @@ async def test_links_of_lists_every_thread_of_a_conversation(store: Store) -> No
     assert [link.thread_key for link in links] == [THREAD, "T1:C2:1700000001.000100"]
     assert await find_link(store, PLATFORM, "T1:C9:nothing") is None
     assert await find_link(store, "github", THREAD) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("approve", ApprovalAnswer(accept=True)),
+        (" Approve! ", ApprovalAnswer(accept=True)),
+        ("reject", ApprovalAnswer(accept=False)),
+        ("reject: too risky\nfor now", ApprovalAnswer(accept=False, reason="too risky\nfor now")),
+        ("Reject not on a Friday", ApprovalAnswer(accept=False, reason="not on a Friday")),
+        ("approve the plan and then deploy", None),
+        ("approved", None),
+        ("please reject the PR", None),
+        ("", None),
+    ],
+)
+def test_an_approval_answer_is_approve_alone_or_reject_with_a_reason(
+    text: str, expected: ApprovalAnswer | None
+) -> None:
+    assert approval_answer_of(text) == expected

@@ -200,3 +200,47 @@ def test_the_old_name_agent_workspace_dir_still_sets_the_root(
     assert load_settings().workspace_root == "/srv/old"
     monkeypatch.setenv("AGENT_WORKSPACE_ROOT", "/srv/new")
     assert load_settings().workspace_root == "/srv/new"
+
+
+def test_confirmation_policy_defaults_to_never_and_takes_always(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings()
+    assert (settings.confirmation_policy, settings.confirmation_timeout) == ("never", 86400.0)
+    monkeypatch.setenv("CONFIRMATION_POLICY", "always")
+    monkeypatch.setenv("CONFIRMATION_TIMEOUT", "600")
+    settings = load_settings()
+    assert (settings.confirmation_policy, settings.confirmation_timeout) == ("always", 600.0)
+
+
+def test_risky_without_a_security_analyzer_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONFIRMATION_POLICY", "risky")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "invalid setting CONFIRMATION_POLICY:" in str(raised.value)
+    assert "SECURITY_ANALYZER=llm" in str(raised.value)
+
+    monkeypatch.setenv("SECURITY_ANALYZER", "llm")
+    assert load_settings().confirmation_policy == "risky"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CONFIRMATION_POLICY", "sometimes"), ("CONFIRMATION_TIMEOUT", "0")],
+)
+def test_a_wrong_confirmation_setting_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=f"invalid setting {variable}:"):
+        load_settings()
+
+
+def test_slack_approvers_are_member_ids_separated_by_commas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().slack_approvers == []
+    monkeypatch.setenv("SLACK_APPROVERS", " U01, U02 ,,U03")
+    assert load_settings().slack_approvers == ["U01", "U02", "U03"]

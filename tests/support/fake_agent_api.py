@@ -287,11 +287,54 @@ class FakeAgentServer:
             return httpx.Response(200, json={"success": True})
         if route == ("GET", "events/search"):
             return self._search(hex_id, request.url.params)
+        if route == ("POST", "events/respond_to_confirmation"):
+            return self._respond_to_confirmation(hex_id, body)
+        if route == ("POST", "run"):
+            conversation = self.conversations[hex_id]
+            if conversation["execution_status"] == "running":
+                return httpx.Response(409, json={"detail": "Conversation already running."})
+            self.status_change(hex_id, "running")
+            return httpx.Response(200, json={"success": True})
         if route == ("POST", "ask_agent"):
             return httpx.Response(200, json={"response": self.ask_agent_answer})
         if route == ("GET", "agent_final_response"):
             return httpx.Response(200, json={"response": self.final_response_text})
         return httpx.Response(404, json={"detail": "Not Found"})
+
+    def held_actions(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The agent's actions that have no observation yet."""
+        events = self.events[uuid.UUID(conversation_id).hex]
+        answered = {e.get("action_id") for e in events}
+        return [e for e in events if e["kind"] == "ActionEvent" and e["id"] not in answered]
+
+    def _respond_to_confirmation(self, hex_id: str, body: dict[str, Any]) -> httpx.Response:
+        """As openhands-agent-server 1.58.2: an acceptance runs the held actions (here:
+        each gets an observation at once); a rejection answers each with a
+        UserRejectObservation and leaves the conversation idle until it is run."""
+        held = self.held_actions(hex_id)
+        if body.get("accept"):
+            if self.conversations[hex_id]["execution_status"] != "running":
+                self.status_change(hex_id, "running")
+            for action in held:
+                self.add_event(
+                    hex_id,
+                    "ObservationEvent",
+                    "environment",
+                    action_id=action["id"],
+                    observation={"kind": "TerminalObservation", "content": "ran"},
+                )
+        else:
+            if self.conversations[hex_id]["execution_status"] == "waiting_for_confirmation":
+                self.status_change(hex_id, "idle")
+            for action in held:
+                self.add_event(
+                    hex_id,
+                    "UserRejectObservation",
+                    "user",
+                    action_id=action["id"],
+                    rejection_reason=body.get("reason", "User rejected the action."),
+                )
+        return httpx.Response(200, json={"success": True})
 
     def _start(self, body: dict[str, Any]) -> httpx.Response:
         hex_id = uuid.UUID(body["conversation_id"]).hex if body.get("conversation_id") else None

@@ -17,16 +17,18 @@ from bots.github.inbound import GITHUB_EVENT_JOB
 from bots.github.job import NEEDED_ACCESS, GithubEventJob
 from bots.github.reply import GithubCallbackProcessor
 from bots.markers import marker
-from bots.texts import permission_refusal
+from bots.texts import nothing_to_approve, permission_refusal
 from bots.turns import Turns
+from db.approvals import insert_approval
 from db.callbacks import list_callbacks
-from db.conversation_links import find_link
+from db.conversation_links import ConversationLink, find_link, save_link
 from db.installations import Installation, list_installations
 from db.job_kinds import Job
 from db.jobs import JobQueue
 from db.metrics import REGISTRY
 from db.secrets import SecretBox
 from db.store import Store
+from processors.confirmation import APPROVAL_ANSWER_JOB
 from tests.support.fake_agent_api import jobs_of_kind
 from tests.support.fake_github import FakeGitHub
 from tests.support.github_webhooks import example, installation, issue_comment, labeled
@@ -589,3 +591,77 @@ async def test_with_edit_ack_comment_the_processor_keeps_the_ack_comment(
     [ack] = [c for c in github.comments(REPO, ISSUE) if c["user"]["login"] == BOT]
     [callback] = await list_callbacks(store)
     assert callback.get_processor().ack_comment_id == ack["id"]
+
+
+# -- approvals -----------------------------------------------------------------------------
+
+
+async def waiting_for_approval(store: Store) -> int:
+    """The issue's conversation waits for approval of one held command; its id."""
+    await save_link(store, ConversationLink("github", f"{REPO}#{ISSUE}", "c" * 32, None))
+    approval = await insert_approval(store, "c" * 32, 1, "action-1", "[]")
+    assert approval is not None
+    return approval.id
+
+
+async def test_a_writer_s_approve_is_queued_as_the_answer_and_starts_no_turn(
+    mentions: GithubEventJob, github: FakeGitHub, store: Store
+) -> None:
+    approval_id = await waiting_for_approval(store)
+    job, _ = comment_job(github, "@openhands approve")
+
+    await mentions.handle(job)
+    await mentions.handle(job)  # a retry queues nothing more
+
+    [answer] = await jobs_of_kind(store, APPROVAL_ANSWER_JOB)
+    assert answer["payload"] == {
+        "approval_id": approval_id,
+        "accept": True,
+        "reason": None,
+        "who": "@ada",
+        "delivery_id": f"github:{delivery_of(job)}",
+    }
+    assert await jobs_of_kind(store, START_JOB) == []
+    assert await list_callbacks(store) == []
+    assert bot_comments(github) == []
+
+
+async def test_a_reject_carries_its_reason(
+    mentions: GithubEventJob, github: FakeGitHub, store: Store
+) -> None:
+    await waiting_for_approval(store)
+    job, _ = comment_job(github, "@openhands reject not on a Friday, please", sender="mia")
+
+    await mentions.handle(job)
+
+    [answer] = await jobs_of_kind(store, APPROVAL_ANSWER_JOB)
+    assert answer["payload"]["accept"] is False
+    assert answer["payload"]["reason"] == "not on a Friday, please"
+    assert answer["payload"]["who"] == "@mia"
+
+
+async def test_an_approve_by_someone_who_may_not_write_is_refused_and_changes_nothing(
+    mentions: GithubEventJob, github: FakeGitHub, store: Store
+) -> None:
+    await waiting_for_approval(store)
+    job, _ = comment_job(github, "@openhands approve", sender="rita")
+
+    await mentions.handle(job)
+
+    [refusal] = bot_comments(github)
+    assert refusal.startswith(f"@rita {permission_refusal(NEEDED_ACCESS)}")
+    assert await jobs_of_kind(store, APPROVAL_ANSWER_JOB) == []
+
+
+async def test_an_approve_when_nothing_waits_gets_one_short_reply(
+    mentions: GithubEventJob, github: FakeGitHub, store: Store
+) -> None:
+    job, _ = comment_job(github, "@openhands approve")
+
+    await mentions.handle(job)
+    await mentions.handle(job)
+
+    [reply] = bot_comments(github)
+    assert reply.startswith(nothing_to_approve("@ada"))
+    assert await store.fetch_all("SELECT id FROM jobs") == []
+    assert await list_callbacks(store) == []

@@ -16,6 +16,7 @@ from db.job_kinds import PermanentJobError, RetryableJobError
 from db.secrets import SecretBox
 from db.store import Store
 from processors.base import Reply, ReplyStatus
+from processors.confirmation import ApprovalRequest, HeldAction
 from processors.context import ProcessorContext
 from tests.support.fake_github import FakeGitHub
 
@@ -123,3 +124,30 @@ async def test_without_github_configured_the_reply_fails_for_good(
 ) -> None:
     with pytest.raises(PermanentJobError, match="GitHub is not configured"):
         await processor().deliver(reply(), context)
+
+
+def approval_request(**answer: object) -> ApprovalRequest:
+    held = HeldAction("a1", "terminal", "make clean", "Start from scratch.")
+    return ApprovalRequest(
+        id=5, conversation_id="abc", actions=[held], url=URL, state="pending", **answer
+    )
+
+
+async def test_an_approval_request_is_posted_once_and_edited_to_its_answer(
+    github_context: ProcessorContext, github: FakeGitHub
+) -> None:
+    posted = await processor().post_approval(approval_request(), github_context)
+    again = await processor().post_approval(approval_request(), github_context)  # a retry
+
+    assert again == posted
+    [body] = bodies(github)
+    assert "**terminal**: Start from scratch." in body and "```\nmake clean\n```" in body
+    assert "Reply `@openhands approve` or `@openhands reject <reason>`." in body
+
+    answered = approval_request(accept=False, answered_by="@ada", reason="not today")
+    await processor().edit_approval(answered, posted, github_context)
+
+    [body] = bodies(github)
+    assert "**Rejected by @ada: not today**" in body
+    assert "@openhands approve" not in body
+    assert "make clean" in body and "<!-- agent-relay:approval:5 -->" in body

@@ -14,13 +14,15 @@ from bots.gitlab.api import GitlabApi
 from bots.gitlab.inbound import GITLAB_EVENT_JOB
 from bots.gitlab.job import HISTORY_NOTES, NEEDED_ACCESS, GitlabEventJob
 from bots.gitlab.reply import GitlabCallbackProcessor
-from bots.texts import permission_refusal
+from bots.texts import nothing_to_approve, permission_refusal
 from bots.turns import Turns
+from db.approvals import insert_approval
 from db.callbacks import list_callbacks
-from db.conversation_links import find_link
+from db.conversation_links import ConversationLink, find_link, save_link
 from db.job_kinds import Job
 from db.jobs import JobQueue
 from db.store import Store
+from processors.confirmation import APPROVAL_ANSWER_JOB
 from tests.support.fake_agent_api import jobs_of_kind
 from tests.support.fake_gitlab import BOT_TOKEN, FakeGitlab, label_hook, note_hook
 from tests.support.fake_host import RecordingHost
@@ -318,3 +320,47 @@ async def test_the_history_is_the_newest_notes_people_wrote(
     assert "note number 4\n" not in prompt
     assert "otto: note number 5\n" in prompt
     assert prompt.index("note number 5") < prompt.index(f"note number {HISTORY_NOTES + 4}")
+
+
+# -- approvals -----------------------------------------------------------------------------
+
+
+async def test_a_developer_s_approve_is_queued_and_a_reporter_s_refused(
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store
+) -> None:
+    await save_link(store, ConversationLink("gitlab", f"{PROJECT_ID}:issue:3", "c" * 32, None))
+    approval = await insert_approval(store, "c" * 32, 1, "action-1", "[]")
+    assert approval is not None
+    refused, refused_note = note_job(gitlab, "@openhands approve", author_id=REPORTER)
+    job, note = note_job(gitlab, "@openhands reject too risky")
+
+    await mentions.handle(refused)
+    await mentions.handle(job)
+    await mentions.handle(job)
+
+    [refusal] = in_discussion(gitlab, refused_note)
+    assert refusal.startswith(f"@rita {permission_refusal(NEEDED_ACCESS)}")
+    [answer] = await jobs_of_kind(store, APPROVAL_ANSWER_JOB)
+    assert answer["payload"] == {
+        "approval_id": approval.id,
+        "accept": False,
+        "reason": "too risky",
+        "who": "@ada",
+        "delivery_id": f"gitlab:note-{note['id']}",
+    }
+    assert in_discussion(gitlab, note) == []
+    assert await jobs_of_kind(store, START_JOB) == []
+    assert await list_callbacks(store) == []
+
+
+async def test_an_approve_when_nothing_waits_gets_one_short_reply(
+    mentions: GitlabEventJob, gitlab: FakeGitlab, store: Store
+) -> None:
+    job, note = note_job(gitlab, "@openhands approve")
+
+    await mentions.handle(job)
+    await mentions.handle(job)
+
+    [reply] = in_discussion(gitlab, note)
+    assert reply.startswith(nothing_to_approve("@ada"))
+    assert await store.fetch_all("SELECT id FROM jobs") == []

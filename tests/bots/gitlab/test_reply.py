@@ -18,6 +18,7 @@ from db.callbacks import CallbackStatus, ConversationCallback, get_callback, ins
 from db.job_kinds import Job, PermanentJobError, RetryableJobError
 from db.store import Store
 from processors.base import REPLY_JOB, Reply, ReplyStatus
+from processors.confirmation import ApprovalRequest, HeldAction
 from processors.context import ProcessorContext
 from processors.runtime import job_handlers
 from tests.support.fake_gitlab import BOT_TOKEN, FakeGitlab
@@ -208,3 +209,27 @@ def test_the_link_is_not_repeated_when_the_summary_has_it() -> None:
     assert (
         comment_answer(reply, "ada", NOTE_LIMIT) == f"@ada The agent stopped. Conversation: {URL}"
     )
+
+
+async def test_an_approval_request_is_posted_once_in_the_discussion_and_edited_to_its_answer(
+    gitlab_context: ProcessorContext, gitlab: FakeGitlab, store: Store
+) -> None:
+    callback, asked = await gitlab_callback(store, gitlab)
+    processor = callback.get_processor()
+    assert isinstance(processor, GitlabCallbackProcessor)
+    held = HeldAction("a1", "terminal", "make clean", "")
+    request = ApprovalRequest(
+        id=6, conversation_id=CONVERSATION_ID, actions=[held], url=URL, state="pending"
+    )
+
+    posted = await processor.post_approval(request, gitlab_context)
+    assert await processor.post_approval(request, gitlab_context) == posted
+
+    [note] = [n for n in gitlab.bot_notes(PROJECT_ID, "issue", 3) if str(n["id"]) == posted]
+    assert note["discussion_id"] == asked["discussion_id"]
+    assert "`@openhands approve`" in note["body"]
+    answered = dataclasses.replace(request, state="approved", accept=True, answered_by="@ada")
+    await processor.edit_approval(answered, posted, gitlab_context)
+    [note] = [n for n in gitlab.bot_notes(PROJECT_ID, "issue", 3) if str(n["id"]) == posted]
+    assert "**Approved by @ada.**" in note["body"]
+    assert marker("approval", "6") in note["body"]
