@@ -14,7 +14,7 @@ from bots.features import Feature, Risk
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi
-from bots.slack.blocks import STOP_ACTION
+from bots.slack.blocks import APPROVE_ACTION, REJECT_ACTION, STOP_ACTION
 from bots.slack.checks import SlackCheck, SlackCheckSettings
 from bots.slack.controls import SlackControls
 from bots.slack.inbound import build_slack_app, slack_routes
@@ -27,7 +27,13 @@ from bots.slack.socket_mode import SlackSocketMode
 from db.secrets import secret_text
 
 # The controls that ask for a reason in a modal before they count.
-MODALS: dict[str, Modal] = {}
+MODALS = {
+    REJECT_ACTION: Modal(
+        title="Reject",
+        label="Why? The agent reads this and tries another way.",
+        submit="Reject",
+    )
+}
 
 
 class SlackSettings(SlackCheckSettings, Protocol):
@@ -60,7 +66,15 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
         default_repository=settings.default_repository,
     )
     controls = SlackControls(shared.turns, frozenset(settings.slack_approvers))
-    interaction_job = SlackInteractionJob(api, {STOP_ACTION: controls.on_stop})
+    interaction_job = SlackInteractionJob(
+        api,
+        {
+            STOP_ACTION: controls.on_stop,
+            APPROVE_ACTION: controls.on_approve,
+            # The Reject button opens MODALS[REJECT_ACTION]; its submission lands here.
+            REJECT_ACTION: controls.on_reject,
+        },
+    )
     signing_secret = secret_text(settings.slack_signing_secret)
     app_token = secret_text(settings.slack_app_token)
 

@@ -11,6 +11,7 @@ GitHub runs on SQLite, GitLab on PostgreSQL.
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ import httpx
 import pytest
 
 from agent.client import AgentClient, ConfirmationPolicy, LLMSettings, SecurityAnalyzer
+from bots.slack.blocks import APPROVE_ACTION, REJECT_ACTION
+from bots.slack.controls import ALREADY_ANSWERED
 from tests.support import github_webhooks as hooks
 from tests.support.agent_server import AgentServerProcess
 from tests.support.fake_github import FakeGitHub
@@ -38,8 +41,11 @@ from tests.support.fake_llm import FakeLLM, finish, message_text, run, steps
 from tests.support.fake_slack import (
     FakeSlack,
     app_mention,
+    block_actions,
     event_callback,
+    signed_interaction,
     slack_signature_headers,
+    view_submission,
 )
 from tests.support.relay_process import RelayProcess, database_for, relay_environment
 from tests.support.waiting import wait_until
@@ -57,7 +63,7 @@ PROJECT_ID, PROJECT = 37, "acme/widgets"
 DEVELOPER, REPORTER = 47, 48
 TEAM, SLACK_BOT_TOKEN, BOT_USER = "T0APPROVALS", "xoxb-approvals-token", "U0BOTAPPROVALS"
 SIGNING_SECRET = "e2e-approvals-signing-secret"
-ASKER = "U0ASKER"
+ASKER, STRANGER = "U0ASKER", "U0STRANGER"
 SUMMARY = "Here is what happened."
 HELD = "[held]"
 # The command the agent asks to run; its output is how the test knows it ran.
@@ -98,6 +104,7 @@ def slack() -> Iterator[FakeSlack]:
     with FakeSlack() as fake:
         fake.add_team(TEAM, bot_token=SLACK_BOT_TOKEN, bot_user_id=BOT_USER, bot_id="B0APPROVALS")
         fake.add_user(ASKER, name="ada", display_name="Ada")
+        fake.add_user(STRANGER, name="mallory", display_name="Mallory")
         yield fake
 
 
@@ -275,11 +282,10 @@ def test_github_a_rejection_sends_its_reason_to_the_agent(
 # -- Slack --------------------------------------------------------------------
 
 
-def test_slack_the_request_is_a_thread_message_with_approve_and_reject_buttons(
-    relay: RelayProcess, slack: FakeSlack
-) -> None:
+def slack_mention(relay: RelayProcess, slack: FakeSlack, request: str) -> tuple[str, str]:
+    """A mention in a new channel; its channel and ts."""
     channel = f"C{uuid.uuid4().hex[:8].upper()}"
-    text = f"<@{BOT_USER}> {HELD} clean the cache"
+    text = f"<@{BOT_USER}> {request}"
     ts = slack.add_message(TEAM, channel, user=ASKER, text=text)
     envelope = event_callback(
         TEAM,
@@ -290,16 +296,58 @@ def test_slack_the_request_is_a_thread_message_with_approve_and_reject_buttons(
     headers = {"Content-Type": "application/json", **slack_signature_headers(SIGNING_SECRET, body)}
     response = httpx.post(f"{relay.url}/slack/events", content=body, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
+    return channel, ts
 
-    def requests() -> list[dict[str, Any]]:
-        return [
-            m
-            for m in slack.thread(channel, ts, team_id=TEAM)
-            if m.get("user") == BOT_USER and "waits for approval" in str(m.get("text"))
-        ]
 
-    wait_for(relay, requests, "no request posted in the Slack thread")
-    [request] = requests()
+def slack_requests(slack: FakeSlack, channel: str, ts: str) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in slack.thread(channel, ts, team_id=TEAM)
+        if m.get("user") == BOT_USER and "waits for approval" in str(m.get("text"))
+    ]
+
+
+def slack_answers(slack: FakeSlack, channel: str, ts: str) -> list[dict[str, Any]]:
+    return [
+        m
+        for m in slack.thread(channel, ts, team_id=TEAM)
+        if m.get("user") == BOT_USER and SUMMARY in str(m.get("text"))
+    ]
+
+
+def click(relay: RelayProcess, payload: dict[str, Any]) -> None:
+    body, headers = signed_interaction(SIGNING_SECRET, payload)
+    response = httpx.post(f"{relay.url}/slack/events", content=body, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def slack_conversation(relay: RelayProcess, channel: str) -> str:
+    with sqlite3.connect(relay.workdir / "relay.db") as db:
+        [(conversation_id,)] = db.execute(
+            "SELECT conversation_id FROM conversation_links WHERE thread_key LIKE ?",
+            (f"%:{channel}:%",),
+        ).fetchall()
+    return str(conversation_id)
+
+
+def observations(agent_server: AgentServerProcess, conversation_id: str) -> list[str]:
+    """What the conversation's tool calls gave back, as the agent-server recorded it."""
+    items = httpx.get(
+        f"{agent_server.url}/api/conversations/{conversation_id}/events/search",
+        params={"kind": "ObservationEvent", "limit": 100},
+        headers=agent_server.headers,
+        timeout=10,
+    ).json()["items"]
+    return [json.dumps(item["observation"]) for item in items]
+
+
+def test_slack_the_request_is_a_thread_message_with_approve_and_reject_buttons(
+    relay: RelayProcess, slack: FakeSlack
+) -> None:
+    channel, ts = slack_mention(relay, slack, f"{HELD} clean the cache")
+
+    wait_for(relay, lambda: slack_requests(slack, channel, ts), "no request in the Slack thread")
+    [request] = slack_requests(slack, channel, ts)
     assert COMMAND.replace(">", "&gt;") in request["text"] or COMMAND in request["text"]
     section, actions = request["blocks"]
     assert section["type"] == "section" and "waits for approval" in section["text"]["text"]
@@ -309,6 +357,115 @@ def test_slack_the_request_is_a_thread_message_with_approve_and_reject_buttons(
     assert approve["value"] == reject["value"] and approve["value"].isdigit()
     status = slack.thread(channel, ts, team_id=TEAM)[1]
     assert str(status["text"]).startswith("Waiting for approval.")
+
+
+def test_slack_approve_by_the_asker_runs_the_command_once_and_other_clicks_change_nothing(
+    relay: RelayProcess, slack: FakeSlack, agent_server: AgentServerProcess
+) -> None:
+    channel, ts = slack_mention(relay, slack, f"{HELD} clean the cache")
+    wait_for(relay, lambda: slack_requests(slack, channel, ts), "no request in the Slack thread")
+    [request] = slack_requests(slack, channel, ts)
+    conversation_id = slack_conversation(relay, channel)
+    asked, value = request, request["blocks"][1]["elements"][0]["value"]
+
+    def approve(user: str) -> dict[str, Any]:
+        return block_actions(
+            TEAM,
+            user=user,
+            channel=channel,
+            message=asked,
+            action_id=APPROVE_ACTION,
+            value=value,
+        )
+
+    # Someone else: told privately; the agent still waits.
+    click(relay, approve(STRANGER))
+    wait_for(relay, lambda: slack.ephemerals(STRANGER), "no refusal for the stranger")
+    assert "can answer this request" in slack.ephemerals(STRANGER)[-1]["text"]
+    assert conversation_status(agent_server, conversation_id) == "waiting_for_confirmation"
+
+    mine = approve(ASKER)
+    click(relay, mine)
+    click(relay, mine)  # Slack sent the same payload twice
+    wait_for(relay, lambda: slack_answers(slack, channel, ts), "no answer after the approval")
+
+    assert sum(OUTPUT in text for text in observations(agent_server, conversation_id)) == 1
+    [request] = slack_requests(slack, channel, ts)
+    assert f"Approved by <@{ASKER}>" in request["text"]
+    assert len(request["blocks"]) == 1  # the buttons are gone
+
+    # A later click on the answered request: a private note, nothing else.
+    click(relay, approve(ASKER))
+    wait_for(
+        relay,
+        lambda: any(ALREADY_ANSWERED in e["text"] for e in slack.ephemerals(ASKER)),
+        "no note for the late click",
+    )
+    assert len(slack_answers(slack, channel, ts)) == 1
+    assert sum(OUTPUT in text for text in observations(agent_server, conversation_id)) == 1
+
+
+def test_slack_reject_asks_for_a_reason_in_a_modal_and_the_agent_gets_it(
+    relay: RelayProcess, slack: FakeSlack, fake_llm: FakeLLM, agent_server: AgentServerProcess
+) -> None:
+    channel, ts = slack_mention(relay, slack, f"{HELD} clean the cache, gently")
+    wait_for(relay, lambda: slack_requests(slack, channel, ts), "no request in the Slack thread")
+    [request] = slack_requests(slack, channel, ts)
+    conversation_id = slack_conversation(relay, channel)
+    views = len(slack.views())
+
+    value = request["blocks"][1]["elements"][1]["value"]
+    click(
+        relay,
+        block_actions(
+            TEAM,
+            user=ASKER,
+            channel=channel,
+            message=request,
+            action_id=REJECT_ACTION,
+            value=value,
+        ),
+    )
+    [modal] = slack.views()[views:]
+    assert modal["callback_id"] == REJECT_ACTION
+    # Opening the modal decided nothing.
+    assert conversation_status(agent_server, conversation_id) == "waiting_for_confirmation"
+
+    click(relay, view_submission(TEAM, user=ASKER, view=modal, reason="use the staging cache"))
+    wait_for(relay, lambda: slack_answers(slack, channel, ts), "no answer after the rejection")
+
+    assert any(
+        "Action rejected:" in text and "use the staging cache" in text
+        for text in tool_results(fake_llm)
+    )
+    assert not any(OUTPUT in text for text in observations(agent_server, conversation_id))
+    [request] = slack_requests(slack, channel, ts)
+    assert f"Rejected by <@{ASKER}>" in request["text"]
+    assert "use the staging cache" in request["text"]
+
+
+def test_slack_a_relay_killed_right_after_the_click_applies_the_approval_once_on_restart(
+    relay: RelayProcess, slack: FakeSlack, agent_server: AgentServerProcess
+) -> None:
+    channel, ts = slack_mention(relay, slack, f"{HELD} clean the cache, then stop")
+    wait_for(relay, lambda: slack_requests(slack, channel, ts), "no request in the Slack thread")
+    [request] = slack_requests(slack, channel, ts)
+    conversation_id = slack_conversation(relay, channel)
+    value = request["blocks"][1]["elements"][0]["value"]
+    payload = block_actions(
+        TEAM, user=ASKER, channel=channel, message=request, action_id=APPROVE_ACTION, value=value
+    )
+
+    click(relay, payload)
+    relay.kill()  # SIGKILL, the moment Slack has its acknowledgement
+    relay.start()
+    click(relay, payload)  # and Slack's retry of the same click, to the new process
+    wait_for(relay, lambda: slack_answers(slack, channel, ts), "no answer after the restart")
+
+    assert sum(OUTPUT in text for text in observations(agent_server, conversation_id)) == 1
+    assert len(slack_answers(slack, channel, ts)) == 1
+    [request] = slack_requests(slack, channel, ts)
+    assert request["text"].count(f"Approved by <@{ASKER}>") == 1
 
 
 # -- GitLab -------------------------------------------------------------------
