@@ -161,6 +161,10 @@ class Turns:
                 note=no_checkout_note(wanted.repository)
                 if wanted and self.hosts and not located
                 else None,
+                # Asked in a chat, the thread is on no repository: say which one.
+                working_on=located.repository
+                if located and located.host != mention.platform
+                else None,
             )
         )
         context = await mention.context(link.cursor if link else None)
