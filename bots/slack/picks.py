@@ -49,7 +49,10 @@ class RepositoryPicks:
 
     async def on_pick(self, click: Click, team: SlackTeam) -> None:
         """A repository picked from the menu."""
-        await self._pick(click, team, click.value or "")
+        if not click.value:
+            # A menu cleared, or a payload without its option: no pick.
+            return
+        await self._pick(click, team, click.value)
 
     async def on_no_repository(self, click: Click, team: SlackTeam) -> None:
         """The "No repository" button."""
@@ -73,7 +76,7 @@ class RepositoryPicks:
             log.info("slack %s: %s may not pick; refused", pending.thread_key, click.user)
             return
         choice = parse_choice(value, self.repositories.hosts())
-        if choice is None or (value and choice.repository is None):
+        if choice is None:
             log.warning("slack %s: a pick of %r, which was not offered", pending.thread_key, value)
             return
         async with store.transaction():

@@ -67,6 +67,7 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
             installation_store=installations,
             state_store=DatabaseOAuthStateStore(shared.store) if installations else None,
             public_url=settings.public_url,
+            repository_options=event_job.repositories.options,
         )
 
     def routes(gate: AdminGate) -> Sequence[BaseRoute]:

@@ -48,6 +48,8 @@ OPTION_VALUE_CHARS = 150
 HOST_LABELS = {"github": "GitHub", "gitlab": "GitLab"}
 
 _USE = re.compile(r"^use\s+(?P<what>.+?)\s*[.!]?$", re.IGNORECASE | re.DOTALL)
+# "owner/name", or a GitLab project's full path "group/sub/name".
+_REPOSITORY_PATH = re.compile(r"[\w.-]+(?:/[\w.-]+)+")
 _NO_REPOSITORY = frozenset({"none", "nothing", "no repository", "no repo", "nothing at all"})
 
 
@@ -94,7 +96,7 @@ def parse_choice(value: str, hosts: Mapping[str, object]) -> RepositoryChoice | 
     if not value:
         return RepositoryChoice(None)
     host, _, name = value.partition(":")
-    if host not in hosts or infer_repository(name) != name:
+    if host not in hosts or not _REPOSITORY_PATH.fullmatch(name):
         return None
     return RepositoryChoice(name, host)
 

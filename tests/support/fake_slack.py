@@ -175,6 +175,8 @@ class FakeSlack(LoopbackServer):
         self._reactions: dict[tuple[str, str, str], dict[str, list[str]]] = {}
         self._faults: dict[str, list[_Fault]] = {}
         self._calls: list[SlackCall] = []
+        # (team_id, channel) -> ephemeral messages (seen by one user; never in history)
+        self._ephemeral: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self._last_ts_micros = _FIRST_TS_MICROS - _TS_STEP_MICROS
 
     # -- HTTP -----------------------------------------------------------------
@@ -374,6 +376,16 @@ class FakeSlack(LoopbackServer):
                 copy.deepcopy(m)
                 for m in self._channel(channel, team_id)
                 if m["ts"] == thread_ts or m.get("thread_ts") == thread_ts
+            ]
+
+    def ephemeral(self, channel: str, *, team_id: str | None = None) -> list[dict[str, Any]]:
+        """The ephemeral messages posted in ``channel``: ``user`` is who saw each."""
+        with self._lock:
+            return [
+                dict(message)
+                for (team, place), messages in self._ephemeral.items()
+                if place == channel and (team_id is None or team == team_id)
+                for message in messages
             ]
 
     def reactions(self, channel: str, ts: str, *, team_id: str | None = None) -> set[str]:
@@ -639,6 +651,21 @@ class FakeSlack(LoopbackServer):
             message=self._public(team.team_id, channel, message, with_metadata=True),
         )
 
+    def _chat_post_ephemeral(self, team: _Team, params: dict[str, Any]) -> _Answer:
+        channel = str(params.get("channel") or "")
+        user = str(params.get("user") or "")
+        if not channel:
+            return _error("channel_not_found")
+        if user not in self._users:
+            return _error("user_not_found")
+        if not (params.get("text") or _as_list(params.get("blocks"))):
+            return _error("no_text")
+        message = {"user": user, "text": str(params.get("text") or ""), "ts": self._next_ts()}
+        if params.get("thread_ts"):
+            message["thread_ts"] = str(params["thread_ts"])
+        self._ephemeral.setdefault((team.team_id, channel), []).append(message)
+        return _ok(message_ts=message["ts"])
+
     def _reactions_add(self, team: _Team, params: dict[str, Any]) -> _Answer:
         key, name = self._reaction_target(team, params)
         if not name:
@@ -750,6 +777,7 @@ _HANDLERS: dict[str, Any] = {
     "oauth.v2.access": FakeSlack._oauth_v2_access,
     "chat.postMessage": FakeSlack._chat_post_message,
     "chat.update": FakeSlack._chat_update,
+    "chat.postEphemeral": FakeSlack._chat_post_ephemeral,
     "reactions.add": FakeSlack._reactions_add,
     "reactions.remove": FakeSlack._reactions_remove,
     "conversations.replies": FakeSlack._conversations_replies,
