@@ -1,8 +1,8 @@
 from db.migrations import LATEST_VERSION, MIGRATIONS, current_version, is_current, migrate
+from db.store import Store
 
 # The versions in order (a number may be skipped while branches that add one meet).
 VERSIONS = [version for version, _, _ in MIGRATIONS]
-from db.store import Store
 
 
 async def test_migrate_brings_an_empty_database_to_the_latest_version(database_url: str) -> None:
