@@ -126,9 +126,12 @@ class Mention:
     ts: str
 
 
-def mention(relay: RelayProcess, slack: FakeSlack, text: str) -> Mention:
-    """A person's message mentioning the bot in a new thread, and its event, delivered."""
-    channel = f"C{uuid.uuid4().hex[:8].upper()}"
+def mention(
+    relay: RelayProcess, slack: FakeSlack, text: str, *, channel: str | None = None
+) -> Mention:
+    """A person's message mentioning the bot in a new thread (of a new channel unless
+    `channel` is given), and its event, delivered."""
+    channel = channel or f"C{uuid.uuid4().hex[:8].upper()}"
     full_text = f"<@{BOT_USER}> {text}"
     ts = slack.add_message(TEAM, channel, user=ASKER, text=full_text)
     event = app_mention(user=ASKER, text=full_text, channel=channel, ts=ts)
@@ -222,3 +225,29 @@ def test_a_repository_no_platform_serves_is_said_and_answered_without_a_checkout
     assert answer.startswith(f"<@{ASKER}> {SUMMARY}")
     assert len(github.pull_requests(REPO)) == pulls
     assert "checked out acme/elsewhere" not in relay.log_path.read_text()
+
+
+def test_a_mention_naming_no_repository_works_on_the_channels_default(
+    relay: RelayProcess, slack: FakeSlack, github: FakeGitHub
+) -> None:
+    use = mention(relay, slack, f"use {REPO}")
+    wait_until(
+        lambda: any(
+            "This channel now works on" in str(m["text"]) for m in bot_messages(slack, use)
+        ),
+        timeout=30,
+        message=lambda: f"no confirmation of `use`\n{relay.log_tail()}",
+    )
+    [confirmation] = bot_messages(slack, use)
+    assert confirmation["text"].startswith(f"This channel now works on {REPO}.")
+    clones = len([r for r in github.git_requests(REPO) if not r.push])
+
+    m = mention(relay, slack, f"{QUESTION}?", channel=use.channel)
+
+    answer = answered(relay, slack, m)
+    assert ack(slack, m).startswith(f"On it! Working on {REPO}.")
+    assert answer.startswith(f"<@{ASKER}> {SUMMARY}")
+    # The checkout fetched the channel's repository.
+    assert len([r for r in github.git_requests(REPO) if not r.push]) > clones
+    # `use` itself started nothing: no reaction, no "on it".
+    assert slack.reactions(use.channel, use.ts) == set()
