@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from tests.support.loopback import LoopbackServer
 
@@ -862,3 +862,73 @@ def im_message(
     """A ``message`` event in a direct message with the bot (channel_type "im")."""
     event = app_mention(user=user, text=text, channel=channel, ts=ts, thread_ts=thread_ts)
     return {**event, "type": "message", "channel_type": "im"}
+
+
+def block_action(
+    *,
+    team_id: str,
+    user: str,
+    channel: str,
+    message: dict[str, Any],
+    action_id: str,
+    value: str,
+    selected: bool = False,
+    api_app_id: str = DEFAULT_APP_ID,
+) -> dict[str, Any]:
+    """A ``block_actions`` interaction payload, as Slack POSTs it when ``user`` clicks a
+    control of ``message`` (a message of the fake, as `thread` returns it): a button
+    with ``value``, or (``selected``) a menu option with that value."""
+    number = next(_event_ids)
+    action: dict[str, Any] = {
+        "action_id": action_id,
+        "block_id": f"block-{number}",
+        "action_ts": f"{int(time.time())}.{number:06d}",
+    }
+    if selected:
+        action |= {
+            "type": "static_select",
+            "selected_option": {"text": {"type": "plain_text", "text": value}, "value": value},
+        }
+    else:
+        action |= {
+            "type": "button",
+            "text": {"type": "plain_text", "text": value},
+            "value": value,
+        }
+    container: dict[str, Any] = {
+        "type": "message",
+        "message_ts": message["ts"],
+        "channel_id": channel,
+        "is_ephemeral": False,
+    }
+    if message.get("thread_ts"):
+        container["thread_ts"] = message["thread_ts"]
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team_id},
+        "api_app_id": api_app_id,
+        "token": "fake-verification-token",
+        "container": container,
+        "trigger_id": f"{number}.fake-trigger",
+        "team": {"id": team_id, "domain": "fake"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel, "name": "fake-channel"},
+        "message": message,
+        "state": {"values": {}},
+        "response_url": f"https://hooks.slack.invalid/actions/{team_id}/{number}",
+        "actions": [action],
+    }
+
+
+def interaction_request(
+    signing_secret: str, payload: dict[str, Any]
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of an interaction POST: form-encoded ``payload=`` JSON,
+    signed like every Slack request."""
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        **slack_signature_headers(signing_secret, body),
+    }
+    return body, headers
