@@ -27,7 +27,9 @@ from tests.support.fake_llm import FakeLLM, finish, run, steps
 from tests.support.fake_slack import (
     FakeSlack,
     app_mention,
+    block_action,
     event_callback,
+    interaction_request,
     slack_signature_headers,
 )
 from tests.support.relay_process import RelayProcess, relay_environment
@@ -40,6 +42,7 @@ TEAM = "T0WORK"
 BOT_TOKEN = "xoxb-e2e-workspace-slack-token"
 BOT_USER = "U0BOTWORK"
 ASKER = "U0ASKER"
+OTHER = "U0OTTO"
 APP_ID = 5252
 SLUG = "openhands-relay"
 INSTALLATION = 92
@@ -75,6 +78,7 @@ def slack() -> Iterator[FakeSlack]:
     with FakeSlack() as fake:
         fake.add_team(TEAM, bot_token=BOT_TOKEN, bot_user_id=BOT_USER, bot_id="B0WORK")
         fake.add_user(ASKER, name="ada", display_name="Ada")
+        fake.add_user(OTHER, name="otto", display_name="Otto")
         yield fake
 
 
@@ -252,3 +256,85 @@ def test_a_mention_naming_no_repository_works_on_the_channels_default(
     assert len([r for r in github.git_requests(REPO) if not r.push]) > clones
     # `use` itself started nothing: no reaction, no "on it".
     assert slack.reactions(use.channel, use.ts) == set()
+
+
+def picker(relay: RelayProcess, slack: FakeSlack, m: Mention) -> dict[str, Any]:
+    """The thread's repository picker, once the relay has posted it."""
+
+    def found() -> list[dict[str, Any]]:
+        return [
+            message
+            for message in bot_messages(slack, m)
+            if (message.get("metadata") or {}).get("event_type") == "agent_relay_picker"
+        ]
+
+    wait_until(
+        lambda: found(),
+        timeout=30,
+        message=lambda: f"no picker in {m.channel}\n{relay.log_tail()}",
+    )
+    [message] = found()
+    return message
+
+
+def click(
+    relay: RelayProcess, m: Mention, message: dict[str, Any], user: str, action: str, value: str
+) -> dict[str, Any]:
+    """`user` clicks `action` of the picker `message`: Slack's signed request, delivered."""
+    payload = block_action(
+        team_id=TEAM,
+        user=user,
+        channel=m.channel,
+        message=message,
+        action_id=action,
+        value=value,
+        selected=action == "relay.pick_repository",
+    )
+    send(relay, payload)
+    return payload
+
+
+def send(relay: RelayProcess, payload: dict[str, Any]) -> None:
+    body, headers = interaction_request(SIGNING_SECRET, payload)
+    response = httpx.post(f"{relay.url}/slack/events", content=body, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def test_without_any_repository_the_askers_pick_starts_the_run_on_it(
+    relay: RelayProcess, slack: FakeSlack, github: FakeGitHub
+) -> None:
+    m = mention(relay, slack, f"{QUESTION}?")
+    shown = picker(relay, slack, m)
+    menu = shown["blocks"][1]["elements"][0]
+    assert [o["value"] for o in menu["options"]] == [f"github:{REPO}"]
+    wait_until(relay.idle, timeout=30, message="the relay did not settle")
+    # Nothing runs while nobody picked.
+    assert [msg for msg in bot_messages(slack, m) if msg["ts"] != shown["ts"]] == []
+
+    click(relay, m, shown, OTHER, "relay.pick_repository", f"github:{REPO}")
+    wait_until(
+        lambda: slack.ephemeral(m.channel),
+        timeout=30,
+        message=lambda: f"no refusal for {OTHER}\n{relay.log_tail()}",
+    )
+    [refusal] = slack.ephemeral(m.channel)
+    assert refusal["user"] == OTHER and f"Only <@{ASKER}>" in refusal["text"]
+    wait_until(relay.idle, timeout=30, message="the relay did not settle")
+    assert [msg for msg in bot_messages(slack, m) if msg["ts"] != shown["ts"]] == []
+
+    picked = click(relay, m, shown, ASKER, "relay.pick_repository", f"github:{REPO}")
+
+    answer = answered(relay, slack, m)
+    assert ack(slack, m).startswith(f"On it! Working on {REPO}.")
+    assert answer.startswith(f"<@{ASKER}> No changes were pushed.")
+    [settled] = [msg for msg in bot_messages(slack, m) if msg["ts"] == shown["ts"]]
+    assert settled["text"] == f"<@{ASKER}> picked {REPO}."
+
+    # The same payload again, and a second pick: nothing more runs or changes.
+    send(relay, picked)
+    click(relay, m, shown, ASKER, "relay.no_repository", "none")
+    wait_until(relay.idle, timeout=30, message="the relay did not settle")
+    assert answered(relay, slack, m) == answer
+    [settled] = [msg for msg in bot_messages(slack, m) if msg["ts"] == shown["ts"]]
+    assert settled["text"] == f"<@{ASKER}> picked {REPO}."
+    ack(slack, m)  # still one "On it"
