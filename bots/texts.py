@@ -129,7 +129,12 @@ def status_text(status: TurnStatus, link: LinkStyle = markdown_link) -> str:
         head = f"Working on it: {status.step}"
     else:
         head = "On it! Starting…"
-    facts = [f"{status.steps} step{'' if status.steps == 1 else 's'}"]
+    # A turn that ended without a tool call took no steps worth counting.
+    facts = (
+        []
+        if status.final and not status.steps
+        else [f"{status.steps} step{'' if status.steps == 1 else 's'}"]
+    )
     if took and not status.final:
         facts.append(took)
     if status.repository:
@@ -137,4 +142,5 @@ def status_text(status: TurnStatus, link: LinkStyle = markdown_link) -> str:
         facts.append(f"{status.repository}{on_branch}")
     if status.url:
         facts.append(link(status.url, "conversation"))
-    return f"{head}\n{' · '.join(facts)}"
+    text = f"{head}\n{' · '.join(facts)}" if facts else head
+    return f"{text}\n{status.note}" if status.note else text

@@ -152,15 +152,16 @@ class Turns:
         # checkouts are off in this deployment, and nobody needs to be told.)
         wanted = None if continuing else mention.workspace()
         located = await locate(self.hosts, wanted) if wanted and self.hosts else None
+        note = (
+            no_checkout_note(wanted.repository) if wanted and self.hosts and not located else None
+        )
         await mention.acknowledge(
             acknowledgement(
                 self.conversation_url(conversation_id),
                 continuing=continuing,
                 where=mention.answer_place,
                 link=mention.link_style,
-                note=no_checkout_note(wanted.repository)
-                if wanted and self.hosts and not located
-                else None,
+                note=note,
                 # Asked in a chat, the thread is on no repository: say which one.
                 working_on=located.repository
                 if located and located.host != mention.platform
@@ -180,7 +181,8 @@ class Turns:
             delivery_id=mention.delivery_id,
             conversation_id=conversation_id,
             text=mention.follow_up(context) if continuing else mention.prompt(context),
-            processor=mention.processor(),
+            # The status that replaces the "on it" keeps its note.
+            processor=mention.processor().model_copy(update={"status_note": note}),
             tags={key: value[:TAG_VALUE_CHARS] for key, value in mention.tags().items()},
             cursor=context.cursor,
             received_at=received_at,

@@ -130,6 +130,9 @@ class ReplyingProcessor(ConversationCallbackProcessor):
     # delivery id, which every log line of the turn carries, and when it arrived.
     origin_delivery_id: str | None = None
     origin_received_at: float | None = None
+    # What the turn's "on it" said that its status keeps saying (bots.turns): a
+    # repository it works without.
+    status_note: str | None = None
 
     # How often the platform lets the turn's status message be edited (seconds);
     # None: the platform keeps no status message (processors.progress).

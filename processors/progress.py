@@ -184,6 +184,7 @@ async def _status(
         branch=workspace.branch if workspace else None,
         outcome=outcome,
         stopped_by=stopped_by,
+        note=processor.status_note,
     )
 
 

@@ -25,6 +25,9 @@ class TurnStatus:
     outcome: Outcome | None = None
     # Who stopped the turn, as the platform writes a person ("@alice", "<@U1>").
     stopped_by: str | None = None
+    # What the "on it" told the asker that stays true while the turn runs and after
+    # (a repository it could not check out).
+    note: str | None = None
 
     @property
     def final(self) -> bool:

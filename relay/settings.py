@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from agent.checkout import DEFAULT_BRANCH_PREFIX
@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # An app-level token (xapp-..., scope connections:write): Slack's events arrive over
     # Socket Mode (bots/slack/socket_mode.py) instead of at /slack/events.
     slack_app_token: SecretStr | None = None
+    # Member ids (comma-separated) who may stop any run and answer any approval in
+    # Slack, besides the person who asked.
+    slack_approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     github_app_id: str | None = None
     github_private_key: SecretStr | None = None
@@ -102,6 +105,13 @@ class Settings(BaseSettings):
     # that failed, which are redelivered (bots/redelivery.py).
     github_redeliver_interval_seconds: float = Field(default=300.0, ge=1.0)
     gitlab_redeliver_interval_seconds: float = Field(default=300.0, ge=1.0)
+
+    @field_validator("slack_approvers", mode="before")
+    @classmethod
+    def _member_ids(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -99,8 +99,10 @@ class SlackTeam:
         text: str,
         *,
         metadata: dict[str, Any] | None = None,
+        blocks: list[dict[str, Any]] | None = None,
     ) -> str:
-        """Post `text` (mrkdwn) in the thread; returns the new message's ts."""
+        """Post `text` (mrkdwn; with `blocks`, the notification's text) in the thread;
+        returns the new message's ts."""
         params: dict[str, Any] = {
             "channel": channel,
             "thread_ts": thread_ts,
@@ -111,6 +113,8 @@ class SlackTeam:
         }
         if metadata is not None:
             params["metadata"] = metadata
+        if blocks is not None:
+            params["blocks"] = blocks
         posted = await self.call("chat.postMessage", **params)
         return str(posted.get("ts", ""))
 

@@ -58,7 +58,7 @@ _EMPHASIS_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-def _escape(text: str) -> str:
+def escape_mrkdwn(text: str) -> str:
     """Escape Slack's three control characters, the only entities Slack decodes."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -66,7 +66,7 @@ def _escape(text: str) -> str:
 def _render_token(match: re.Match[str]) -> str:
     """Render one protected inline span in its final mrkdwn form."""
     if match["code"] is not None:
-        return _escape(match["code"])
+        return escape_mrkdwn(match["code"])
     if match["image_url"] is not None:
         alt = _convert_inline(match["alt"])
         return f"<{match['image_url']}|{alt}>" if alt else f"<{match['image_url']}>"
@@ -76,7 +76,7 @@ def _render_token(match: re.Match[str]) -> str:
         return f"<{match['autolink']}>"
     if match["bare_url"] is not None:
         return match["bare_url"]
-    return _escape(match["escaped"])
+    return escape_mrkdwn(match["escaped"])
 
 
 def _convert_inline(text: str, bold: str = "*") -> str:
@@ -91,7 +91,7 @@ def _convert_inline(text: str, bold: str = "*") -> str:
         stashed.append(_render_token(match))
         return f"\ue000{len(stashed) - 1}\ue001"
 
-    text = _escape(_INLINE_TOKEN.sub(stash, text))
+    text = escape_mrkdwn(_INLINE_TOKEN.sub(stash, text))
     for pattern, replacement in _EMPHASIS_RULES:
         text = pattern.sub(replacement, text)
     text = text.replace(_BOLD, bold)
@@ -150,13 +150,13 @@ def markdown_to_mrkdwn(markdown: str) -> str:
                 body.append(lines[index])
                 index += 1
             index += 1  # the closing fence, or past the end when the block was left open
-            out.extend(["```", *map(_escape, body), "```"])
+            out.extend(["```", *map(escape_mrkdwn, body), "```"])
         elif _starts_table(lines, index):
             rows: list[str] = []
             while index < len(lines) and "|" in lines[index] and lines[index].strip():
                 rows.append(lines[index])
                 index += 1
-            out.extend(["```", *map(_escape, rows), "```"])
+            out.extend(["```", *map(escape_mrkdwn, rows), "```"])
         else:
             out.append(_convert_line(line))
             index += 1

@@ -5,13 +5,14 @@ before any listener runs, answers url_verification, ignores the app's own events
 runs the OAuth flow. Our listener only records the event: its event_id goes into the
 delivery ledger and a `slack.event` job is queued, in one transaction, and only then
 does Bolt answer 200 (process_before_response), so a crash never loses a mention and
-Slack's retries (same event_id) change nothing. The work happens in the job.
+Slack's retries (same event_id) change nothing. The work happens in the job. Clicks
+on the relay's own controls are recorded the same way (bots.slack.interactions).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -27,6 +28,7 @@ from starlette.routing import Route
 from bots.intake import Delivery, Intake, count, record_and_queue
 from bots.slack import PLATFORM
 from bots.slack.api import new_web_client
+from bots.slack.interactions import Modal, add_interaction_listeners
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventPayload
 from bots.slack.manifest import bot_scopes
 from bots.slack.repositories import PICK_ACTION
@@ -54,6 +56,7 @@ def build_slack_app(
     installation_store: AsyncInstallationStore | None = None,
     state_store: AsyncOAuthStateStore | None = None,
     public_url: str | None = None,
+    modals: Mapping[str, Modal] | None = None,
     repository_options: RepositoryOptions | None = None,
 ) -> AsyncApp:
     """One workspace (bot_token) or many (client_id/secret with the two stores).
@@ -97,6 +100,8 @@ def build_slack_app(
     # Every message event, subtypes included, gets a listener: Bolt answers 404 to
     # an event nobody listens to, and Slack would retry it.
     app.event("message")(record)
+    # The buttons, menus and modals of the relay's own messages (Stop, approvals...).
+    add_interaction_listeners(app, store, queue, modals or {})
     if repository_options is not None:
         app.options(PICK_ACTION)(_options_answerer(repository_options))
     return app

@@ -20,6 +20,7 @@ from agent.checkout import Requester, WorkspaceRequest
 from bots.hygiene import visible_text
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackPerson, SlackTeam
+from bots.slack.blocks import status_blocks
 from bots.slack.formatting import slack_link
 from bots.slack.reply import SlackCallbackProcessor
 from bots.slack.repositories import RepositoryChoice, SlackRepositories, use_command
@@ -172,6 +173,8 @@ class SlackMention:
             trigger.thread_ts,
             text,
             metadata={"event_type": ACK_EVENT_TYPE, "event_payload": {"trigger_ts": trigger.ts}},
+            # It becomes the turn's status message, with the Stop button till the end.
+            blocks=status_blocks(text, stoppable=True),
         )
 
     async def context(self, since: str | None) -> Context:

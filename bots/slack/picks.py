@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
 
 from bots.slack import PLATFORM
 from bots.slack.api import SlackTeam
+from bots.slack.interactions import SlackInteraction, tell_privately
 from bots.slack.job import SLACK_EVENT_JOB
 from bots.slack.repositories import (
     SlackRepositories,
@@ -31,48 +31,33 @@ from db.repository_choices import choice_at, claim_choice, get_choice
 log = logging.getLogger(__name__)
 
 
-class Click(Protocol):
-    """What a pick handler reads of a Slack interaction."""
-
-    team_id: str
-    user: str
-    value: str | None
-    channel: str
-    message_ts: str
-    thread_ts: str | None
-
-
 @dataclass(frozen=True)
 class RepositoryPicks:
     repositories: SlackRepositories
     queue: JobQueue
 
-    async def on_pick(self, click: Click, team: SlackTeam) -> None:
+    async def on_pick(self, click: SlackInteraction, team: SlackTeam) -> None:
         """A repository picked from the menu."""
         if not click.value:
             # A menu cleared, or a payload without its option: no pick.
             return
         await self._pick(click, team, click.value)
 
-    async def on_no_repository(self, click: Click, team: SlackTeam) -> None:
+    async def on_no_repository(self, click: SlackInteraction, team: SlackTeam) -> None:
         """The "No repository" button."""
         await self._pick(click, team, "")
 
-    async def _pick(self, click: Click, team: SlackTeam, value: str) -> None:
+    async def _pick(self, click: SlackInteraction, team: SlackTeam, value: str) -> None:
         store = self.repositories.store
+        if click.message_ts is None:
+            return  # not a message's control (a modal): no picker of ours
         ref = picker_ref(click.team_id, click.channel, click.message_ts)
         pending = await choice_at(store, PLATFORM, ref)
         if pending is None:
             log.info("slack: a pick on %s, which holds no waiting mention", ref)
             return
         if click.user != pending.asker:
-            await team.call(
-                "chat.postEphemeral",
-                channel=click.channel,
-                user=click.user,
-                text=refusal_text(pending.asker),
-                **({"thread_ts": click.thread_ts} if click.thread_ts else {}),
-            )
+            await tell_privately(team, click, refusal_text(pending.asker))
             log.info("slack %s: %s may not pick; refused", pending.thread_key, click.user)
             return
         choice = parse_choice(value, self.repositories.hosts())

@@ -14,14 +14,22 @@ from bots.features import Feature, Risk
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi
+from bots.slack.blocks import STOP_ACTION
 from bots.slack.checks import SlackCheck, SlackCheckSettings
+from bots.slack.controls import SlackControls
 from bots.slack.inbound import build_slack_app, slack_routes
 from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthStateStore
+from bots.slack.interactions import SLACK_INTERACTION_JOB, Modal, SlackInteractionJob
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.slack.links import SlackLinks
+from bots.slack.picks import RepositoryPicks
 from bots.slack.reply import SlackCallbackProcessor
+from bots.slack.repositories import NO_REPOSITORY_ACTION, PICK_ACTION
 from bots.slack.socket_mode import SlackSocketMode
 from db.secrets import secret_text
+
+# The controls that ask for a reason in a modal before they count.
+MODALS: dict[str, Modal] = {}
 
 
 class SlackSettings(SlackCheckSettings, Protocol):
@@ -32,6 +40,7 @@ class SlackSettings(SlackCheckSettings, Protocol):
     slack_client_secret: SecretStr | None
     default_repository: str | None
     secret_key: SecretStr | None
+    slack_approvers: list[str]
 
 
 def build(settings: SlackSettings, shared: Shared) -> Platform:
@@ -52,6 +61,16 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
         api,
         default_repository=settings.default_repository,
     )
+    controls = SlackControls(shared.turns, frozenset(settings.slack_approvers))
+    picks = RepositoryPicks(event_job.repositories, shared.queue)
+    interaction_job = SlackInteractionJob(
+        api,
+        {
+            STOP_ACTION: controls.on_stop,
+            PICK_ACTION: picks.on_pick,
+            NO_REPOSITORY_ACTION: picks.on_no_repository,
+        },
+    )
     signing_secret = secret_text(settings.slack_signing_secret)
     app_token = secret_text(settings.slack_app_token)
 
@@ -67,6 +86,7 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
             installation_store=installations,
             state_store=DatabaseOAuthStateStore(shared.store) if installations else None,
             public_url=settings.public_url,
+            modals=MODALS,
             repository_options=event_job.repositories.options,
         )
 
@@ -75,7 +95,10 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
         # In Socket Mode the events come over the connection: no route at all.
         return [] if app_token else slack_routes(bolt_app())
 
-    handlers = {SLACK_EVENT_JOB.name: event_job.handle}
+    handlers = {
+        SLACK_EVENT_JOB.name: event_job.handle,
+        SLACK_INTERACTION_JOB.name: interaction_job.handle,
+    }
     platform = Platform(PLATFORM, True, check, links, api, job_handlers=handlers, routes=routes)
     if app_token:
         platform.connection = SlackSocketMode(bolt_app, app_token)

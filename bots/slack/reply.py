@@ -9,11 +9,13 @@ an uninstalled workspace gets no post.
 from __future__ import annotations
 
 import logging
+import re
 from typing import ClassVar
 
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi, SlackTeam
-from bots.slack.formatting import markdown_to_mrkdwn, slack_link, split_for_slack
+from bots.slack.blocks import status_blocks
+from bots.slack.formatting import escape_mrkdwn, markdown_to_mrkdwn, slack_link, split_for_slack
 from bots.texts import WORKING_REACTION, answer, status_text
 from db.job_kinds import PermanentJobError, RetryableJobError
 from processors.base import Reply, ReplyingProcessor, ReplyStatus
@@ -23,6 +25,7 @@ from processors.status import TurnStatus
 log = logging.getLogger(__name__)
 
 DONE_REACTION = "white_check_mark"
+_MEMBER = re.compile(r"<@[A-Z0-9]+>")
 FAILED_REACTION = "x"
 
 
@@ -52,11 +55,13 @@ class SlackCallbackProcessor(ReplyingProcessor):
         team = await slack_team(context, self.team_id, self.enterprise_id)
         # chat.update leaves the message's metadata as it is: a retried event job
         # still finds the "on it" message by it.
+        text = status_text(status, slack_link)
         await team.call(
             "chat.update",
             channel=self.channel,
             ts=self.ack_ts,
-            text=status_text(status, slack_link),
+            text=text,
+            blocks=status_blocks(text, stoppable=not status.final),
         )
 
     async def deliver(self, reply: Reply, context: ProcessorContext) -> None:
@@ -78,7 +83,11 @@ class SlackCallbackProcessor(ReplyingProcessor):
 
 def reply_messages(reply: Reply, user: str) -> list[str]:
     """The reply as Slack messages: the asker mentioned, markdown made mrkdwn, split."""
-    text = answer(markdown_to_mrkdwn(reply.summary), reply.url, slack_link)
+    body = markdown_to_mrkdwn(reply.summary)
+    if reply.stopped_by is not None and _MEMBER.fullmatch(reply.stopped_by):
+        # Our own "Stopped by <@U…>" line names a person: a mention, not text.
+        body = body.replace(escape_mrkdwn(reply.stopped_by), reply.stopped_by, 1)
+    text = answer(body, reply.url, slack_link)
     return split_for_slack(f"<@{user}> {text}")
 
 

@@ -18,10 +18,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from tests.support.fake_slack import (
     FakeSlack,
     app_mention,
-    block_action,
     event_callback,
     im_message,
-    interaction_request,
     slack_signature_headers,
 )
 
@@ -419,55 +417,3 @@ async def test_bolt_app_answers_a_signed_mention_through_the_fake(fake: FakeSlac
     assert response.status == 200
     assert [m["text"] for m in fake.thread(CHANNEL, parent)] == ["<@U0BOT> hi", "hello"]
     assert [c.method for c in fake.calls()] == ["auth.test", "chat.postMessage"]
-
-
-async def test_an_ephemeral_message_is_seen_by_one_user_and_stays_out_of_history(
-    fake: FakeSlack,
-) -> None:
-    fake.add_user(PERSON, name="alice")
-    client = client_for(fake)
-    posted = await client.chat_postMessage(channel=CHANNEL, text="Pick one")
-
-    answer = await client.chat_postEphemeral(
-        channel=CHANNEL, user=PERSON, text="Not yours to pick.", thread_ts=posted["ts"]
-    )
-
-    assert answer["message_ts"]
-    [seen] = fake.ephemeral(CHANNEL)
-    assert (seen["user"], seen["text"], seen["thread_ts"]) == (
-        PERSON,
-        "Not yours to pick.",
-        posted["ts"],
-    )
-    assert [m["text"] for m in fake.messages(CHANNEL)] == ["Pick one"]
-    with pytest.raises(SlackApiError) as unknown:
-        await client.chat_postEphemeral(channel=CHANNEL, user="U0NOBODY", text="x")
-    assert unknown.value.response["error"] == "user_not_found"
-
-
-async def test_a_block_action_request_is_signed_form_encoded_json(fake: FakeSlack) -> None:
-    message = {"ts": "1.000100", "thread_ts": "1.000001", "text": "Pick one"}
-    payload = block_action(
-        team_id=TEAM,
-        user=PERSON,
-        channel=CHANNEL,
-        message=message,
-        action_id="relay.pick_repository",
-        value="github:acme/api",
-        selected=True,
-    )
-
-    body, headers = interaction_request("s3cret", payload)
-
-    [encoded] = urllib.parse.parse_qs(body.decode())["payload"]
-    decoded = json.loads(encoded)
-    assert decoded["actions"][0]["selected_option"]["value"] == "github:acme/api"
-    assert decoded["container"] == {
-        "type": "message",
-        "message_ts": "1.000100",
-        "channel_id": CHANNEL,
-        "is_ephemeral": False,
-        "thread_ts": "1.000001",
-    }
-    verifier = SignatureVerifier("s3cret")
-    assert verifier.is_valid_request(body, headers)

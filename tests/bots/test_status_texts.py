@@ -37,3 +37,17 @@ def test_outcomes() -> None:
     assert status_text(stopped) == "Stopped by @alice after 3m.\n2 steps"
     slack = status_text(done, lambda url, label: f"<{url}|{label}>")
     assert f"<{URL}|conversation>" in slack
+
+
+def test_a_turn_without_steps_ends_without_counting_them() -> None:
+    answered = TurnStatus(0, None, 12, URL, outcome=Outcome.DONE)
+    assert status_text(answered) == f"Done in 12s.\n[conversation]({URL})"
+    assert status_text(TurnStatus(0, None, 3, None, outcome=Outcome.DONE)) == "Done in 3s."
+
+
+def test_the_on_it_note_stays_in_the_status_to_the_end() -> None:
+    note = "I can't reach acme/secret from here, so I'll work without a checkout."
+    working = TurnStatus(1, "Read the README", 5, None, note=note)
+    assert status_text(working) == f"Working on it: Read the README\n1 step · 5s\n{note}"
+    done = TurnStatus(1, None, 9, None, outcome=Outcome.DONE, note=note)
+    assert status_text(done).endswith(f"\n{note}")

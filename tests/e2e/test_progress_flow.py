@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bots.slack.blocks import STOP_ACTION
+from bots.slack.controls import NOTHING_RUNNING
 from tests.support import github_webhooks as hooks
 from tests.support.agent_server import AgentServerProcess
 from tests.support.fake_github import FakeGitHub, GithubCall
@@ -27,7 +29,9 @@ from tests.support.fake_slack import (
     FakeSlack,
     SlackCall,
     app_mention,
+    block_actions,
     event_callback,
+    signed_interaction,
     slack_signature_headers,
 )
 from tests.support.relay_process import RelayProcess, relay_environment
@@ -46,6 +50,7 @@ SUMMARY = "All five steps ran."
 TEAM, BOT_TOKEN, BOT_USER = "T0PROGRESS", "xoxb-progress-token", "U0BOTPROGRESS"
 SIGNING_SECRET = "e2e-progress-signing-secret"
 ASKER = "U0ASKER"
+STRANGER = "U0STRANGER"
 # bots/github/reply.py and bots/slack/reply.py: one edit per 10 s (GitHub) and per 3 s
 # (Slack); the clocks of the relay and of the fake differ by the time a call takes.
 GITHUB_INTERVAL, SLACK_INTERVAL, SLACK_OF_CLOCKS = 10.0, 3.0, 0.5
@@ -326,3 +331,102 @@ def test_a_five_step_run_updates_the_slack_status_throttled_then_answers_once(
         if call.ok and call.params.get("channel") == channel and SUMMARY in str(call.params)
     ]
     assert all(call.at < answer.at for call in updates)
+    # The status carried the Stop button while the turn ran, and not once it ended.
+    assert STOP_ACTION in json.dumps(progress[0].params["blocks"])
+    assert STOP_ACTION not in json.dumps(updates[-1].params["blocks"])
+
+
+def click(relay: RelayProcess, payload: dict[str, Any]) -> None:
+    body, headers = signed_interaction(SIGNING_SECRET, payload)
+    response = httpx.post(f"{relay.url}/slack/events", content=body, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def slack_conversation(relay: RelayProcess, channel: str) -> str | None:
+    with sqlite3.connect(relay.workdir / "relay.db") as db:
+        row = db.execute(
+            "SELECT conversation_id FROM conversation_links WHERE thread_key LIKE ?",
+            (f"%:{channel}:%",),
+        ).fetchone()
+    return str(row[0]) if row else None
+
+
+def test_the_slack_stop_button_stops_the_run_for_the_asker_only_and_once(
+    relay: RelayProcess, slack: FakeSlack, agent_server: AgentServerProcess
+) -> None:
+    slack.add_user(STRANGER, name="mallory", display_name="Mallory")
+    channel, ts = slack_mention(relay, slack, f"{SLOW} rebuild everything")
+
+    def status_message() -> dict[str, Any] | None:
+        bot = [m for m in slack.thread(channel, ts, team_id=TEAM) if m.get("user") == BOT_USER]
+        return bot[0] if bot else None
+
+    wait_until(
+        lambda: "sleep 20" in str((status_message() or {}).get("text")),
+        timeout=60,
+        message=lambda: f"the run did not start:\n{relay.log_tail()}",
+    )
+    status = status_message()
+    assert status is not None and STOP_ACTION in json.dumps(status["blocks"])
+    conversation_id = slack_conversation(relay, channel)
+    assert conversation_id is not None
+
+    # Someone else's click: told privately, nothing else happens.
+    click(
+        relay,
+        block_actions(
+            TEAM,
+            user=STRANGER,
+            channel=channel,
+            message=status,
+            action_id=STOP_ACTION,
+            value="stop",
+        ),
+    )
+    wait_until(
+        lambda: slack.ephemerals(STRANGER),
+        timeout=30,
+        message=lambda: f"no refusal:\n{relay.log_tail()}",
+    )
+    assert "can stop this run" in slack.ephemerals(STRANGER)[0]["text"]
+    assert conversation_status(agent_server, conversation_id) == "running"
+
+    # The asker's click, then the same payload again and a second click.
+    mine = block_actions(
+        TEAM, user=ASKER, channel=channel, message=status, action_id=STOP_ACTION, value="stop"
+    )
+    click(relay, mine)
+    click(relay, mine)
+
+    def answers() -> list[dict[str, Any]]:
+        return [
+            m
+            for m in slack.thread(channel, ts, team_id=TEAM)[2:]
+            if m.get("user") == BOT_USER and "Stopped by" in str(m.get("text"))
+        ]
+
+    wait_until(
+        lambda: answers() and relay.idle(),
+        timeout=90,
+        message=lambda: f"no stop answer:\n{relay.log_tail()}",
+    )
+    click(
+        relay,
+        block_actions(
+            TEAM, user=ASKER, channel=channel, message=status, action_id=STOP_ACTION, value="stop"
+        ),
+    )
+    wait_until(relay.idle, timeout=30, message="the relay stayed busy")
+
+    assert conversation_status(agent_server, conversation_id) == "paused"
+    assert len(answers()) == 1
+    assert f"Stopped by <@{ASKER}>" in str(answers()[0]["text"])
+    final = status_message()
+    assert final is not None and str(final["text"]).startswith(f"Stopped by <@{ASKER}> after ")
+    assert STOP_ACTION not in json.dumps(final["blocks"])
+    # The click after the end: nothing runs, so the clicker hears so, privately.
+    wait_until(
+        lambda: any(NOTHING_RUNNING in e["text"] for e in slack.ephemerals(ASKER)),
+        timeout=30,
+        message="no private note for the late click",
+    )

@@ -27,9 +27,9 @@ from tests.support.fake_llm import FakeLLM, finish, run, steps
 from tests.support.fake_slack import (
     FakeSlack,
     app_mention,
-    block_action,
+    block_actions,
     event_callback,
-    interaction_request,
+    signed_interaction,
     slack_signature_headers,
 )
 from tests.support.relay_process import RelayProcess, relay_environment
@@ -226,6 +226,11 @@ def test_a_repository_no_platform_serves_is_said_and_answered_without_a_checkout
     said = ack(slack, m)
     assert f"I can't reach {UNSERVED} from here" in said
     assert "so I'll work without a checkout" in said
+    # The status that replaced the "on it" still says so once the turn is done.
+    [status] = [message for message in bot_messages(slack, m) if message.get("metadata")]
+    assert (
+        str(status["text"]).startswith("Done in ") and f"I can't reach {UNSERVED}" in status["text"]
+    )
     assert answer.startswith(f"<@{ASKER}> {SUMMARY}")
     assert len(github.pull_requests(REPO)) == pulls
     assert "checked out acme/elsewhere" not in relay.log_path.read_text()
@@ -281,21 +286,22 @@ def click(
     relay: RelayProcess, m: Mention, message: dict[str, Any], user: str, action: str, value: str
 ) -> dict[str, Any]:
     """`user` clicks `action` of the picker `message`: Slack's signed request, delivered."""
-    payload = block_action(
-        team_id=TEAM,
+    menu = action == "relay.pick_repository"
+    payload = block_actions(
+        TEAM,
         user=user,
         channel=m.channel,
         message=message,
         action_id=action,
-        value=value,
-        selected=action == "relay.pick_repository",
+        value=None if menu else value,
+        selected=value if menu else None,
     )
     send(relay, payload)
     return payload
 
 
 def send(relay: RelayProcess, payload: dict[str, Any]) -> None:
-    body, headers = interaction_request(SIGNING_SECRET, payload)
+    body, headers = signed_interaction(SIGNING_SECRET, payload)
     response = httpx.post(f"{relay.url}/slack/events", content=body, headers=headers, timeout=10)
     assert response.status_code == 200, response.text
 
@@ -313,11 +319,11 @@ def test_without_any_repository_the_askers_pick_starts_the_run_on_it(
 
     click(relay, m, shown, OTHER, "relay.pick_repository", f"github:{REPO}")
     wait_until(
-        lambda: slack.ephemeral(m.channel),
+        lambda: slack.ephemerals(OTHER),
         timeout=30,
         message=lambda: f"no refusal for {OTHER}\n{relay.log_tail()}",
     )
-    [refusal] = slack.ephemeral(m.channel)
+    [refusal] = slack.ephemerals(OTHER)
     assert refusal["user"] == OTHER and f"Only <@{ASKER}>" in refusal["text"]
     wait_until(relay.idle, timeout=30, message="the relay did not settle")
     assert [msg for msg in bot_messages(slack, m) if msg["ts"] != shown["ts"]] == []

@@ -16,9 +16,11 @@ Requests are accepted in every form slack_sdk's AsyncWebClient sends them:
   client_secret parameters.
 
 Implemented methods: auth.test, oauth.v2.access, chat.postMessage, chat.update,
-reactions.add, reactions.remove, conversations.replies, users.info; any other method
-answers ``unknown_method``. Every call is recorded as a `SlackCall`; `fail_next` and
-`error_next` inject failures.
+chat.postEphemeral, views.open, reactions.add, reactions.remove,
+conversations.replies, users.info; any other method answers ``unknown_method``.
+Ephemeral messages are kept apart (`ephemerals`): they are never in a thread.
+Every call is recorded as a `SlackCall`; `fail_next` and `error_next` inject
+failures.
 """
 
 from __future__ import annotations
@@ -175,8 +177,8 @@ class FakeSlack(LoopbackServer):
         self._reactions: dict[tuple[str, str, str], dict[str, list[str]]] = {}
         self._faults: dict[str, list[_Fault]] = {}
         self._calls: list[SlackCall] = []
-        # (team_id, channel) -> ephemeral messages (seen by one user; never in history)
-        self._ephemeral: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._ephemerals: list[dict[str, Any]] = []
+        self._views: list[dict[str, Any]] = []
         self._last_ts_micros = _FIRST_TS_MICROS - _TS_STEP_MICROS
 
     # -- HTTP -----------------------------------------------------------------
@@ -361,6 +363,16 @@ class FakeSlack(LoopbackServer):
         with self._lock:
             self._calls.clear()
 
+    def ephemerals(self, user: str | None = None) -> list[dict[str, Any]]:
+        """The ephemeral messages posted so far (to ``user`` only, when given)."""
+        with self._lock:
+            return [dict(e) for e in self._ephemerals if user is None or e["user"] == user]
+
+    def views(self) -> list[dict[str, Any]]:
+        """The modals opened so far, each with the id views.open gave it."""
+        with self._lock:
+            return [copy.deepcopy(view) for view in self._views]
+
     def messages(self, channel: str, *, team_id: str | None = None) -> list[dict[str, Any]]:
         """Every message of ``channel`` (top-level and replies), oldest first, with
         metadata; ``team_id`` narrows to one workspace (default: all of them)."""
@@ -376,16 +388,6 @@ class FakeSlack(LoopbackServer):
                 copy.deepcopy(m)
                 for m in self._channel(channel, team_id)
                 if m["ts"] == thread_ts or m.get("thread_ts") == thread_ts
-            ]
-
-    def ephemeral(self, channel: str, *, team_id: str | None = None) -> list[dict[str, Any]]:
-        """The ephemeral messages posted in ``channel``: ``user`` is who saw each."""
-        with self._lock:
-            return [
-                dict(message)
-                for (team, place), messages in self._ephemeral.items()
-                if place == channel and (team_id is None or team == team_id)
-                for message in messages
             ]
 
     def reactions(self, channel: str, ts: str, *, team_id: str | None = None) -> set[str]:
@@ -652,19 +654,31 @@ class FakeSlack(LoopbackServer):
         )
 
     def _chat_post_ephemeral(self, team: _Team, params: dict[str, Any]) -> _Answer:
-        channel = str(params.get("channel") or "")
-        user = str(params.get("user") or "")
-        if not channel:
-            return _error("channel_not_found")
-        if user not in self._users:
-            return _error("user_not_found")
-        if not (params.get("text") or _as_list(params.get("blocks"))):
+        channel, user = str(params.get("channel") or ""), str(params.get("user") or "")
+        if not channel or not user:
+            return _error("channel_not_found" if not channel else "user_not_in_channel")
+        if not (params.get("text") or params.get("blocks")):
             return _error("no_text")
-        message = {"user": user, "text": str(params.get("text") or ""), "ts": self._next_ts()}
-        if params.get("thread_ts"):
-            message["thread_ts"] = str(params["thread_ts"])
-        self._ephemeral.setdefault((team.team_id, channel), []).append(message)
-        return _ok(message_ts=message["ts"])
+        self._ephemerals.append(
+            {
+                "team": team.team_id,
+                "channel": channel,
+                "user": user,
+                "text": str(params.get("text") or ""),
+                "thread_ts": params.get("thread_ts"),
+            }
+        )
+        return _ok(message_ts=self._next_ts())
+
+    def _views_open(self, team: _Team, params: dict[str, Any]) -> _Answer:
+        view = _as_dict(params.get("view"))
+        if not params.get("trigger_id"):
+            return _error("invalid_trigger_id")
+        if view is None:
+            return _error("invalid_arguments")
+        opened = {**view, "id": f"V{len(self._views) + 1:08d}", "team_id": team.team_id}
+        self._views.append(opened)
+        return _ok(view=opened)
 
     def _reactions_add(self, team: _Team, params: dict[str, Any]) -> _Answer:
         key, name = self._reaction_target(team, params)
@@ -778,6 +792,7 @@ _HANDLERS: dict[str, Any] = {
     "chat.postMessage": FakeSlack._chat_post_message,
     "chat.update": FakeSlack._chat_update,
     "chat.postEphemeral": FakeSlack._chat_post_ephemeral,
+    "views.open": FakeSlack._views_open,
     "reactions.add": FakeSlack._reactions_add,
     "reactions.remove": FakeSlack._reactions_remove,
     "conversations.replies": FakeSlack._conversations_replies,
@@ -864,37 +879,31 @@ def im_message(
     return {**event, "type": "message", "channel_type": "im"}
 
 
-def block_action(
-    *,
+_action_clock = itertools.count(1)
+
+
+def block_actions(
     team_id: str,
+    *,
     user: str,
     channel: str,
     message: dict[str, Any],
     action_id: str,
-    value: str,
-    selected: bool = False,
-    api_app_id: str = DEFAULT_APP_ID,
+    value: str | None = None,
+    selected: str | None = None,
+    action_ts: str | None = None,
 ) -> dict[str, Any]:
-    """A ``block_actions`` interaction payload, as Slack POSTs it when ``user`` clicks a
-    control of ``message`` (a message of the fake, as `thread` returns it): a button
-    with ``value``, or (``selected``) a menu option with that value."""
-    number = next(_event_ids)
+    """The ``block_actions`` payload of a click on ``action_id`` in ``message`` (a
+    message as `FakeSlack.thread` returns it); ``selected`` is a menu's chosen value."""
     action: dict[str, Any] = {
         "action_id": action_id,
-        "block_id": f"block-{number}",
-        "action_ts": f"{int(time.time())}.{number:06d}",
+        "block_id": "block",
+        "action_ts": action_ts or f"{time.time():.6f}{next(_action_clock)}",
     }
-    if selected:
-        action |= {
-            "type": "static_select",
-            "selected_option": {"text": {"type": "plain_text", "text": value}, "value": value},
-        }
+    if selected is not None:
+        action.update(type="static_select", selected_option={"value": selected})
     else:
-        action |= {
-            "type": "button",
-            "text": {"type": "plain_text", "text": value},
-            "value": value,
-        }
+        action.update(type="button", value=value if value is not None else "")
     container: dict[str, Any] = {
         "type": "message",
         "message_ts": message["ts"],
@@ -905,27 +914,48 @@ def block_action(
         container["thread_ts"] = message["thread_ts"]
     return {
         "type": "block_actions",
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team_id},
-        "api_app_id": api_app_id,
+        "team": {"id": team_id, "domain": team_id.lower()},
+        "user": {"id": user, "team_id": team_id},
+        "api_app_id": DEFAULT_APP_ID,
         "token": "fake-verification-token",
         "container": container,
-        "trigger_id": f"{number}.fake-trigger",
-        "team": {"id": team_id, "domain": "fake"},
-        "enterprise": None,
-        "is_enterprise_install": False,
-        "channel": {"id": channel, "name": "fake-channel"},
+        "trigger_id": f"trigger-{next(_action_clock)}",
+        "channel": {"id": channel},
         "message": message,
-        "state": {"values": {}},
-        "response_url": f"https://hooks.slack.invalid/actions/{team_id}/{number}",
         "actions": [action],
+        "is_enterprise_install": False,
     }
 
 
-def interaction_request(
+def view_submission(
+    team_id: str, *, user: str, view: dict[str, Any], reason: str | None
+) -> dict[str, Any]:
+    """The ``view_submission`` payload of a modal (as `FakeSlack.views` returns it)
+    submitted with ``reason`` typed into its one text input."""
+    values: dict[str, Any] = {}
+    for block in view.get("blocks") or []:
+        if block.get("type") == "input":
+            element = block["element"]
+            values[block["block_id"]] = {
+                element["action_id"]: {"type": element["type"], "value": reason}
+            }
+    return {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": team_id.lower()},
+        "user": {"id": user, "team_id": team_id},
+        "api_app_id": DEFAULT_APP_ID,
+        "token": "fake-verification-token",
+        "trigger_id": f"trigger-{next(_action_clock)}",
+        "view": {**view, "state": {"values": values}, "hash": "fake-hash"},
+        "is_enterprise_install": False,
+    }
+
+
+def signed_interaction(
     signing_secret: str, payload: dict[str, Any]
 ) -> tuple[bytes, dict[str, str]]:
-    """The body and headers of an interaction POST: form-encoded ``payload=`` JSON,
-    signed like every Slack request."""
+    """The body and headers Slack POSTs an interaction with: a form with one field,
+    ``payload``, holding the JSON, signed like an event."""
     body = urlencode({"payload": json.dumps(payload)}).encode()
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from bots.slack.api import SlackApi, SlackTeam
+from bots.slack.interactions import SlackInteraction
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.slack.picks import RepositoryPicks
+from bots.slack.repositories import NO_REPOSITORY_ACTION, PICK_ACTION
 from bots.turns import Turns
 from db.jobs import JobQueue
-from db.repository_choices import get_choice
+from db.repository_choices import choice_at
 from db.store import Store
 from tests.support.fake_agent_api import jobs_of_kind
 from tests.support.fake_host import RecordingHost
@@ -32,14 +33,18 @@ OTHER = "U0OTTO"
 _job_ids = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class Click:
-    user: str
-    value: str | None
-    message_ts: str
-    thread_ts: str | None
-    team_id: str = TEAM
-    channel: str = CHANNEL
+def click_by(user: str, value: str | None, message_ts: str, thread_ts: str) -> SlackInteraction:
+    """A click on the picker, as the `slack.interaction` job hands it over."""
+    return SlackInteraction(
+        team_id=TEAM,
+        user=user,
+        action_id=NO_REPOSITORY_ACTION if value == "none" else PICK_ACTION,
+        value=value,
+        channel=CHANNEL,
+        message_ts=message_ts,
+        thread_ts=thread_ts,
+        delivery_id=f"click-{next(_job_ids)}",
+    )
 
 
 @pytest.fixture
@@ -85,7 +90,7 @@ async def test_the_askers_pick_queues_the_mention_with_it_and_settles_the_picker
 ) -> None:
     ts, message = await picker(mentions, slack)
 
-    await picks.on_pick(Click(ASKER, "github:acme/web", message["ts"], ts), team)
+    await picks.on_pick(click_by(ASKER, "github:acme/web", message["ts"], ts), team)
 
     [queued] = await jobs_of_kind(store, SLACK_EVENT_JOB)
     assert queued["payload"]["repository_choice"] == "github:acme/web"
@@ -96,9 +101,9 @@ async def test_the_askers_pick_queues_the_mention_with_it_and_settles_the_picker
     assert [b["type"] for b in settled["blocks"]] == ["section"]
 
     # The same click again, a second pick, the button: nothing more.
-    await picks.on_pick(Click(ASKER, "github:acme/web", message["ts"], ts), team)
-    await picks.on_pick(Click(ASKER, "github:acme/api", message["ts"], ts), team)
-    await picks.on_no_repository(Click(ASKER, "none", message["ts"], ts), team)
+    await picks.on_pick(click_by(ASKER, "github:acme/web", message["ts"], ts), team)
+    await picks.on_pick(click_by(ASKER, "github:acme/api", message["ts"], ts), team)
+    await picks.on_no_repository(click_by(ASKER, "none", message["ts"], ts), team)
     assert len(await jobs_of_kind(store, SLACK_EVENT_JOB)) == 1
     [settled] = [m for m in slack.thread(CHANNEL, ts) if m["ts"] == message["ts"]]
     assert settled["text"] == f"<@{ASKER}> picked acme/web."
@@ -109,15 +114,15 @@ async def test_someone_elses_pick_is_refused_privately_and_changes_nothing(
 ) -> None:
     ts, message = await picker(mentions, slack)
 
-    await picks.on_pick(Click(OTHER, "github:acme/api", message["ts"], ts), team)
+    await picks.on_pick(click_by(OTHER, "github:acme/api", message["ts"], ts), team)
 
-    [refusal] = slack.ephemeral(CHANNEL)
-    assert refusal["user"] == OTHER and refusal["thread_ts"] == ts
+    [refusal] = slack.ephemerals()
+    assert (refusal["user"], refusal["channel"], refusal["thread_ts"]) == (OTHER, CHANNEL, ts)
     assert (
         refusal["text"] == f"Only <@{ASKER}>, who asked, can pick the repository for this request."
     )
     assert await jobs_of_kind(store, SLACK_EVENT_JOB) == []
-    pending = await get_choice(store, "slack", f"Ev{next(_job_ids) - 1:08d}")
+    pending = await choice_at(store, "slack", f"{TEAM}:{CHANNEL}:{message['ts']}")
     assert pending is not None and pending.chosen is None
     assert slack.calls("chat.update") == []
 
@@ -127,7 +132,7 @@ async def test_no_repository_queues_the_mention_without_one(
 ) -> None:
     ts, message = await picker(mentions, slack)
 
-    await picks.on_no_repository(Click(ASKER, "none", message["ts"], ts), team)
+    await picks.on_no_repository(click_by(ASKER, "none", message["ts"], ts), team)
 
     [queued] = await jobs_of_kind(store, SLACK_EVENT_JOB)
     assert queued["payload"]["repository_choice"] == ""
@@ -140,8 +145,8 @@ async def test_a_value_that_was_not_offered_changes_nothing(
 ) -> None:
     ts, message = await picker(mentions, slack)
 
-    await picks.on_pick(Click(ASKER, "bitbucket:acme/api", message["ts"], ts), team)
-    await picks.on_pick(Click(ASKER, None, message["ts"], ts), team)
-    await picks.on_pick(Click(ASKER, "github:acme/api", "1.000", ts), team)
+    await picks.on_pick(click_by(ASKER, "bitbucket:acme/api", message["ts"], ts), team)
+    await picks.on_pick(click_by(ASKER, None, message["ts"], ts), team)
+    await picks.on_pick(click_by(ASKER, "github:acme/api", "1.000", ts), team)
 
     assert await jobs_of_kind(store, SLACK_EVENT_JOB) == []
