@@ -306,7 +306,7 @@ def send(relay: RelayProcess, payload: dict[str, Any]) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_without_any_repository_the_askers_pick_starts_the_run_on_it(
+def test_without_any_repository_the_askers_pick_starts_the_run_on_it_after_a_restart(
     relay: RelayProcess, slack: FakeSlack, github: FakeGitHub
 ) -> None:
     m = mention(relay, slack, f"{QUESTION}?")
@@ -328,6 +328,10 @@ def test_without_any_repository_the_askers_pick_starts_the_run_on_it(
     wait_until(relay.idle, timeout=30, message="the relay did not settle")
     assert [msg for msg in bot_messages(slack, m) if msg["ts"] != shown["ts"]] == []
 
+    # The waiting mention is in the database: a relay killed and started again
+    # still starts it on the asker's pick.
+    relay.kill()
+    relay.start()
     picked = click(relay, m, shown, ASKER, "relay.pick_repository", f"github:{REPO}")
 
     answer = answered(relay, slack, m)
