@@ -46,6 +46,7 @@ from db.store import Store, now
 log = logging.getLogger(__name__)
 
 DELIVERY_SOURCE = "agent"
+PROGRESS_EDIT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,9 @@ class AgentIntake:
                 f"progress:{conversation_id}:{heard.status_callback_id}:{heard.status_generation}"
             ),
             delay=max(0.0, due - now()),
-            max_attempts=1,
+            # A rate-limited edit is tried again after the platform's Retry-After;
+            # one that keeps failing is dropped (the final one is the reply's).
+            max_attempts=PROGRESS_EDIT_ATTEMPTS,
         )
 
     async def _enqueue(self, observation: AgentStateChangedObservation) -> bool:

@@ -246,7 +246,12 @@ class ReplyingProcessor(ConversationCallbackProcessor):
             if current is None or current.status is not CallbackStatus.ACTIVE:
                 return
             # The status message takes no more progress edits: its outcome is next.
-            steps = await end_status(context.store, callback.conversation_id, callback.id)
+            # (A turn without one, such as an API callback's, has no row to end.)
+            steps = (
+                await end_status(context.store, callback.conversation_id, callback.id)
+                if self.status_interval is not None and self.has_status_message()
+                else None
+            )
             reply = Reply(
                 callback_id=callback.id,
                 conversation_id=callback.conversation_id,

@@ -3,11 +3,12 @@
 The agent intake counts a turn's steps (agent.events.step_of) in the conversation's
 row and queues at most one `turn.progress` job per batch, coalesced (one per edit
 generation) and delayed until the message's interval has passed since its last
-edit. The job edits the message when what it shows changed; a lost edit changes
-nothing else. When the turn ends, the reply job makes the status final
-(`finish_status`) before the answer is posted, and no progress edit starts after:
-an edit in flight holds the final one back (a lease in the row), the final mark
-stops every later one.
+edit. The job edits the message when what it shows changed; a rate-limited edit
+is tried again after the platform's Retry-After, and a lost one changes nothing
+else. When the turn ends, the reply job makes the status final (`finish_status`)
+before the answer is posted, and no progress edit starts after: an edit in flight
+or one less than the message's interval ago holds the final one back (a lease in
+the row), and the final mark stops every later one.
 """
 
 from __future__ import annotations
@@ -97,8 +98,12 @@ async def edit_progress(context: ProcessorContext, conversation_id: str) -> None
         return
     callback_id, processor, fingerprint, status = claimed
     shown: str | None = fingerprint
+    retry: RetryableJobError | None = None
     try:
         await processor.edit_status(status, context)
+    except RetryableJobError as exc:  # a 429 or an outage: the edit comes later
+        log.info("status of callback %s not edited yet: %s", callback_id, exc)
+        shown, retry = None, exc
     except Exception as exc:  # a lost edit changes nothing else
         log.warning("status of callback %s not edited: %s", callback_id, exc)
         shown = None
@@ -108,6 +113,8 @@ async def edit_progress(context: ProcessorContext, conversation_id: str) -> None
         " WHERE conversation_id = :id AND status_callback_id = :callback",
         {"id": conversation_id, "callback": callback_id, "shown": shown},
     )
+    if retry is not None:
+        raise retry
 
 
 async def _claim_edit(
@@ -194,8 +201,8 @@ async def finish_status(
     """Show the turn's outcome in its status message before its answer is posted.
 
     The turn's progress edits ended when it closed (processors.base); one still in
-    flight makes the reply wait a moment. The text depends on the reply alone, so a
-    retried reply writes the same."""
+    flight, or one less than the message's interval ago, makes the reply wait. The
+    text depends on the reply alone, so a retried reply writes the same."""
     if processor.status_interval is None or not processor.has_status_message():
         return
     async with context.store.transaction():
@@ -203,6 +210,15 @@ async def finish_status(
         ours = row is not None and row["status_callback_id"] == reply.callback_id
         if ours and row is not None and (row["status_editing_until"] or 0) > now():
             raise RetryableJobError("a status edit is in flight", retry_after=1.0)
+        # The final edit keeps to the message's interval too (the platforms' limits
+        # on edits do not know it is the last one): the answer waits that long.
+        wait = (
+            (row["status_edited_at"] or 0) + processor.status_interval - now()
+            if ours and row is not None and row["status_shown"] != f"final|{_outcome(reply).value}"
+            else 0.0
+        )
+        if wait > 0:
+            raise RetryableJobError("the status was edited moments ago", retry_after=wait)
     outcome = _outcome(reply)
     shown = f"final|{outcome.value}"
     if ours and row is not None and row["status_shown"] == shown:

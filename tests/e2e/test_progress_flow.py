@@ -191,8 +191,9 @@ def test_a_five_step_run_edits_the_github_status_throttled_then_answers_once(
     assert progress, f"no progress edit before the outcome: {bodies}"
     assert all(b.startswith("Working on it: ") for b in bodies[:-1]), bodies
     assert any("sleep 3 && echo step" in b for b in bodies[:-1]), bodies
-    # Throttled: at most one progress edit per interval, and never the same text twice.
-    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(progress)]
+    # Throttled: at most one edit per interval, the final one included, and never the
+    # same text twice.
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(edits)]
     assert all(gap >= GITHUB_INTERVAL - 1.0 for gap in gaps), gaps
     assert len(set(bodies)) == len(bodies)
     # Every edit keeps the marker a retried event job finds the comment by.
@@ -320,7 +321,7 @@ def test_a_five_step_run_updates_the_slack_status_throttled_then_answers_once(
     assert texts[-1].startswith("Done in ") and status["text"] == texts[-1]
     progress = updates[:-1]
     assert progress and all(t.startswith("Working on it: ") for t in texts[:-1]), texts
-    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(progress)]
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(updates)]
     assert all(gap >= SLACK_INTERVAL - SLACK_OF_CLOCKS for gap in gaps), gaps
     assert len(set(texts)) == len(texts)
     # More than one progress edit in a run of about 15 s: the throttle is per 3 s.
