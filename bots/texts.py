@@ -29,10 +29,14 @@ def acknowledgement(
     where: str,
     link: LinkStyle = markdown_link,
     note: str | None = None,
+    working_on: str | None = None,
 ) -> str:
     """The "on it" message; `where` the answer will be, e.g. "this thread"; `note`
-    says anything the asker should know before the answer (a missing checkout)."""
+    says anything the asker should know before the answer (a missing checkout);
+    `working_on` names the repository when the thread is not on it (a chat)."""
     text = "On it, continuing our conversation." if continuing else "On it!"
+    if working_on:
+        text += f" Working on {working_on}."
     if conversation_url:
         text += f" Follow along {link(conversation_url, 'here')};"
     text = f"{text} I'll answer in {where}."

@@ -164,6 +164,10 @@ class Turns:
                 where=mention.answer_place,
                 link=mention.link_style,
                 note=note,
+                # Asked in a chat, the thread is on no repository: say which one.
+                working_on=located.repository
+                if located and located.host != mention.platform
+                else None,
             )
         )
         context = await mention.context(link.cursor if link else None)

@@ -235,6 +235,41 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             " WHERE state = 'pending'",
         ],
     ),
+    (
+        9,
+        "channel repositories and mentions waiting for a repository",
+        [
+            # A channel's default repository (`@openhands use owner/name`), per
+            # platform and channel key (Slack: "{team}:{channel}").
+            """CREATE TABLE channel_repositories (
+                platform TEXT NOT NULL,
+                channel_key TEXT NOT NULL,
+                repository TEXT NOT NULL,
+                set_by TEXT,
+                updated_at {real} NOT NULL,
+                PRIMARY KEY (platform, channel_key)
+            )""",
+            # A mention that named no repository, held until the person who asked
+            # picks one (db/repository_choices.py): what to run again, and whether
+            # it was picked, so that a second pick does nothing.
+            """CREATE TABLE repository_choices (
+                platform TEXT NOT NULL,
+                delivery_id TEXT NOT NULL,
+                thread_key TEXT NOT NULL,
+                asker TEXT NOT NULL,
+                job_kind TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                picker_ref TEXT,
+                chosen TEXT,
+                chosen_by TEXT,
+                chosen_at {real},
+                created_at {real} NOT NULL,
+                PRIMARY KEY (platform, delivery_id)
+            )""",
+            "CREATE UNIQUE INDEX ix_repository_choices_picker"
+            " ON repository_choices (platform, picker_ref)",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

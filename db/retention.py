@@ -81,6 +81,13 @@ _PRUNE_STATEMENTS = {
         " (SELECT source, delivery_id FROM inbound_deliveries WHERE received_at < :cutoff"
         " LIMIT :batch) RETURNING source"
     ),
+    # Mentions that waited for a repository pick (picked, or abandoned) and the
+    # channels' repositories stay: only the first kind piles up.
+    "choices": (
+        "DELETE FROM repository_choices WHERE (platform, delivery_id) IN"
+        " (SELECT platform, delivery_id FROM repository_choices WHERE created_at < :cutoff"
+        " LIMIT :batch) RETURNING platform"
+    ),
     # While a callback's reply job is not done, its processor is still needed.
     "callbacks": (
         f"UPDATE conversation_callbacks SET processor_json = '{PRUNED_PROCESSOR_JSON}'"
@@ -98,6 +105,7 @@ _PRUNE_STATEMENTS = {
 class PruneResult:
     jobs: int
     deliveries: int
+    choices: int
     callbacks: int
     statements: int
 
@@ -175,10 +183,12 @@ class Retention:
             pause=self.pause,
         )
         log.info(
-            "retention: pruned %d done jobs, %d deliveries and the processor settings of"
-            " %d closed callbacks older than %g days (%d statements, %.2f s)",
+            "retention: pruned %d done jobs, %d deliveries, %d repository picks and the"
+            " processor settings of %d closed callbacks older than %g days"
+            " (%d statements, %.2f s)",
             result.jobs,
             result.deliveries,
+            result.choices,
             result.callbacks,
             self.retention_days,
             result.statements,

@@ -11,6 +11,9 @@ thread, why a repository cannot be checked out.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,6 +95,10 @@ class RepositoryHost(Protocol):
         """The host's handle of `repository` (installation id, project id) when this
         platform can serve it, else None."""
 
+    async def list_repositories(self) -> list[str]:
+        """Every repository this platform can serve ("owner/name", a GitLab project's
+        full path), sorted, for people to pick from; cached briefly (RepositoryListing)."""
+
     async def plan(self, request: WorkspaceRequest, locator: str) -> RepositoryPlan:
         """What to clone and which branch; CheckoutRefused when it cannot be."""
 
@@ -116,3 +123,35 @@ class RepositoryHost(Protocol):
         """Open a pull or merge request of `proposal.branch` into the base branch, with
         `proposal.reviewer` (a login of this host) asked to review when it can be; an
         open one of that branch is returned instead of a second."""
+
+
+# How long a host's list of repositories is reused: a picker shown a minute after a
+# repository was added to an installation may miss it, and nobody waits for a long
+# list twice in a row.
+LISTING_SECONDS = 60.0
+
+
+class RepositoryListing:
+    """A host's list of repositories, loaded at most once per LISTING_SECONDS (and
+    once for callers that ask together)."""
+
+    def __init__(
+        self,
+        load: Callable[[], Awaitable[list[str]]],
+        *,
+        seconds: float = LISTING_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._seconds = seconds
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._cached: tuple[list[str], float] | None = None
+
+    async def get(self) -> list[str]:
+        async with self._lock:
+            cached = self._cached
+            if cached is None or self._clock() >= cached[1]:
+                names = sorted(set(await self._load()), key=str.lower)
+                cached = self._cached = (names, self._clock() + self._seconds)
+            return list(cached[0])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from agent.checkout import (
     RELAY_DIR,
@@ -30,7 +31,7 @@ from agent.checkout import (
 )
 from agent.client import LookupSecret
 from agent.events import StartPayload
-from db.job_kinds import RetryableJobError
+from db.job_kinds import PermanentJobError, RetryableJobError
 from db.store import now
 from db.workspaces import Workspace, get_workspace, insert_workspace, update_workspace
 from processors.context import ProcessorContext
@@ -67,6 +68,28 @@ async def locate(
         if locator is not None:
             return request.model_copy(update={"host": name, "locator": locator})
     return None
+
+
+@dataclass(frozen=True)
+class HostedRepository:
+    """A repository as people pick it: its platform and its name there."""
+
+    host: str
+    name: str
+
+
+async def reachable_repositories(hosts: Mapping[str, RepositoryHost]) -> list[HostedRepository]:
+    """Every repository the configured platforms can serve, in HOST_ORDER. A platform
+    that cannot list its own now (down, refusing) is left out, not the others."""
+    found: list[HostedRepository] = []
+    for name in [n for n in HOST_ORDER if n in hosts]:
+        try:
+            names = await hosts[name].list_repositories()
+        except (RetryableJobError, PermanentJobError) as exc:
+            log.warning("%s lists no repositories now: %s", name, exc)
+            continue
+        found += [HostedRepository(name, repository) for repository in names]
+    return found
 
 
 def work_branch(policy: WorkspacePolicy, request: WorkspaceRequest, conversation_id: str) -> str:

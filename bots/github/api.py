@@ -252,11 +252,14 @@ class GithubApi:
         async with github_errors(f"{method} {url}"):
             return await _send(self._api(token), method, url, None)
 
-    async def items(self, installation_id: int, url: str) -> AsyncIterator[dict[str, Any]]:
-        """Every item of a paginated list, following GitHub's Link headers."""
+    async def items(
+        self, installation_id: int, url: str, *, key: str = "items"
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a paginated list, following GitHub's Link headers (`key`: the
+        member holding a page's items, when the page is an object)."""
         api = self._api(await self.installation_token(installation_id))
         async with github_errors(f"GET {url}"):
-            async for item in api.getiter(url):
+            async for item in api.getiter(url, iterable_key=key):
                 yield item
 
 

@@ -18,7 +18,13 @@ from agent.checkout import ChangeRequest, RepositoryPlan, WorkspaceRequest
 from bots.github.api import GithubApi, GithubNotConfigured, GithubRefused, github_time
 from db.job_kinds import PermanentJobError, RetryableJobError
 from db.workspaces import Workspace
-from processors.hosts import ChangeRequestProposal, CheckoutRefused, Comparison, MintedToken
+from processors.hosts import (
+    ChangeRequestProposal,
+    CheckoutRefused,
+    Comparison,
+    MintedToken,
+    RepositoryListing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,7 @@ class GithubHost:
         self.api = api
         # The bot's commit identity by app slug: asked once per process.
         self._identities: dict[str, tuple[str, str]] = {}
+        self._listing = RepositoryListing(self._load_repositories)
 
     async def locate(self, repository: str) -> str | None:
         if _split(repository) is None:
@@ -49,6 +56,31 @@ class GithubHost:
                 return None
             raise
         return str(installation["id"])
+
+    async def list_repositories(self) -> list[str]:
+        return await self._listing.get()
+
+    async def _load_repositories(self) -> list[str]:
+        """What every active installation of the app was given."""
+        try:
+            installations = await self.api.app_installations()
+        except GithubNotConfigured:
+            return []
+        names: list[str] = []
+        for installation in installations:
+            if installation.get("suspended_at"):
+                continue
+            try:
+                async for repo in self.api.items(
+                    int(installation["id"]), "/installation/repositories", key="repositories"
+                ):
+                    names.append(str(repo["full_name"]))
+            except GithubRefused as exc:
+                # One installation that refuses (being removed) hides only its own.
+                log.warning(
+                    "github: installation %s lists no repositories: %s", installation["id"], exc
+                )
+        return names
 
     async def plan(self, request: WorkspaceRequest, locator: str) -> RepositoryPlan:
         repository = request.repository

@@ -159,6 +159,13 @@ class GitlabApi:
                     return None
                 raise
 
+    async def items(
+        self, what: str, path: str, params: dict[str, str | bool] | None = None
+    ) -> list[Any]:
+        """Every item of a paginated list, following GitLab's Link headers."""
+        async with gitlab_errors(what):
+            return [item async for item in self._api.getiter(path, params or {})]
+
     async def post(self, path: str, data: dict[str, Any]) -> Any:
         async with gitlab_errors(f"POST {path}"):
             return await self._api.post(path, data=data)

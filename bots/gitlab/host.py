@@ -21,7 +21,13 @@ from bots.gitlab import PLATFORM
 from bots.gitlab.api import GitlabApi, private_commit_email, project_ref
 from db.job_kinds import PermanentJobError, RetryableJobError
 from db.workspaces import Workspace
-from processors.hosts import ChangeRequestProposal, CheckoutRefused, Comparison, MintedToken
+from processors.hosts import (
+    ChangeRequestProposal,
+    CheckoutRefused,
+    Comparison,
+    MintedToken,
+    RepositoryListing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ class GitlabHost:
         self._gitlab_url = gitlab_url
         # The agent token's user as commits name it; asked once per process.
         self._identity: tuple[str, str] | None = None
+        self._listing = RepositoryListing(self._load_projects)
 
     def __repr__(self) -> str:
         return f"GitlabHost({self._gitlab_url!r})"
@@ -60,6 +67,20 @@ class GitlabHost:
         if not isinstance(project, dict) or "id" not in project:
             return None
         return str(project["id"])
+
+    async def list_repositories(self) -> list[str]:
+        return await self._listing.get()
+
+    async def _load_projects(self) -> list[str]:
+        """The projects the bot user is a member of (not archived ones)."""
+        params: dict[str, str | bool] = {
+            "membership": "true",
+            "archived": "false",
+            "simple": "true",
+            "per_page": "100",
+        }
+        projects = await self._api.items("GET /projects", "/projects", params)
+        return [str(p["path_with_namespace"]) for p in projects if p.get("path_with_namespace")]
 
     async def plan(self, request: WorkspaceRequest, locator: str) -> RepositoryPlan:
         path = f"/projects/{project_ref(locator)}"

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
@@ -31,6 +31,7 @@ from bots.slack.api import new_web_client
 from bots.slack.interactions import Modal, add_interaction_listeners
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventPayload
 from bots.slack.manifest import bot_scopes
+from bots.slack.repositories import PICK_ACTION
 from bots.slack.triggers import trigger_of
 from db.jobs import JobQueue
 from db.store import Store
@@ -56,6 +57,7 @@ def build_slack_app(
     state_store: AsyncOAuthStateStore | None = None,
     public_url: str | None = None,
     modals: Mapping[str, Modal] | None = None,
+    repository_options: RepositoryOptions | None = None,
 ) -> AsyncApp:
     """One workspace (bot_token) or many (client_id/secret with the two stores).
     Without a signing secret (Socket Mode, whose envelopes come over the app's own
@@ -101,7 +103,24 @@ def build_slack_app(
     app.event("message")(record)
     # The buttons, menus and modals of the relay's own messages (Stop, approvals...).
     add_interaction_listeners(app, store, queue, modals or {})
+    if repository_options is not None:
+        app.options(PICK_ACTION)(_options_answerer(repository_options))
     return app
+
+
+# The repositories whose names contain what was typed, as Block Kit options.
+RepositoryOptions = Callable[[str], Awaitable[list[dict[str, Any]]]]
+
+
+def _options_answerer(
+    repository_options: RepositoryOptions,
+) -> Callable[[dict[str, Any], AsyncAck], Awaitable[None]]:
+    async def answer(payload: dict[str, Any], ack: AsyncAck) -> None:
+        # Answered at once (Slack waits 3 s for options) and nothing is recorded: a
+        # list to pick from changes nothing until a pick arrives as a block action.
+        await ack(options=await repository_options(str(payload.get("value") or "")))
+
+    return answer
 
 
 def _event_recorder(

@@ -23,10 +23,11 @@ from bots.slack.api import SlackApi, SlackPerson, SlackTeam
 from bots.slack.blocks import status_blocks
 from bots.slack.formatting import slack_link
 from bots.slack.reply import SlackCallbackProcessor
+from bots.slack.repositories import RepositoryChoice, SlackRepositories, use_command
 from bots.slack.triggers import SlackTrigger, mentioned_users, trigger_of
 from bots.texts import WORKING_REACTION, request_title
-from bots.triggers import infer_repository
 from bots.turns import Context, Turns, count_refusal
+from db.conversation_links import find_link
 from db.job_kinds import Job, JobKind
 from db.logcontext import bind
 
@@ -41,6 +42,9 @@ class SlackEventPayload(BaseModel):
     enterprise_id: str | None = None
     bot_user_id: str | None = None
     event: dict[str, Any]
+    # Set when the mention waited for its asker to pick a repository: the picked
+    # option's value ("github:acme/api"), "" for no repository.
+    repository_choice: str | None = None
 
 
 SLACK_EVENT_JOB = JobKind("slack.event", SlackEventPayload)
@@ -61,6 +65,11 @@ class SlackEventJob:
     api: SlackApi
     default_repository: str | None = None
 
+    @property
+    def repositories(self) -> SlackRepositories:
+        turns = self.turns
+        return SlackRepositories(turns.store, lambda: turns.hosts, self.default_repository)
+
     async def handle(self, job: Job) -> None:
         payload = SLACK_EVENT_JOB.payload_of(job)
         # The worker runs each job in a task of its own: what is bound here stays in it.
@@ -74,13 +83,33 @@ class SlackEventJob:
             count_refusal(PLATFORM, "no_request")
             log.info("slack %s: a mention without a request; usage hint posted", trigger.thread_key)
             return
+        repositories = self.repositories
+        command = use_command(trigger.text) if payload.repository_choice is None else None
+        if command is not None:
+            await repositories.use(team, trigger, command)
+            return
+        choice = RepositoryChoice(None)
+        if await find_link(self.turns.store, PLATFORM, trigger.thread_key) is None:
+            # A new conversation: which repository it is about is settled now (a
+            # follow-up keeps its conversation's).
+            chosen = await repositories.choose(
+                team,
+                trigger,
+                delivery_id=payload.event_id,
+                picked=payload.repository_choice,
+                job_kind=SLACK_EVENT_JOB.name,
+                payload=SLACK_EVENT_JOB.encode(payload),
+            )
+            if chosen is None:
+                return  # the picker is in the thread; its pick queues this again
+            choice = chosen
         mention = SlackMention(
             team,
             trigger,
             delivery_id=payload.event_id,
             enterprise_id=payload.enterprise_id,
             bot_user_id=payload.bot_user_id,
-            default_repository=self.default_repository,
+            choice=choice,
         )
         await self.turns.take(mention, received_at=job.created_at)
 
@@ -99,7 +128,7 @@ class SlackMention:
         delivery_id: str,
         enterprise_id: str | None,
         bot_user_id: str | None,
-        default_repository: str | None,
+        choice: RepositoryChoice,
     ) -> None:
         self.team = team
         self.trigger = trigger
@@ -107,7 +136,7 @@ class SlackMention:
         self.delivery_id = delivery_id
         self.enterprise_id = enterprise_id
         self.bot_user_id = bot_user_id
-        self.default_repository = default_repository
+        self.choice = choice
         self.ack_ts: str | None = None
         self.person: SlackPerson | None = None
         self.asker = ""
@@ -164,7 +193,7 @@ class SlackMention:
         return Context(history=history, cursor=self.trigger.ts)
 
     def repository(self) -> str | None:
-        return infer_repository(self.trigger.text, self.default_repository)
+        return self.choice.repository
 
     def workspace(self) -> WorkspaceRequest | None:
         repository = self.repository()
@@ -172,6 +201,7 @@ class SlackMention:
             return None
         return WorkspaceRequest(
             repository=repository,
+            host=self.choice.host,
             title=request_title(self.request, ""),
             # Co-author of the agent's commits when Slack shares the email.
             requester=Requester(

@@ -22,7 +22,9 @@ from bots.slack.installations import DatabaseInstallationStore, DatabaseOAuthSta
 from bots.slack.interactions import SLACK_INTERACTION_JOB, Modal, SlackInteractionJob
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.slack.links import SlackLinks
+from bots.slack.picks import RepositoryPicks
 from bots.slack.reply import SlackCallbackProcessor
+from bots.slack.repositories import NO_REPOSITORY_ACTION, PICK_ACTION
 from bots.slack.socket_mode import SlackSocketMode
 from db.secrets import secret_text
 
@@ -66,6 +68,7 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
         default_repository=settings.default_repository,
     )
     controls = SlackControls(shared.turns, frozenset(settings.slack_approvers))
+    picks = RepositoryPicks(event_job.repositories, shared.queue)
     interaction_job = SlackInteractionJob(
         api,
         {
@@ -73,6 +76,8 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
             APPROVE_ACTION: controls.on_approve,
             # The Reject button opens MODALS[REJECT_ACTION]; its submission lands here.
             REJECT_ACTION: controls.on_reject,
+            PICK_ACTION: picks.on_pick,
+            NO_REPOSITORY_ACTION: picks.on_no_repository,
         },
     )
     signing_secret = secret_text(settings.slack_signing_secret)
@@ -91,6 +96,7 @@ def build(settings: SlackSettings, shared: Shared) -> Platform:
             state_store=DatabaseOAuthStateStore(shared.store) if installations else None,
             public_url=settings.public_url,
             modals=MODALS,
+            repository_options=event_job.repositories.options,
         )
 
     def routes(gate: AdminGate) -> Sequence[BaseRoute]:

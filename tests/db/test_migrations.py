@@ -1,12 +1,15 @@
-from db.migrations import LATEST_VERSION, current_version, is_current, migrate
+from db.migrations import LATEST_VERSION, MIGRATIONS, current_version, is_current, migrate
 from db.store import Store
+
+# The versions in order (a number may be skipped while branches that add one meet).
+VERSIONS = [version for version, _, _ in MIGRATIONS]
 
 
 async def test_migrate_brings_an_empty_database_to_the_latest_version(database_url: str) -> None:
     async with Store(database_url) as store:
         assert await current_version(store) == 0
         assert not await is_current(store)
-        assert await migrate(store) == list(range(1, LATEST_VERSION + 1))
+        assert await migrate(store) == VERSIONS
         assert await is_current(store)
 
 
@@ -27,5 +30,5 @@ async def test_a_database_at_version_1_is_brought_forward(database_url: str) -> 
             assert await migrate(store) == [1]
         finally:
             migrations.MIGRATIONS = original
-        assert await migrate(store) == list(range(2, LATEST_VERSION + 1))
+        assert await migrate(store) == VERSIONS[1:]
         assert await is_current(store)

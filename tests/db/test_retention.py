@@ -18,6 +18,7 @@ from db.deliveries import record_delivery
 from db.job_kinds import Job, JobStatus
 from db.jobs import JobQueue
 from db.migrations import migrate
+from db.repository_choices import PendingChoice, get_choice, hold_choice
 from db.retention import (
     DAY_SECONDS,
     PRUNE_JOB,
@@ -131,7 +132,7 @@ async def test_only_finished_rows_older_than_the_cutoff_are_pruned(
 
     result = await prune(store, older_than=cutoff)
 
-    assert result == PruneResult(jobs=1, deliveries=1, callbacks=3, statements=3)
+    assert result == PruneResult(jobs=1, deliveries=1, choices=0, callbacks=3, statements=4)
     assert await job_ids(store) == jobs_before - {old_done}
     assert {recent_done, *unfinished} <= jobs_before - {old_done}
     deliveries = await store.fetch_all("SELECT delivery_id FROM inbound_deliveries")
@@ -146,7 +147,7 @@ async def test_only_finished_rows_older_than_the_cutoff_are_pruned(
         assert (await stored(store, kept)).processor_json == PROCESSOR_JSON
 
     again = await prune(store, older_than=cutoff)
-    assert again == PruneResult(jobs=0, deliveries=0, callbacks=0, statements=3)
+    assert again == PruneResult(jobs=0, deliveries=0, choices=0, callbacks=0, statements=4)
 
 
 # -- batches ----------------------------------------------------------------------------
@@ -210,14 +211,18 @@ async def test_a_backlog_is_pruned_in_batches_each_in_a_transaction_of_its_own(
 
     result = await prune(store, older_than=cutoff, batch_size=5, pause=0)
 
-    # 23 jobs: 5+5+5+5+3; 10 deliveries: 5+5, then one that finds none; 7: 5+2.
-    assert result == PruneResult(jobs=23, deliveries=10, callbacks=7, statements=5 + 3 + 2)
+    # 23 jobs: 5+5+5+5+3; 10 deliveries: 5+5, then one that finds none; no repository
+    # picks: one that finds none; 7: 5+2.
+    assert result == PruneResult(
+        jobs=23, deliveries=10, choices=0, callbacks=7, statements=5 + 3 + 1 + 2
+    )
     assert [statement for statement, _ in spy.entries] == (
         ["DELETE FROM jobs"] * 5
         + ["DELETE FROM inbound_deliveries"] * 3
+        + ["DELETE FROM repository_choices"]
         + ["UPDATE conversation_callbacks SET"] * 2
     )
-    assert [transaction for _, transaction in spy.entries] == list(range(1, 11))
+    assert [transaction for _, transaction in spy.entries] == list(range(1, 12))
     assert await store.fetch_all("SELECT id FROM jobs") == []
 
 
@@ -335,3 +340,23 @@ async def test_zero_days_disables_retention(store: Store, queue: JobQueue) -> No
 
     assert await queue.get(old_done) is not None
     assert [j.id for j in await prune_jobs(store)] == [leftover]  # no next run
+
+
+async def test_mentions_that_waited_for_a_repository_pick_are_pruned_when_old(
+    store: Store,
+) -> None:
+    for delivery_id, created_at in (("old", 1000.0), ("recent", 5000.0)):
+        await hold_choice(
+            store,
+            PendingChoice("slack", delivery_id, "T:C:1.0", "U0ADA", "slack.event", "{}"),
+        )
+        await store.execute(
+            "UPDATE repository_choices SET created_at = :at WHERE delivery_id = :id",
+            {"at": created_at, "id": delivery_id},
+        )
+
+    result = await prune(store, older_than=2000.0)
+
+    assert result.choices == 1
+    assert await get_choice(store, "slack", "old") is None
+    assert await get_choice(store, "slack", "recent") is not None

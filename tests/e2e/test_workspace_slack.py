@@ -27,7 +27,9 @@ from tests.support.fake_llm import FakeLLM, finish, run, steps
 from tests.support.fake_slack import (
     FakeSlack,
     app_mention,
+    block_actions,
     event_callback,
+    signed_interaction,
     slack_signature_headers,
 )
 from tests.support.relay_process import RelayProcess, relay_environment
@@ -40,6 +42,7 @@ TEAM = "T0WORK"
 BOT_TOKEN = "xoxb-e2e-workspace-slack-token"
 BOT_USER = "U0BOTWORK"
 ASKER = "U0ASKER"
+OTHER = "U0OTTO"
 APP_ID = 5252
 SLUG = "openhands-relay"
 INSTALLATION = 92
@@ -75,6 +78,7 @@ def slack() -> Iterator[FakeSlack]:
     with FakeSlack() as fake:
         fake.add_team(TEAM, bot_token=BOT_TOKEN, bot_user_id=BOT_USER, bot_id="B0WORK")
         fake.add_user(ASKER, name="ada", display_name="Ada")
+        fake.add_user(OTHER, name="otto", display_name="Otto")
         yield fake
 
 
@@ -126,9 +130,12 @@ class Mention:
     ts: str
 
 
-def mention(relay: RelayProcess, slack: FakeSlack, text: str) -> Mention:
-    """A person's message mentioning the bot in a new thread, and its event, delivered."""
-    channel = f"C{uuid.uuid4().hex[:8].upper()}"
+def mention(
+    relay: RelayProcess, slack: FakeSlack, text: str, *, channel: str | None = None
+) -> Mention:
+    """A person's message mentioning the bot in a new thread (of a new channel unless
+    `channel` is given), and its event, delivered."""
+    channel = channel or f"C{uuid.uuid4().hex[:8].upper()}"
     full_text = f"<@{BOT_USER}> {text}"
     ts = slack.add_message(TEAM, channel, user=ASKER, text=full_text)
     event = app_mention(user=ASKER, text=full_text, channel=channel, ts=ts)
@@ -227,3 +234,117 @@ def test_a_repository_no_platform_serves_is_said_and_answered_without_a_checkout
     assert answer.startswith(f"<@{ASKER}> {SUMMARY}")
     assert len(github.pull_requests(REPO)) == pulls
     assert "checked out acme/elsewhere" not in relay.log_path.read_text()
+
+
+def test_a_mention_naming_no_repository_works_on_the_channels_default(
+    relay: RelayProcess, slack: FakeSlack, github: FakeGitHub
+) -> None:
+    use = mention(relay, slack, f"use {REPO}")
+    wait_until(
+        lambda: any(
+            "This channel now works on" in str(m["text"]) for m in bot_messages(slack, use)
+        ),
+        timeout=30,
+        message=lambda: f"no confirmation of `use`\n{relay.log_tail()}",
+    )
+    [confirmation] = bot_messages(slack, use)
+    assert confirmation["text"].startswith(f"This channel now works on {REPO}.")
+    clones = len([r for r in github.git_requests(REPO) if not r.push])
+
+    m = mention(relay, slack, f"{QUESTION}?", channel=use.channel)
+
+    answer = answered(relay, slack, m)
+    assert ack(slack, m).startswith(f"On it! Working on {REPO}.")
+    # Worked in a checkout: the answer says what was pushed (nothing).
+    assert answer.startswith(f"<@{ASKER}> No changes were pushed.")
+    # The checkout fetched the channel's repository.
+    assert len([r for r in github.git_requests(REPO) if not r.push]) > clones
+    # `use` itself started nothing: no reaction, no "on it".
+    assert slack.reactions(use.channel, use.ts) == set()
+
+
+def picker(relay: RelayProcess, slack: FakeSlack, m: Mention) -> dict[str, Any]:
+    """The thread's repository picker, once the relay has posted it."""
+
+    def found() -> list[dict[str, Any]]:
+        return [
+            message
+            for message in bot_messages(slack, m)
+            if (message.get("metadata") or {}).get("event_type") == "agent_relay_picker"
+        ]
+
+    wait_until(
+        lambda: found(),
+        timeout=30,
+        message=lambda: f"no picker in {m.channel}\n{relay.log_tail()}",
+    )
+    [message] = found()
+    return message
+
+
+def click(
+    relay: RelayProcess, m: Mention, message: dict[str, Any], user: str, action: str, value: str
+) -> dict[str, Any]:
+    """`user` clicks `action` of the picker `message`: Slack's signed request, delivered."""
+    menu = action == "relay.pick_repository"
+    payload = block_actions(
+        TEAM,
+        user=user,
+        channel=m.channel,
+        message=message,
+        action_id=action,
+        value=None if menu else value,
+        selected=value if menu else None,
+    )
+    send(relay, payload)
+    return payload
+
+
+def send(relay: RelayProcess, payload: dict[str, Any]) -> None:
+    body, headers = signed_interaction(SIGNING_SECRET, payload)
+    response = httpx.post(f"{relay.url}/slack/events", content=body, headers=headers, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def test_without_any_repository_the_askers_pick_starts_the_run_on_it_after_a_restart(
+    relay: RelayProcess, slack: FakeSlack, github: FakeGitHub
+) -> None:
+    m = mention(relay, slack, f"{QUESTION}?")
+    shown = picker(relay, slack, m)
+    menu = shown["blocks"][1]["elements"][0]
+    assert [o["value"] for o in menu["options"]] == [f"github:{REPO}"]
+    wait_until(relay.idle, timeout=30, message="the relay did not settle")
+    # Nothing runs while nobody picked.
+    assert [msg for msg in bot_messages(slack, m) if msg["ts"] != shown["ts"]] == []
+
+    click(relay, m, shown, OTHER, "relay.pick_repository", f"github:{REPO}")
+    wait_until(
+        lambda: slack.ephemerals(OTHER),
+        timeout=30,
+        message=lambda: f"no refusal for {OTHER}\n{relay.log_tail()}",
+    )
+    [refusal] = slack.ephemerals(OTHER)
+    assert refusal["user"] == OTHER and f"Only <@{ASKER}>" in refusal["text"]
+    wait_until(relay.idle, timeout=30, message="the relay did not settle")
+    assert [msg for msg in bot_messages(slack, m) if msg["ts"] != shown["ts"]] == []
+
+    # The waiting mention is in the database: a relay killed and started again
+    # still starts it on the asker's pick.
+    relay.kill()
+    relay.start()
+    picked = click(relay, m, shown, ASKER, "relay.pick_repository", f"github:{REPO}")
+
+    answer = answered(relay, slack, m)
+    assert ack(slack, m).startswith(f"On it! Working on {REPO}.")
+    assert answer.startswith(f"<@{ASKER}> No changes were pushed.")
+    [settled] = [msg for msg in bot_messages(slack, m) if msg["ts"] == shown["ts"]]
+    assert settled["text"] == f"<@{ASKER}> picked {REPO}."
+
+    # The same payload again, and a second pick: nothing more runs or changes.
+    send(relay, picked)
+    click(relay, m, shown, ASKER, "relay.no_repository", "none")
+    wait_until(relay.idle, timeout=30, message="the relay did not settle")
+    assert answered(relay, slack, m) == answer
+    [settled] = [msg for msg in bot_messages(slack, m) if msg["ts"] == shown["ts"]]
+    assert settled["text"] == f"<@{ASKER}> picked {REPO}."
+    ack(slack, m)  # still one "On it"

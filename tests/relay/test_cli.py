@@ -19,7 +19,7 @@ import yaml
 from db.callbacks import CallbackStatus, save_callback
 from db.job_kinds import JobStatus
 from db.jobs import JobQueue
-from db.migrations import LATEST_VERSION, migrate
+from db.migrations import MIGRATIONS, migrate
 from db.store import Store
 from relay.settings import Settings
 from tests.support.fake_agent_api import WEBHOOK_SECRET, insert_webhook_callback
@@ -79,7 +79,8 @@ def test_migrate_twice(tmp_path: Path, database_file_url: str) -> None:
     first = run_cli(tmp_path, database_file_url, "migrate")
     second = run_cli(tmp_path, database_file_url, "migrate")
     assert first.returncode == 0, first.stderr
-    assert f"applied migrations: {list(range(1, LATEST_VERSION + 1))}" in first.stdout
+    versions = [version for version, _, _ in MIGRATIONS]
+    assert f"applied migrations: {versions}" in first.stdout
     assert second.returncode == 0, second.stderr
     assert "up to date" in second.stdout
     assert (tmp_path / "relay.db").exists()

@@ -57,7 +57,7 @@ import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from tests.support.git_http import (
     GitRepositories,
@@ -689,6 +689,8 @@ class FakeGitlab(LoopbackServer):
             return _Answer(200, copy.deepcopy(user))
         if segments == ["users"] and method == "GET":
             return self._users_named(query.get("username", ""))
+        if segments == ["projects"] and method == "GET":
+            return self._list_projects(user_id, query)
         if not segments or segments[0] != "projects" or len(segments) < 2:
             return _not_found()
         project_id = self._project_id(segments[1])
@@ -709,6 +711,25 @@ class FakeGitlab(LoopbackServer):
                 return _not_found()
             return self._item_call(method, item, rest[2:], query, body, user_id)
         return _not_found()
+
+    def _list_projects(self, user_id: int, query: dict[str, str]) -> _Answer:
+        """`GET /projects`: only `membership=true` is served (the fake has no public
+        projects), one page of `per_page` (default 20) with a Link to the next."""
+        if query.get("membership") != "true":
+            return _Answer(400, {"error": "the fake serves membership=true only"})
+        mine = [
+            self._rest_project_json(project_id)
+            for project_id in sorted(self._projects)
+            if self._level(project_id, user_id) > 0
+        ]
+        per_page = int(query.get("per_page", "20"))
+        page = int(query.get("page", "1"))
+        shown = mine[(page - 1) * per_page : page * per_page]
+        headers = {}
+        if page * per_page < len(mine):
+            following = urlencode({**query, "page": str(page + 1)})
+            headers["Link"] = f'<{self._base()}/api/v4/projects?{following}>; rel="next"'
+        return _Answer(200, shown, headers)
 
     def _level(self, project_id: int, user_id: int) -> int:
         """The user's access level in the project (0: not a member)."""

@@ -35,6 +35,9 @@ class RecordingHost:
     async def locate(self, repository: str) -> str | None:
         return self.repositories.get(repository)
 
+    async def list_repositories(self) -> list[str]:
+        return sorted(self.repositories)
+
     async def plan(self, request: WorkspaceRequest, locator: str) -> RepositoryPlan:
         if request.repository not in self.repositories:
             raise CheckoutRefused(f"{request.repository} is gone")

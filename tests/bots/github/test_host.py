@@ -567,3 +567,14 @@ async def test_find_change_request_sees_open_pull_requests_of_that_branch_only(
 
     github.close_pull_request(REPO, 4)
     assert await host.find_change_request(workspace(), WORK_BRANCH) is None
+
+
+async def test_the_repositories_of_every_installation_are_listed(
+    github: FakeGitHub, host: GithubHost
+) -> None:
+    github.create_repository("globex/tools")
+    github.add_installation(32, APP_ID, account="globex", repositories=["globex/tools"])
+
+    listed = await host.list_repositories()
+
+    assert listed == [REPO, OTHER_REPO, "globex/tools"]

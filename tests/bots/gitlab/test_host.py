@@ -483,3 +483,23 @@ async def test_no_token_is_logged_at_debug(
     assert caplog.records
     assert BOT_TOKEN not in caplog.text and AGENT_TOKEN not in caplog.text
     assert AGENT_TOKEN not in repr(host)
+
+
+async def test_the_projects_the_bot_is_a_member_of_are_listed_every_page(
+    gitlab: FakeGitlab, host: GitlabHost
+) -> None:
+    for number in range(100, 205):
+        gitlab.add_project(number, f"acme/many-{number}")
+        gitlab.set_access(number, gitlab.bot_user_id, DEVELOPER)
+
+    listed = await host.list_repositories()
+
+    # Not acme/secret, where the bot is no member; 106 projects over two pages.
+    assert len(listed) == 106 and "acme/secret" not in listed
+    assert listed[0] == "acme/many-100" and "acme/widgets" in listed
+    pages = [c for c in gitlab.calls("GET") if c.path == "/projects"]
+    assert len(pages) == 2
+    assert pages[0].query["membership"] == "true"
+    # Asked again soon: the list is reused.
+    assert await host.list_repositories() == listed
+    assert len([c for c in gitlab.calls("GET") if c.path == "/projects"]) == 2

@@ -1,0 +1,97 @@
+"""A click on a repository picker (bots/slack/repositories.py): the mention that waited
+for it runs.
+
+Only the person who asked may pick; anyone else is told so privately and nothing
+changes. The pick is claimed in the transaction that queues the mention's
+`slack.event` job again, carrying the choice (`repository_choice`), under an
+idempotency key of its own: a second pick, or the same click delivered twice, finds
+it claimed and starts nothing. Then the picker is edited to say what was picked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bots.slack import PLATFORM
+from bots.slack.api import SlackTeam
+from bots.slack.interactions import SlackInteraction, tell_privately
+from bots.slack.job import SLACK_EVENT_JOB
+from bots.slack.repositories import (
+    SlackRepositories,
+    parse_choice,
+    picked_text,
+    picker_ref,
+    refusal_text,
+    settled_blocks,
+)
+from db.jobs import JobQueue
+from db.repository_choices import choice_at, claim_choice, get_choice
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RepositoryPicks:
+    repositories: SlackRepositories
+    queue: JobQueue
+
+    async def on_pick(self, click: SlackInteraction, team: SlackTeam) -> None:
+        """A repository picked from the menu."""
+        if not click.value:
+            # A menu cleared, or a payload without its option: no pick.
+            return
+        await self._pick(click, team, click.value)
+
+    async def on_no_repository(self, click: SlackInteraction, team: SlackTeam) -> None:
+        """The "No repository" button."""
+        await self._pick(click, team, "")
+
+    async def _pick(self, click: SlackInteraction, team: SlackTeam, value: str) -> None:
+        store = self.repositories.store
+        if click.message_ts is None:
+            return  # not a message's control (a modal): no picker of ours
+        ref = picker_ref(click.team_id, click.channel, click.message_ts)
+        pending = await choice_at(store, PLATFORM, ref)
+        if pending is None:
+            log.info("slack: a pick on %s, which holds no waiting mention", ref)
+            return
+        if click.user != pending.asker:
+            await tell_privately(team, click, refusal_text(pending.asker))
+            log.info("slack %s: %s may not pick; refused", pending.thread_key, click.user)
+            return
+        choice = parse_choice(value, self.repositories.hosts())
+        if choice is None:
+            log.warning("slack %s: a pick of %r, which was not offered", pending.thread_key, value)
+            return
+        async with store.transaction():
+            claimed = await claim_choice(
+                store, PLATFORM, pending.delivery_id, value, chosen_by=click.user
+            )
+            if claimed:
+                payload = SLACK_EVENT_JOB.payload.model_validate_json(pending.payload)
+                await self.queue.enqueue(
+                    SLACK_EVENT_JOB,
+                    payload.model_copy(update={"repository_choice": value}),
+                    key=f"{PLATFORM}:{pending.thread_key}",
+                    idempotency_key=f"{PLATFORM}.pick:{pending.delivery_id}",
+                )
+        if not claimed:
+            stored = await get_choice(store, PLATFORM, pending.delivery_id)
+            if stored is None or (stored.chosen, stored.chosen_by) != (value, click.user):
+                log.info("slack %s: picked before; this pick changes nothing", pending.thread_key)
+                return
+            # The same pick again (this job run again after the claim): the picker
+            # may not say so yet.
+            choice = parse_choice(stored.chosen or "", self.repositories.hosts()) or choice
+        text = picked_text(choice, click.user)
+        await team.call(
+            "chat.update",
+            channel=click.channel,
+            ts=click.message_ts,
+            text=text,
+            blocks=settled_blocks(text),
+        )
+        log.info(
+            "slack %s: %s picked %s", pending.thread_key, click.user, choice.repository or "none"
+        )
