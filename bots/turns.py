@@ -209,6 +209,27 @@ class Turns:
         log.info("%s %s: %s asked to stop %s", platform, thread_key, who, link.conversation_id)
         return True
 
+    async def command(
+        self,
+        thread: MarkedThread,
+        platform: str,
+        thread_key: str,
+        delivery_id: str,
+        who: str,
+        text: str,
+    ) -> bool:
+        """Carry out `text` when it is a command to the thread's run rather than a
+        request (`stop`, `approve`, `reject <reason>`), from someone who may trigger
+        the agent; True when it was one (no turn starts then)."""
+        if is_stop(text):
+            await self.stop(platform, thread_key, delivery_id, who)
+            return True
+        answer = approval_answer_of(text)
+        if answer is None:
+            return False
+        await self.answer_approval(thread, platform, thread_key, delivery_id, who, answer)
+        return True
+
     async def answer_approval(
         self,
         thread: MarkedThread,

@@ -28,14 +28,7 @@ from bots.github.triggers import GithubTrigger, TriggerKind, is_bot, trigger_of
 from bots.hygiene import visible_text
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, request_title, shorten
-from bots.turns import (
-    Context,
-    Turns,
-    approval_answer_of,
-    count_refusal,
-    is_stop,
-    refuse,
-)
+from bots.turns import Context, Turns, count_refusal, refuse
 from db.installations import (
     STATUS_ACTIVE,
     get_installation,
@@ -163,21 +156,10 @@ class GithubEventJob:
                 key=event.delivery_id,
             )
             return
-        if is_stop(trigger.text):
-            await self.turns.stop(
-                PLATFORM, trigger.thread_key, event.delivery_id, f"@{trigger.sender}"
-            )
-            return
-        answer = approval_answer_of(trigger.text)
-        if answer is not None:
-            await self.turns.answer_approval(
-                thread,
-                PLATFORM,
-                trigger.thread_key,
-                event.delivery_id,
-                f"@{trigger.sender}",
-                answer,
-            )
+        who = f"@{trigger.sender}"
+        if await self.turns.command(
+            thread, PLATFORM, trigger.thread_key, event.delivery_id, who, trigger.text
+        ):
             return
         mention = GithubMention(
             thread,

@@ -34,14 +34,7 @@ from bots.gitlab.triggers import GitlabTrigger, Noteable, trigger_of
 from bots.hygiene import visible_text
 from bots.markers import marker, post_once
 from bots.texts import WORKING_REACTION, markdown_link, request_title, shorten
-from bots.turns import (
-    Context,
-    Turns,
-    approval_answer_of,
-    count_refusal,
-    is_stop,
-    refuse,
-)
+from bots.turns import Context, Turns, count_refusal, refuse
 from db.job_kinds import Job, json_object
 from db.logcontext import bind
 
@@ -103,21 +96,10 @@ class GitlabEventJob:
                 detail=f" (access level {level})",
             )
             return
-        if is_stop(trigger.text):
-            await self.turns.stop(
-                PLATFORM, trigger.thread_key, mention.source, f"@{trigger.username}"
-            )
-            return
-        answer = approval_answer_of(trigger.text)
-        if answer is not None:
-            await self.turns.answer_approval(
-                mention.thread,
-                PLATFORM,
-                trigger.thread_key,
-                mention.source,
-                f"@{trigger.username}",
-                answer,
-            )
+        who = f"@{trigger.username}"
+        if await self.turns.command(
+            mention.thread, PLATFORM, trigger.thread_key, mention.source, who, trigger.text
+        ):
             return
         await self.turns.take(mention, received_at=job.created_at)
 
