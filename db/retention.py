@@ -9,6 +9,8 @@ After RETENTION_DAYS, the periodic `maintenance.prune` job removes:
   any sender's redelivery window: Slack retries within the hour, GitHub and GitLab
   redeliver recent deliveries by hand, the agent-server retries a batch a few
   seconds apart and re-queues it for its next flush;
+- answered approval requests (approved, rejected or expired; db/approvals.py) and
+  mentions that waited for a repository pick (db/repository_choices.py);
 - the processor settings (`processor_json`, secrets included) of closed callbacks
   whose reply is delivered. The row keeps its status, type, reason and times, so
   `GET /api/callbacks/{id}` still answers.
@@ -88,6 +90,13 @@ _PRUNE_STATEMENTS = {
         " (SELECT platform, delivery_id FROM repository_choices WHERE created_at < :cutoff"
         " LIMIT :batch) RETURNING platform"
     ),
+    # Answered approval requests (approved, rejected, expired): a pending one, or one
+    # whose answer is on its way to the agent, stays whatever its age.
+    "approvals": (
+        "DELETE FROM approvals WHERE id IN (SELECT id FROM approvals"
+        " WHERE state IN ('approved', 'rejected', 'expired')"
+        " AND COALESCE(answered_at, created_at) < :cutoff LIMIT :batch) RETURNING id"
+    ),
     # While a callback's reply job is not done, its processor is still needed.
     "callbacks": (
         f"UPDATE conversation_callbacks SET processor_json = '{PRUNED_PROCESSOR_JSON}'"
@@ -106,6 +115,7 @@ class PruneResult:
     jobs: int
     deliveries: int
     choices: int
+    approvals: int
     callbacks: int
     statements: int
 
@@ -183,12 +193,14 @@ class Retention:
             pause=self.pause,
         )
         log.info(
-            "retention: pruned %d done jobs, %d deliveries, %d repository picks and the"
-            " processor settings of %d closed callbacks older than %g days"
+            "retention: pruned %d done jobs, %d deliveries, %d repository picks, %d"
+            " approval requests and the processor settings of %d closed callbacks older"
+            " than %g days"
             " (%d statements, %.2f s)",
             result.jobs,
             result.deliveries,
             result.choices,
+            result.approvals,
             result.callbacks,
             self.retention_days,
             result.statements,

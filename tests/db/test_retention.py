@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from db.approvals import insert_approval
 from db.callbacks import CallbackStatus, ConversationCallback, get_callback, insert_callback
 from db.deliveries import record_delivery
 from db.job_kinds import Job, JobStatus
@@ -132,7 +133,9 @@ async def test_only_finished_rows_older_than_the_cutoff_are_pruned(
 
     result = await prune(store, older_than=cutoff)
 
-    assert result == PruneResult(jobs=1, deliveries=1, choices=0, callbacks=3, statements=4)
+    assert result == PruneResult(
+        jobs=1, deliveries=1, choices=0, approvals=0, callbacks=3, statements=5
+    )
     assert await job_ids(store) == jobs_before - {old_done}
     assert {recent_done, *unfinished} <= jobs_before - {old_done}
     deliveries = await store.fetch_all("SELECT delivery_id FROM inbound_deliveries")
@@ -147,7 +150,9 @@ async def test_only_finished_rows_older_than_the_cutoff_are_pruned(
         assert (await stored(store, kept)).processor_json == PROCESSOR_JSON
 
     again = await prune(store, older_than=cutoff)
-    assert again == PruneResult(jobs=0, deliveries=0, choices=0, callbacks=0, statements=4)
+    assert again == PruneResult(
+        jobs=0, deliveries=0, choices=0, approvals=0, callbacks=0, statements=5
+    )
 
 
 # -- batches ----------------------------------------------------------------------------
@@ -212,17 +217,18 @@ async def test_a_backlog_is_pruned_in_batches_each_in_a_transaction_of_its_own(
     result = await prune(store, older_than=cutoff, batch_size=5, pause=0)
 
     # 23 jobs: 5+5+5+5+3; 10 deliveries: 5+5, then one that finds none; no repository
-    # picks: one that finds none; 7: 5+2.
+    # picks nor approvals: one that finds none each; 7: 5+2.
     assert result == PruneResult(
-        jobs=23, deliveries=10, choices=0, callbacks=7, statements=5 + 3 + 1 + 2
+        jobs=23, deliveries=10, choices=0, approvals=0, callbacks=7, statements=5 + 3 + 1 + 1 + 2
     )
     assert [statement for statement, _ in spy.entries] == (
         ["DELETE FROM jobs"] * 5
         + ["DELETE FROM inbound_deliveries"] * 3
         + ["DELETE FROM repository_choices"]
+        + ["DELETE FROM approvals"]
         + ["UPDATE conversation_callbacks SET"] * 2
     )
-    assert [transaction for _, transaction in spy.entries] == list(range(1, 12))
+    assert [transaction for _, transaction in spy.entries] == list(range(1, 13))
     assert await store.fetch_all("SELECT id FROM jobs") == []
 
 
@@ -360,3 +366,31 @@ async def test_mentions_that_waited_for_a_repository_pick_are_pruned_when_old(
     assert result.choices == 1
     assert await get_choice(store, "slack", "old") is None
     assert await get_choice(store, "slack", "recent") is not None
+
+
+async def test_answered_approval_requests_are_pruned_when_old_and_waiting_ones_never(
+    store: Store,
+) -> None:
+    states = {
+        "old-answered": "approved",
+        "old-expired": "expired",
+        "old-waiting": "pending",
+        "old-answering": "answering",
+        "recent": "rejected",
+    }
+    for action_id, state in states.items():
+        approval = await insert_approval(store, "c" * 32, 1, action_id, "[]")
+        assert approval is not None
+        at = 5000.0 if action_id == "recent" else 1000.0
+        answered = None if state in ("pending", "answering") else at
+        await store.execute(
+            "UPDATE approvals SET state = :state, created_at = :at, answered_at = :answered"
+            " WHERE id = :id",
+            {"state": state, "at": at, "answered": answered, "id": approval.id},
+        )
+
+    result = await prune(store, older_than=2000.0)
+
+    assert result.approvals == 2
+    left = await store.fetch_all("SELECT action_id FROM approvals ORDER BY action_id")
+    assert [row["action_id"] for row in left] == ["old-answering", "old-waiting", "recent"]
