@@ -30,6 +30,10 @@ class Settings(Protocol):
     @property
     def pull_requests(self) -> str: ...
 
+    # CONFIRMATION_POLICY: "never", "always" or "risky".
+    @property
+    def confirmation_policy(self) -> str: ...
+
     @property
     def relay_url_for_agent(self) -> str | None: ...
 
@@ -54,8 +58,24 @@ def features_of(settings: Settings) -> list[Feature]:
             missing="set API_TOKEN",
             risk_when_off=Risk("warn", "API_TOKEN is unset: /api/* answers 401", "set API_TOKEN"),
         ),
+        _approvals(settings),
         *(entry.feature(settings) for entry in PLATFORMS),
     ]
+
+
+# What each CONFIRMATION_POLICY holds for an answer in the thread.
+_HELD = {"always": "every action waits", "risky": "risky actions wait"}
+
+
+def _approvals(settings: Settings) -> Feature:
+    held = _HELD.get(settings.confirmation_policy)
+    return Feature(
+        "approvals",
+        held is not None,
+        mode=f"{held} for an answer in its thread" if held else None,
+        source=f"CONFIRMATION_POLICY={settings.confirmation_policy}" if held else None,
+        missing="CONFIRMATION_POLICY=never: the agent runs every action without asking",
+    )
 
 
 # The platforms whose repositories each conversation gets a checkout of.

@@ -33,6 +33,7 @@ def test_every_feature_is_off_and_says_what_would_turn_it_on() -> None:
     assert [(f.name, f.enabled, f.platform) for f in features] == [
         ("agent webhooks", False, False),
         ("api", False, False),
+        ("approvals", False, False),
         ("slack", False, True),
         ("github", False, True),
         ("gitlab", False, True),

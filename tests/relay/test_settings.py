@@ -87,7 +87,7 @@ def test_secrets_are_masked_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "very-secret-session-key" not in text
 
 
-FEATURES = ["agent webhooks", "api", "slack", "github", "gitlab"]
+FEATURES = ["agent webhooks", "api", "approvals", "slack", "github", "gitlab"]
 
 
 def test_feature_report_with_nothing_configured() -> None:
@@ -120,11 +120,16 @@ def test_feature_report_with_everything_configured(
         "GITHUB_WEBHOOK_SECRET": "s",
         "GITLAB_TOKEN": "t",
         "GITLAB_WEBHOOK_SECRET": "s",
+        "CONFIRMATION_POLICY": "always",
     }.items():
         monkeypatch.setenv(variable, value)
     report = load_settings().feature_report()
     assert [line.split(":")[0] for line in report] == FEATURES
     assert all(line.split(": ", 1)[1].startswith("enabled") for line in report)
+    assert (
+        "approvals: enabled (every action waits for an answer in its thread,"
+        " CONFIRMATION_POLICY=always)"
+    ) in report
     assert "slack: enabled (one workspace, SLACK_BOT_TOKEN)" in report
     assert "github: enabled (app from GITHUB_APP_ID)" in report
 

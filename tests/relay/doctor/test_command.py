@@ -24,10 +24,10 @@ from tests.support.fake_github import generate_private_key_pem
 
 CLI = Path(sys.executable).parent / "agent-relay"
 LINE = re.compile(r"^(ok  |FAIL|warn|skip) [a-z][a-z -]*[a-z0-9]: \S")
-# settings, 5 features, database, schema, jobs, stored credentials, agent-server (3),
+# settings, 6 features, database, schema, jobs, stored credentials, agent-server (3),
 # slack, github (3: app, installations, permissions), gitlab (3: token, webhook,
 # redelivery), public url.
-CHECKS_OF_A_FULL_DEPLOYMENT = 21
+CHECKS_OF_A_FULL_DEPLOYMENT = 22
 WRONG_SLACK_TOKEN = "xoxb-wrong-token-of-the-doctor-test"
 WRONG_GITLAB_TOKEN = "glpat-wrong-token-of-the-doctor-test"
 WRONG_AGENT_KEY = "wrong-session-key-of-the-doctor-test"

@@ -27,7 +27,9 @@ async def test_a_working_deployment_passes_every_check(peers: Peers, database_ur
 
     assert [r.line() for r in results if r.status not in ("ok", "skip")] == []
     # No hook recorded by `agent-relay gitlab install-webhook`: no redelivery to check.
+    # Nor approvals: CONFIRMATION_POLICY is left at never.
     assert [r.name for r in results if r.status == "skip"] == [
+        "feature approvals",
         "agent-server webhooks",
         "gitlab redelivery",
     ]
