@@ -25,10 +25,16 @@ from bots.slack.repositories import (
     refusal_text,
     settled_blocks,
 )
+from db.conversation_links import find_link
 from db.jobs import JobQueue
 from db.repository_choices import choice_at, claim_choice, get_choice
 
 log = logging.getLogger(__name__)
+
+OVERTAKEN_TEXT = (
+    "No pick needed any more: a later mention in this thread started the work."
+    " Mention me again to continue it."
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class RepositoryPicks:
         if click.user != pending.asker:
             await tell_privately(team, click, refusal_text(pending.asker))
             log.info("slack %s: %s may not pick; refused", pending.thread_key, click.user)
+            return
+        if await self._overtaken(click, team, pending.thread_key, pending.delivery_id):
             return
         choice = parse_choice(value, self.repositories.hosts())
         if choice is None:
@@ -95,3 +103,25 @@ class RepositoryPicks:
         log.info(
             "slack %s: %s picked %s", pending.thread_key, click.user, choice.repository or "none"
         )
+
+    async def _overtaken(
+        self, click: SlackInteraction, team: SlackTeam, thread_key: str, delivery_id: str
+    ) -> bool:
+        """Whether a later mention started the thread's conversation meanwhile (it named
+        its repository): the picker is then settled, and the pick starts nothing."""
+        store = self.repositories.store
+        if await find_link(store, PLATFORM, thread_key) is None:
+            return False
+        stored = await get_choice(store, PLATFORM, delivery_id)
+        if stored is not None and stored.chosen is not None:
+            return False  # this mention's own pick started it: the same pick again
+        assert click.message_ts is not None
+        await team.call(
+            "chat.update",
+            channel=click.channel,
+            ts=click.message_ts,
+            text=OVERTAKEN_TEXT,
+            blocks=settled_blocks(OVERTAKEN_TEXT),
+        )
+        log.info("slack %s: a pick after the thread's conversation started; none", thread_key)
+        return True

@@ -12,9 +12,10 @@ import pytest
 from bots.slack.api import SlackApi, SlackTeam
 from bots.slack.interactions import SlackInteraction
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
-from bots.slack.picks import RepositoryPicks
+from bots.slack.picks import OVERTAKEN_TEXT, RepositoryPicks
 from bots.slack.repositories import NO_REPOSITORY_ACTION, PICK_ACTION
 from bots.turns import Turns
+from db.conversation_links import ConversationLink, save_link
 from db.jobs import JobQueue
 from db.repository_choices import choice_at
 from db.store import Store
@@ -150,3 +151,18 @@ async def test_a_value_that_was_not_offered_changes_nothing(
     await picks.on_pick(click_by(ASKER, "github:acme/api", "1.000", ts), team)
 
     assert await jobs_of_kind(store, SLACK_EVENT_JOB) == []
+
+
+async def test_a_pick_after_a_later_mention_started_the_thread_s_conversation_starts_nothing(
+    mentions: SlackEventJob, picks: RepositoryPicks, slack: FakeSlack, store: Store, team: SlackTeam
+) -> None:
+    ts, message = await picker(mentions, slack)
+    # The asker mentioned again, naming a repository: that started the conversation.
+    await save_link(store, ConversationLink("slack", f"{TEAM}:{CHANNEL}:{ts}", "c" * 32, ts))
+
+    await picks.on_pick(click_by(ASKER, "github:acme/web", message["ts"], ts), team)
+
+    assert await jobs_of_kind(store, SLACK_EVENT_JOB) == []
+    [settled] = [m for m in slack.thread(CHANNEL, ts) if m["ts"] == message["ts"]]
+    assert settled["text"] == OVERTAKEN_TEXT
+    assert [b["type"] for b in settled["blocks"]] == ["section"]
