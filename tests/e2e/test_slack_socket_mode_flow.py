@@ -21,9 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
+from bots.slack.blocks import STOP_ACTION
+from bots.slack.controls import NOTHING_RUNNING
 from tests.support.agent_server import AgentServerProcess, free_port
 from tests.support.fake_llm import FakeLLM, finish
-from tests.support.fake_slack import app_mention, event_callback
+from tests.support.fake_slack import app_mention, block_actions, event_callback
 from tests.support.fake_slack_socket import SocketSlack
 from tests.support.relay_process import RelayProcess, database_for, relay_environment
 from tests.support.waiting import wait_until
@@ -146,6 +148,33 @@ def test_a_mention_over_socket_mode_gets_one_answer(
     assert httpx.get(f"{relay.url}/readyz", timeout=5).json()["connections"] == {
         "slack socket mode": "connected"
     }
+
+
+def test_a_click_comes_over_socket_mode_too(relay: RelayProcess, slack: SocketSlack) -> None:
+    m = mention(slack)
+    slack.send_event(m.payload)
+    answered([relay], slack, m)
+    [status] = [
+        message
+        for message in slack.thread(m.channel, m.ts, team_id=TEAM)
+        if message.get("user") == BOT_USER and message.get("metadata")
+    ]
+
+    # Stop on a run that has ended: the click is acknowledged, and heard.
+    click = block_actions(
+        TEAM, user=ASKER, channel=m.channel, message=status, action_id=STOP_ACTION, value="stop"
+    )
+    envelope = slack.send_interaction(click)
+
+    wait_until(
+        lambda: (
+            envelope.acknowledged
+            and any(NOTHING_RUNNING in e["text"] for e in slack.ephemerals(ASKER))
+        ),
+        timeout=30,
+        message=lambda: f"the click was not handled:\n{relay.log_tail()}",
+    )
+    assert len(answers(slack, m)) == 1
 
 
 def test_an_envelope_sent_again_after_a_lost_ack_gets_one_answer(

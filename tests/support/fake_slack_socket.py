@@ -10,7 +10,8 @@
   wraps an Events API payload in an envelope (``envelope_id``, ``type: events_api``,
   ``accepts_response_payload``, ``retry_attempt``, ``retry_reason``, ``payload``) and
   sends it on one connection, round robin across the open ones, as Slack spreads
-  envelopes; the client's ``{"envelope_id": ...}`` acknowledgements are recorded;
+  envelopes (`send_interaction`: a click, ``type: interactive``); the client's
+  ``{"envelope_id": ...}`` acknowledgements are recorded;
 - `resend_unacknowledged()` sends each envelope not acknowledged again (``retry_attempt``
   one more, ``retry_reason: timeout``), as Slack does; `lose_acks(n)` forgets the next
   n acknowledgements (they were lost on the way), so an envelope is sent again;
@@ -43,6 +44,8 @@ class Envelope:
     acknowledged: bool = False
     # The connections it was sent on, in order.
     sent_on: list[int] = field(default_factory=list)
+    # "events_api", or "interactive" for a click (fake_slack.block_actions).
+    kind: str = "events_api"
 
 
 class SocketSlack(FakeSlack):
@@ -140,6 +143,13 @@ class SocketSlack(FakeSlack):
         self._run(self._send(envelope, retry_reason=""))
         return envelope
 
+    def send_interaction(self, payload: dict[str, Any]) -> Envelope:
+        """Send an interaction payload (fake_slack.block_actions) in a new envelope."""
+        envelope = Envelope(envelope_id=str(uuid.uuid4()), payload=payload, kind="interactive")
+        self.envelopes[envelope.envelope_id] = envelope
+        self._run(self._send(envelope, retry_reason=""))
+        return envelope
+
     def resend_unacknowledged(self) -> list[Envelope]:
         pending = [e for e in self.envelopes.values() if not e.acknowledged]
         for envelope in pending:
@@ -179,8 +189,8 @@ class SocketSlack(FakeSlack):
             json.dumps(
                 {
                     "envelope_id": envelope.envelope_id,
-                    "type": "events_api",
-                    "accepts_response_payload": False,
+                    "type": envelope.kind,
+                    "accepts_response_payload": envelope.kind == "interactive",
                     "retry_attempt": envelope.attempts - 1,
                     "retry_reason": retry_reason,
                     "payload": envelope.payload,
