@@ -118,6 +118,37 @@ class SlackTeam:
         posted = await self.call("chat.postMessage", **params)
         return str(posted.get("ts", ""))
 
+    async def post_once_in_thread(
+        self,
+        channel: str,
+        thread_ts: str,
+        text: str,
+        *,
+        event_type: str,
+        key: dict[str, str],
+        blocks: list[dict[str, Any]] | None = None,
+        thread: list[dict[str, Any]] | None = None,
+    ) -> str:
+        """Post in the thread unless an earlier attempt did; the message's ts. The
+        message carries metadata (`event_type`, with `key` as its payload) by which a
+        retried job finds it; `thread`: the thread's messages when already read."""
+        if thread is None:
+            thread = await self.thread_messages(channel, thread_ts)
+        for message in thread:
+            metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if metadata.get("event_type") == event_type and all(
+                str(payload.get(name)) == value for name, value in key.items()
+            ):
+                return str(message["ts"])
+        return await self.post_in_thread(
+            channel,
+            thread_ts,
+            text,
+            metadata={"event_type": event_type, "event_payload": key},
+            blocks=blocks,
+        )
+
     async def react(self, channel: str, ts: str, name: str, *, remove: bool = False) -> None:
         method = "reactions.remove" if remove else "reactions.add"
         try:

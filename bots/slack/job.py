@@ -160,21 +160,15 @@ class SlackMention:
         """The "on it" reply's ts: the one an earlier attempt posted (found by its
         message metadata), or a new one."""
         trigger = self.trigger
-        for message in await self._thread_messages():
-            metadata = message.get("metadata") or {}
-            if (
-                metadata.get("event_type") == ACK_EVENT_TYPE
-                and (metadata.get("event_payload") or {}).get("trigger_ts") == trigger.ts
-            ):
-                self.ack_ts = str(message["ts"])
-                return
-        self.ack_ts = await self.team.post_in_thread(
+        self.ack_ts = await self.team.post_once_in_thread(
             trigger.channel,
             trigger.thread_ts,
             text,
-            metadata={"event_type": ACK_EVENT_TYPE, "event_payload": {"trigger_ts": trigger.ts}},
+            event_type=ACK_EVENT_TYPE,
+            key={"trigger_ts": trigger.ts},
             # It becomes the turn's status message, with the Stop button till the end.
             blocks=status_blocks(text, stoppable=True),
+            thread=await self._thread_messages(),
         )
 
     async def context(self, since: str | None) -> Context:

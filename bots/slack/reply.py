@@ -77,21 +77,13 @@ class SlackCallbackProcessor(ReplyingProcessor):
 
     async def post_approval(self, request: ApprovalRequest, context: ProcessorContext) -> str:
         team = await slack_team(context, self.team_id, self.enterprise_id)
-        for message in await team.thread_messages(self.channel, self.thread_ts):
-            metadata = message.get("metadata") or {}
-            if metadata.get("event_type") == APPROVAL_EVENT_TYPE and str(
-                (metadata.get("event_payload") or {}).get("approval_id")
-            ) == str(request.id):
-                return str(message["ts"])
         text = approval_text(request)
-        return await team.post_in_thread(
+        return await team.post_once_in_thread(
             self.channel,
             self.thread_ts,
             text,
-            metadata={
-                "event_type": APPROVAL_EVENT_TYPE,
-                "event_payload": {"approval_id": str(request.id)},
-            },
+            event_type=APPROVAL_EVENT_TYPE,
+            key={"approval_id": str(request.id)},
             blocks=approval_blocks(request, text),
         )
 

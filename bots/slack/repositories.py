@@ -191,7 +191,7 @@ def settled_blocks(text: str) -> list[dict[str, Any]]:
     return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
 
 
-async def post_once(
+async def reply_once(
     team: SlackTeam,
     trigger: SlackTrigger,
     text: str,
@@ -199,25 +199,15 @@ async def post_once(
     *,
     blocks: list[dict[str, Any]] | None = None,
 ) -> str:
-    """Post in the mention's thread unless an earlier attempt did (found by the
-    metadata naming the mention); the message's ts."""
-    for message in await team.thread_messages(trigger.channel, trigger.thread_ts):
-        metadata = message.get("metadata") or {}
-        if (
-            metadata.get("event_type") == event_type
-            and (metadata.get("event_payload") or {}).get("trigger_ts") == trigger.ts
-        ):
-            return str(message["ts"])
-    params: dict[str, Any] = {
-        "channel": trigger.channel,
-        "thread_ts": trigger.thread_ts,
-        "text": text,
-        "metadata": {"event_type": event_type, "event_payload": {"trigger_ts": trigger.ts}},
-    }
-    if blocks is not None:
-        params["blocks"] = blocks
-    posted = await team.call("chat.postMessage", **params)
-    return str(posted.get("ts", ""))
+    """Post in the mention's thread unless an earlier attempt did; the message's ts."""
+    return await team.post_once_in_thread(
+        trigger.channel,
+        trigger.thread_ts,
+        text,
+        event_type=event_type,
+        key={"trigger_ts": trigger.ts},
+        blocks=blocks,
+    )
 
 
 @dataclass(frozen=True)
@@ -233,7 +223,7 @@ class SlackRepositories:
     async def use(self, team: SlackTeam, trigger: SlackTrigger, command: UseCommand) -> None:
         """`@openhands use ...`: the channel's default set or cleared, and said so."""
         if command.invalid:
-            await post_once(team, trigger, INVALID_USE, USE_EVENT_TYPE)
+            await reply_once(team, trigger, INVALID_USE, USE_EVENT_TYPE)
             return
         await set_channel_repository(
             self.store,
@@ -242,7 +232,7 @@ class SlackRepositories:
             command.repository,
             set_by=trigger.user,
         )
-        await post_once(team, trigger, use_confirmation(command.repository), USE_EVENT_TYPE)
+        await reply_once(team, trigger, use_confirmation(command.repository), USE_EVENT_TYPE)
         log.info(
             "slack %s: channel repository %s by %s",
             trigger.thread_key,
@@ -293,7 +283,7 @@ class SlackRepositories:
             # Picked already (a job that ran before the pick, run again): the pick
             # queued its own job.
             return None
-        ts = await post_once(
+        ts = await reply_once(
             team,
             trigger,
             picker_text(trigger.user),
