@@ -17,9 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent.checkout import WorkspaceRequest
 from bots.slack import PLATFORM
 from bots.slack.api import SlackTeam
 from bots.slack.triggers import SlackTrigger
+from bots.texts import no_checkout_note
 from bots.triggers import infer_repository
 from db.repository_choices import (
     PendingChoice,
@@ -30,7 +32,7 @@ from db.repository_choices import (
 )
 from db.store import Store
 from processors.hosts import RepositoryHost
-from processors.workspace import HostedRepository, reachable_repositories
+from processors.workspace import HostedRepository, locate, reachable_repositories
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +234,14 @@ class SlackRepositories:
             command.repository,
             set_by=trigger.user,
         )
-        await reply_once(team, trigger, use_confirmation(command.repository), USE_EVENT_TYPE)
+        text = use_confirmation(command.repository)
+        hosts = self.hosts()
+        if command.repository and hosts:
+            # Kept all the same: the App may be installed on it later.
+            wanted = WorkspaceRequest(repository=command.repository)
+            if await locate(hosts, wanted) is None:
+                text = f"{text} {no_checkout_note(command.repository)}"
+        await reply_once(team, trigger, text, USE_EVENT_TYPE)
         log.info(
             "slack %s: channel repository %s by %s",
             trigger.thread_key,

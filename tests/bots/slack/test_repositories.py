@@ -160,6 +160,23 @@ async def test_use_sets_the_channel_default_says_so_and_starts_nothing(
     assert reply["text"].startswith("This channel has no repository now.")
 
 
+async def test_use_of_a_repository_no_host_reaches_is_kept_and_says_so(
+    mentions: SlackEventJob, slack: FakeSlack, store: Store
+) -> None:
+    job, ts = mention_job(slack, "use acme/elsewhere")
+
+    await mentions.handle(job)
+
+    assert await channel_repository(store, "slack", f"{TEAM}:{CHANNEL}") == "acme/elsewhere"
+    [reply] = bot_replies(slack, ts)
+    assert reply["text"].startswith("This channel now works on acme/elsewhere.")
+    assert "I can't reach acme/elsewhere from here" in reply["text"]
+    # One it reaches is confirmed without that.
+    job, ts = mention_job(slack, "use acme/api")
+    await mentions.handle(job)
+    assert "can't reach" not in bot_replies(slack, ts)[0]["text"]
+
+
 async def test_a_mention_naming_none_works_on_the_channel_default_and_says_so(
     mentions: SlackEventJob, slack: FakeSlack, store: Store
 ) -> None:
