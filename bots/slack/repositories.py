@@ -75,7 +75,14 @@ def use_command(text: str) -> UseCommand | None:
     if len(what.split()) > 1 and not what.startswith("<"):
         # "use the retry helper in parser.py": a request, not a command.
         return None
-    repository = infer_repository(what.strip("<>").split("|")[0])
+    named = what.strip("<>").split("|")[0]
+    # A bare path is taken whole: a GitLab project in a subgroup ("group/sub/name")
+    # has more parts than the owner/name a request's text is searched for.
+    path = _REPOSITORY_PATH.fullmatch(named.removesuffix(".git"))
+    if path and re.search(r"[A-Za-z]", path.group(0)):
+        repository: str | None = path.group(0)
+    else:
+        repository = infer_repository(named)
     return UseCommand(repository) if repository else UseCommand(None, invalid=True)
 
 
