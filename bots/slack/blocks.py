@@ -1,4 +1,4 @@
-"""Block Kit of the relay's Slack messages: the controls people click.
+"""Block Kit of the relay's Slack messages: their text and the controls people click.
 
 Every control's action id starts with bots.slack.interactions.ACTION_PREFIX, which
 is how the Bolt app knows the click is ours.
@@ -14,15 +14,26 @@ STOP_ACTION = "relay.stop"
 # The buttons of an approval request; each one's value is the approval's id.
 APPROVE_ACTION = "relay.approve"
 REJECT_ACTION = "relay.reject"
+# The repository picker's menu (a value per repository) and its "No repository" button.
+PICK_ACTION = "relay.pick_repository"
+NO_REPOSITORY_ACTION = "relay.no_repository"
 # Slack's limit on a section's text.
 SECTION_TEXT_CHARS = 3000
 
 
+def text_section(text: str) -> dict[str, Any]:
+    """A block of mrkdwn text, cut to what Slack takes."""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_TEXT_CHARS]}}
+
+
+def settled_blocks(text: str) -> list[dict[str, Any]]:
+    """A message whose controls have done their work: its text alone."""
+    return [text_section(text)]
+
+
 def status_blocks(text: str, *, stoppable: bool) -> list[dict[str, Any]]:
     """A status message's blocks: its text, and the Stop button while the turn runs."""
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_TEXT_CHARS]}}
-    ]
+    blocks = settled_blocks(text)
     if stoppable:
         stop = {
             "type": "button",
@@ -47,7 +58,7 @@ def status_blocks(text: str, *, stoppable: bool) -> list[dict[str, Any]]:
 
 def approval_blocks(request: ApprovalRequest, text: str) -> list[dict[str, Any]]:
     """A section with the request; while it waits, an Approve and a Reject button."""
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    blocks = settled_blocks(text)
     if request.waiting:
         value = str(request.id)
         blocks.append(

@@ -28,10 +28,10 @@ from starlette.routing import Route
 from bots.intake import Delivery, Intake, count, record_and_queue
 from bots.slack import PLATFORM
 from bots.slack.api import new_web_client
+from bots.slack.blocks import PICK_ACTION
 from bots.slack.interactions import Modal, add_interaction_listeners
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventPayload
 from bots.slack.manifest import bot_scopes
-from bots.slack.repositories import PICK_ACTION
 from bots.slack.triggers import trigger_of
 from db.jobs import JobQueue
 from db.store import Store

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from bots.slack import PLATFORM
 from bots.slack.api import SlackTeam
+from bots.slack.blocks import settled_blocks
 from bots.slack.interactions import SlackInteraction, tell_privately
 from bots.slack.job import SLACK_EVENT_JOB
 from bots.slack.repositories import (
@@ -23,7 +24,6 @@ from bots.slack.repositories import (
     picked_text,
     picker_ref,
     refusal_text,
-    settled_blocks,
 )
 from db.conversation_links import find_link
 from db.jobs import JobQueue

@@ -14,7 +14,13 @@ from bots.features import Feature, Risk
 from bots.platform import AdminGate, Platform, PlatformPackage, Shared
 from bots.slack import PLATFORM
 from bots.slack.api import SlackApi
-from bots.slack.blocks import APPROVE_ACTION, REJECT_ACTION, STOP_ACTION
+from bots.slack.blocks import (
+    APPROVE_ACTION,
+    NO_REPOSITORY_ACTION,
+    PICK_ACTION,
+    REJECT_ACTION,
+    STOP_ACTION,
+)
 from bots.slack.checks import SlackCheck, SlackCheckSettings
 from bots.slack.controls import SlackControls
 from bots.slack.inbound import build_slack_app, slack_routes
@@ -24,7 +30,6 @@ from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.slack.links import SlackLinks
 from bots.slack.picks import RepositoryPicks
 from bots.slack.reply import SlackCallbackProcessor
-from bots.slack.repositories import NO_REPOSITORY_ACTION, PICK_ACTION
 from bots.slack.socket_mode import SlackSocketMode
 from db.secrets import secret_text
 

@@ -20,6 +20,7 @@ from typing import Any
 from agent.checkout import WorkspaceRequest
 from bots.slack import PLATFORM
 from bots.slack.api import SlackTeam
+from bots.slack.blocks import NO_REPOSITORY_ACTION, PICK_ACTION, text_section
 from bots.slack.triggers import SlackTrigger
 from bots.texts import no_checkout_note
 from bots.triggers import infer_repository
@@ -36,8 +37,6 @@ from processors.workspace import HostedRepository, locate, reachable_repositorie
 
 log = logging.getLogger(__name__)
 
-PICK_ACTION = "relay.pick_repository"
-NO_REPOSITORY_ACTION = "relay.no_repository"
 # Marks the picker message (Slack message metadata), so a retried job finds it.
 PICKER_EVENT_TYPE = "agent_relay_picker"
 # Marks the confirmation of `use`, for the same reason.
@@ -190,14 +189,9 @@ def picker_blocks(asker: str, repositories: list[HostedRepository]) -> list[dict
         "value": "none",
     }
     return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": picker_text(asker)}},
+        text_section(picker_text(asker)),
         {"type": "actions", "block_id": "relay.repository", "elements": [menu, button]},
     ]
-
-
-def settled_blocks(text: str) -> list[dict[str, Any]]:
-    """The picker once settled: what was picked, and no controls."""
-    return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
 
 
 async def reply_once(

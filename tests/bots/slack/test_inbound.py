@@ -13,8 +13,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from bots.slack.blocks import PICK_ACTION
 from bots.slack.inbound import EVENTS_PATH, build_slack_app, slack_routes
-from bots.slack.repositories import PICK_ACTION
 from db.jobs import JobQueue
 from db.store import Store
 from tests.support.fake_slack import FakeSlack, slack_signature_headers

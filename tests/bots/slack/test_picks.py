@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from bots.slack.api import SlackApi, SlackTeam
+from bots.slack.blocks import NO_REPOSITORY_ACTION, PICK_ACTION
 from bots.slack.interactions import SlackInteraction
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.slack.picks import OVERTAKEN_TEXT, RepositoryPicks
-from bots.slack.repositories import NO_REPOSITORY_ACTION, PICK_ACTION
 from bots.turns import Turns
 from db.conversation_links import ConversationLink, save_link
 from db.jobs import JobQueue

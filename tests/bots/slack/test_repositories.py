@@ -14,11 +14,10 @@ import pytest
 
 from agent.events import START_JOB
 from bots.slack.api import SlackApi
+from bots.slack.blocks import NO_REPOSITORY_ACTION, PICK_ACTION
 from bots.slack.job import SLACK_EVENT_JOB, SlackEventJob
 from bots.slack.repositories import (
     MAX_OPTIONS,
-    NO_REPOSITORY_ACTION,
-    PICK_ACTION,
     PICKER_EVENT_TYPE,
     RepositoryChoice,
     UseCommand,
