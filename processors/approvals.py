@@ -11,7 +11,7 @@ message. Each answer is an `approval.answer` job, one per delivery, queued by
                           delivery_id="slack:<interaction id>")
 
 Who may answer is the caller's decision (GitHub: write access; GitLab: Developer;
-Slack: the person who asked, `(await turn_asker(store, approval_id)).user`, and
+Slack: the person who asked, `(await turn_processor(store, approval)).user`, and
 SLACK_APPROVERS); `db.approvals.get_approval(store, id).state` says whether it still
 waits (`pending`). The job makes the
 first answer win (a conditional UPDATE of the pending row), gives it to the
@@ -92,14 +92,6 @@ async def answer_approval(
     )
 
 
-async def turn_asker(store: Store, approval_id: int) -> ReplyingProcessor | None:
-    """The processor of the turn approval `approval_id` belongs to, whose fields say who
-    asked for the turn (Slack: `SlackCallbackProcessor.user`, a member id); None when
-    there is no such request."""
-    approval = await get_approval(store, approval_id)
-    return None if approval is None else await _processor(store, approval)
-
-
 def approval_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
     async def on_post(job: Job) -> None:
         await post_request(context, APPROVAL_POST_JOB.payload_of(job).approval_id)
@@ -110,7 +102,9 @@ def approval_handlers(context: ProcessorContext) -> dict[str, JobHandler]:
     return {APPROVAL_POST_JOB.name: on_post, APPROVAL_ANSWER_JOB.name: on_answer}
 
 
-async def _processor(store: Store, approval: Approval) -> ReplyingProcessor | None:
+async def turn_processor(store: Store, approval: Approval) -> ReplyingProcessor | None:
+    """The processor of the turn `approval` belongs to, whose fields also say who asked
+    for the turn (Slack: `SlackCallbackProcessor.user`, a member id)."""
     callback = await get_callback(store, approval.callback_id)
     if callback is None:
         return None
@@ -129,7 +123,7 @@ async def post_request(context: ProcessorContext, approval_id: int) -> None:
     if approval is None:
         return
     bind(conversation=approval.conversation_id, callback=approval.callback_id)
-    processor = await _processor(context.store, approval)
+    processor = await turn_processor(context.store, approval)
     if processor is None:
         raise PermanentJobError(f"approval {approval_id}: its turn's processor does not load")
     if approval.message_id is None:
@@ -180,7 +174,7 @@ async def give_answer(context: ProcessorContext, answer: ApprovalAnswerPayload) 
         )
     # Shown by every attempt until it succeeds: a 429 delays it, never drops it.
     if approval.message_id is not None:
-        processor = await _processor(context.store, approval)
+        processor = await turn_processor(context.store, approval)
         if processor is not None:
             await processor.edit_approval(_request(context, approval), approval.message_id, context)
     # The status message goes back to the agent's step (unless the turn has ended).

@@ -22,7 +22,7 @@ from bots.turns import Turns
 from db.approvals import PENDING, get_approval
 from db.callbacks import active_callbacks
 from db.conversation_links import find_link
-from processors.approvals import answer_approval, turn_asker
+from processors.approvals import answer_approval, turn_processor
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class SlackControls:
         if approval is None or approval.state != PENDING:
             await tell_privately(team, interaction, ALREADY_ANSWERED)
             return
-        asker = await turn_asker(self.turns.store, approval.id)
+        asker = await turn_processor(self.turns.store, approval)
         asked_by = asker.user if isinstance(asker, SlackCallbackProcessor) else None
         if interaction.user != asked_by and interaction.user not in self.approvers:
             who = f"<@{asked_by}>" if asked_by else "the person who asked"

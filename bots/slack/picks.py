@@ -92,14 +92,7 @@ class RepositoryPicks:
             # The same pick again (this job run again after the claim): the picker
             # may not say so yet.
             choice = parse_choice(stored.chosen or "", self.repositories.hosts()) or choice
-        text = picked_text(choice, click.user)
-        await team.call(
-            "chat.update",
-            channel=click.channel,
-            ts=click.message_ts,
-            text=text,
-            blocks=settled_blocks(text),
-        )
+        await _settle(team, click, picked_text(choice, click.user))
         log.info(
             "slack %s: %s picked %s", pending.thread_key, click.user, choice.repository or "none"
         )
@@ -115,13 +108,18 @@ class RepositoryPicks:
         stored = await get_choice(store, PLATFORM, delivery_id)
         if stored is not None and stored.chosen is not None:
             return False  # this mention's own pick started it: the same pick again
-        assert click.message_ts is not None
-        await team.call(
-            "chat.update",
-            channel=click.channel,
-            ts=click.message_ts,
-            text=OVERTAKEN_TEXT,
-            blocks=settled_blocks(OVERTAKEN_TEXT),
-        )
+        await _settle(team, click, OVERTAKEN_TEXT)
         log.info("slack %s: a pick after the thread's conversation started; none", thread_key)
         return True
+
+
+async def _settle(team: SlackTeam, click: SlackInteraction, text: str) -> None:
+    """The picker shows `text` and no controls any more."""
+    assert click.message_ts is not None  # a message's control (checked by _pick)
+    await team.call(
+        "chat.update",
+        channel=click.channel,
+        ts=click.message_ts,
+        text=text,
+        blocks=settled_blocks(text),
+    )

@@ -30,7 +30,7 @@ from db.callbacks import (
 )
 from db.job_kinds import Job
 from db.store import Store
-from processors.approvals import answer_approval, give_answer, turn_asker
+from processors.approvals import answer_approval, give_answer, turn_processor
 from processors.base import REPLY_JOB, Reply, ReplyingProcessor
 from processors.confirmation import (
     APPROVAL_ANSWER_JOB,
@@ -213,7 +213,7 @@ async def test_a_wait_is_recorded_once_keeps_the_turn_and_posts_one_request(
     assert [a.detail for a in request.actions] == ["make clean"]
     stored = await get_approval(store, approval.id)
     assert stored is not None and stored.message_id == f"m{approval.id}"
-    asker = await turn_asker(store, approval.id)
+    asker = await turn_processor(store, stored)
     assert isinstance(asker, ThreadProcessor) and asker.asker == "U1"
 
 
